@@ -1,0 +1,80 @@
+"""Tiny randomly initialised llama and gemma3 models and SAEs, plus the real packaged model (loaded once)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+HIDDEN = 32
+D_SAE = 96
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gemma3(seed: int = 0) -> Gemma3ForCausalLM:
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=128, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, sliding_window=16, pad_token_id=0,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+def random_sae(kind: str = "jumprelu", d_in: int = HIDDEN, d_sae: int = D_SAE, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if kind == "jumprelu":
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae))
+    elif kind == "standard":
+        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
+    elif kind == "topk":
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=8))
+    else:
+        raise ValueError(kind)
+    with torch.no_grad():
+        for name, param in sae.named_parameters():
+            if name == "threshold":
+                param.copy_(torch.rand_like(param) * 0.3)
+            else:
+                param.copy_(torch.randn_like(param) * 0.3)
+    sae.requires_grad_(False)
+    return sae.eval()
+
+
+@pytest.fixture(params=["llama", "gemma3"])
+def tiny_model(request: pytest.FixtureRequest) -> torch.nn.Module:
+    return tiny_llama() if request.param == "llama" else tiny_gemma3()
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """The packaged default model, loaded once per test session."""
+    from yapo_bench.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over a 128-entry vocabulary, built offline (ids match the tiny models)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(124)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_texts(n: int = 12, seed: int = 0) -> list[str]:
+    gen = torch.Generator().manual_seed(seed)
+    return [" ".join(f"w{int(i)}" for i in torch.randint(0, 124, (int(length),), generator=gen))
+            for length in torch.randint(10, 40, (n,), generator=gen)]

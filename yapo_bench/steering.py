@@ -1,0 +1,438 @@
+"""Steering vectors and the one context manager that applies them.
+
+With h the residual stream after decoder layer L, coefficient c = direction · multiplier:
+  dense (CAA, BiPO):  h' = h + c·v
+  sparse (SAS, YaPO): h' = Dec(ReLU(Enc(h) + c·v)) + (h − Dec(Enc(h)))           (paper, eq. 3)
+Codes are non-negative, so latents outside S = supp(v) are unchanged and exactly
+  h' = h + W_dec[S]ᵀ (ReLU(s_S + c·v_S) − s_S),
+which needs only the |S| encoder columns in S when the SAE's latents are computed independently
+(ReLU / JumpReLU without run-time normalisation). That is the fast path; `phi_full` is the literal
+eq. 3 it is tested against, and the fallback for SAEs where the shortcut is not exact (TopK, normalised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from yapo_bench.models import decoder_owner, get_layer, hidden_size, model_identity
+
+SPACES = ("dense", "sae")
+POSITIONS = ("all", "prompt", "response", "generated")
+SPARSE_FORMS = ("support", "full")
+_FAST_ARCHITECTURES = ("standard", "jumprelu")
+
+
+class SteeringError(ValueError):
+    """A vector, model, SAE or argument that does not fit; the message names the field."""
+
+
+class VectorFileError(SteeringError):
+    """A vector file that is missing, corrupt or not a yapo-bench vector."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# SteeringVector
+
+
+def _values_digest(values: torch.Tensor) -> str:
+    return hashlib.sha256(values.detach().to(torch.float32).cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class SteeringVector:
+    """A steering vector and everything needed to apply it to the right model (and SAE) only."""
+
+    values: torch.Tensor
+    space: str
+    layer: int
+    model_id: str | None = None
+    sae_id: str | None = None
+    sae_hash: str | None = None
+    method: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, torch.Tensor):
+            self.values = torch.as_tensor(self.values, dtype=torch.float32)
+        if self.values.dim() != 1 or self.values.numel() == 0:
+            raise SteeringError(f"values: expected a non-empty 1-D tensor, got shape {tuple(self.values.shape)}")
+        if not self.values.is_floating_point():
+            self.values = self.values.to(torch.float32)
+        if not torch.isfinite(self.values.detach()).all():
+            raise SteeringError("values: contains NaN or inf")
+        if self.space not in SPACES:
+            raise SteeringError(f"space: {self.space!r}; expected one of {SPACES}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
+            raise SteeringError(f"layer: {self.layer!r}; expected a non-negative integer")
+        if self.space == "sae" and not self.sae_hash:
+            raise SteeringError("sae_hash: a vector in SAE space must record the hash of its SAE")
+        try:
+            json.dumps({"config": self.config, "provenance": self.provenance})
+        except TypeError as err:
+            raise SteeringError(f"config/provenance: must be JSON-serialisable ({err})") from None
+
+    @classmethod
+    def dense(cls, values: torch.Tensor | list[float], layer: int, **metadata: Any) -> SteeringVector:
+        """A vector added to the residual stream: h + direction·multiplier·values."""
+        return cls(values=torch.as_tensor(values, dtype=torch.float32), space="dense", layer=layer, **metadata)
+
+    @classmethod
+    def sparse(cls, values: torch.Tensor | list[float], layer: int, sae: nn.Module, **metadata: Any) -> SteeringVector:
+        """A vector in `sae`'s latent space, applied through eq. 3; records the SAE's id and hash."""
+        from yapo_bench.sae import sae_hash, sae_identity
+
+        values = torch.as_tensor(values, dtype=torch.float32)
+        if values.dim() == 1 and values.numel() != sae.cfg.d_sae:
+            raise SteeringError(f"values: has {values.numel()} entries but the SAE has d_sae = {sae.cfg.d_sae}")
+        metadata.setdefault("sae_id", sae_identity(sae))
+        metadata.setdefault("sae_hash", sae_hash(sae))
+        return cls(values=values, space="sae", layer=layer, **metadata)
+
+    # -- properties ----------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self.values.numel()
+
+    @property
+    def norm(self) -> float:
+        return float(self.values.detach().norm())
+
+    @property
+    def l0(self) -> int:
+        return int((self.values.detach() != 0).sum())
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": "yapo-bench-vector/1",
+            "space": self.space,
+            "layer": self.layer,
+            "dim": self.dim,
+            "model_id": self.model_id,
+            "sae_id": self.sae_id,
+            "sae_hash": self.sae_hash,
+            "method": self.method,
+            "config": self.config,
+            "provenance": self.provenance,
+            "values_sha256": _values_digest(self.values),
+        }
+
+    # -- compatibility -------------------------------------------------------------------------------
+
+    def check_compatible(self, model: nn.Module, sae: nn.Module | None = None) -> None:
+        """Raise SteeringError unless this vector was made for `model` (and `sae`)."""
+        get_layer(model, self.layer)
+        model_id = model_identity(model)
+        if self.model_id and model_id and self.model_id != model_id:
+            raise SteeringError(f"vector: made for model {self.model_id!r}, not {model_id!r}")
+        d_model = hidden_size(model)
+        if self.space == "dense":
+            if self.dim != d_model:
+                raise SteeringError(f"vector: has {self.dim} values but the model's hidden size is {d_model}")
+            return
+        if sae is None:
+            raise SteeringError(f"sae: the vector lives in SAE space ({self.sae_id}); pass the SAE it was made with")
+        from yapo_bench.sae import check_sae_fits, sae_hash, sae_identity
+
+        check_sae_fits(sae, model)
+        if sae.cfg.d_sae != self.dim:
+            raise SteeringError(f"vector: has {self.dim} latents but the SAE has d_sae = {sae.cfg.d_sae}")
+        if self.sae_hash != sae_hash(sae):
+            raise SteeringError(
+                f"sae: vector was made with SAE {self.sae_id!r} (hash {self.sae_hash}), "
+                f"not {sae_identity(sae)!r} (hash {sae_hash(sae)})"
+            )
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _paths(path: str | Path) -> tuple[Path, Path]:
+        path = Path(path)
+        if path.suffix in {".safetensors", ".json"}:
+            return path.with_suffix(".safetensors"), path.with_suffix(".json")
+        return path / "vector.safetensors", path / "vector.json"
+
+    def save(self, path: str | Path) -> Path:
+        """Write `vector.safetensors` + `vector.json` into directory `path` (or beside `path` when it
+        ends in .safetensors). Both are written atomically; returns the safetensors path."""
+        tensor_path, json_path = self._paths(path)
+        tensor_path.parent.mkdir(parents=True, exist_ok=True)
+        if "created" not in self.provenance:
+            from yapo_bench import __version__
+
+            self.provenance = {
+                **self.provenance,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "yapo_bench_version": __version__,
+            }
+        meta = self.metadata()
+        values = self.values.detach().to(torch.float32).cpu().contiguous()
+        _atomic(tensor_path, lambda tmp: save_file({"values": values}, tmp, metadata={"yapo_bench": json.dumps(meta)}))
+        _atomic(json_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+        return tensor_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVector:
+        """Load a vector saved by `save` (directory, .safetensors or .json path); checks its checksum."""
+        tensor_path, json_path = cls._paths(path)
+        if not tensor_path.is_file():
+            raise VectorFileError(f"vector: no file at {tensor_path}")
+        try:
+            tensors = load_file(tensor_path)
+            from safetensors import safe_open
+
+            with safe_open(tensor_path, "pt") as handle:
+                header = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise VectorFileError(f"vector: {tensor_path} is corrupt or not safetensors ({err})") from None
+        try:
+            meta = json.loads(json_path.read_text()) if json_path.is_file() else json.loads(header["yapo_bench"])
+        except (KeyError, json.JSONDecodeError) as err:
+            raise VectorFileError(f"vector: {tensor_path} has no readable yapo-bench metadata ({err})") from None
+        if "values" not in tensors or meta.get("format") != "yapo-bench-vector/1":
+            raise VectorFileError(f"vector: {tensor_path} is not a yapo-bench vector (format {meta.get('format')!r})")
+        values = tensors["values"]
+        if _values_digest(values) != meta.get("values_sha256"):
+            raise VectorFileError(f"vector: {tensor_path} is corrupt (values do not match the recorded checksum)")
+        fields_ = ("space", "layer", "model_id", "sae_id", "sae_hash", "method", "config", "provenance")
+        return cls(values=values, **{k: meta.get(k) for k in fields_ if k in meta})
+
+    def to_lm_eval_steered(self, path: str | Path, multiplier: float = 1.0, direction: int = 1) -> Path:
+        """Export a dense vector in the `.pt` format of lm-eval's built-in `steered` model
+        (`--model steered --model_args steer_path=...`; it steers every position)."""
+        if self.space != "dense":
+            raise SteeringError("space: only dense vectors can be exported to lm-eval's `steered` format")
+        config = {
+            f"layers.{self.layer}": {
+                "steering_vector": self.values.detach().to(torch.float32).cpu(),
+                "steering_coefficient": float(direction * multiplier),
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic(path, lambda tmp: torch.save(config, tmp))
+        return path
+
+    @classmethod
+    def from_lm_eval_steered(cls, path: str | Path, **metadata: Any) -> SteeringVector:
+        """Import the single `add` hookpoint of an lm-eval `steered` `.pt` file as a dense vector
+        (its coefficient folded into the values)."""
+        try:
+            config = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a bad pickle; all mean "not this format"
+            raise VectorFileError(f"vector: {path} is not a readable lm-eval steer file ({err})") from None
+        if not isinstance(config, dict) or len(config) != 1:
+            raise VectorFileError(f"vector: {path} must hold exactly one hookpoint, found {len(config)}")
+        (hookpoint, info), = config.items()
+        parts = hookpoint.split(".")
+        if len(parts) != 2 or parts[0] != "layers" or not parts[1].isdigit():
+            raise VectorFileError(f"vector: hookpoint {hookpoint!r} is not of the form layers.<L>")
+        if info.get("action", "add") != "add":
+            raise VectorFileError(f"vector: action {info.get('action')!r} cannot be imported; only 'add'")
+        values = info["steering_vector"].reshape(-1).float() * float(info.get("steering_coefficient", 1.0))
+        return cls.dense(values, layer=int(parts[1]), **metadata)
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Φ: the steering maps
+
+
+def _supports_fast_path(sae: nn.Module) -> bool:
+    cfg = sae.cfg
+    return (
+        cfg.architecture() in _FAST_ARCHITECTURES
+        and cfg.normalize_activations == "none"
+        and getattr(cfg, "reshape_activations", "none") == "none"
+    )
+
+
+def _encode_columns(sae: nn.Module, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Codes of latents `columns` only, for SAEs whose latents are independent of each other."""
+    sae_in = hidden - sae.b_dec * sae.cfg.apply_b_dec_to_input
+    pre = sae_in @ sae.W_enc[:, columns] + sae.b_enc[columns]
+    codes = pre.relu()
+    if sae.cfg.architecture() == "jumprelu":
+        codes = codes * (pre > sae.threshold[columns])
+    return codes
+
+
+def phi_full(hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae: nn.Module) -> torch.Tensor:
+    """Eq. 3 literally: Dec(ReLU(Enc(h) + c·v)) + (h − Dec(Enc(h))). The reference."""
+    codes = sae.encode(hidden)
+    return sae.decode((codes + coefficient * values).relu()) + (hidden - sae.decode(codes))
+
+
+def sparse_delta(
+    hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae: nn.Module, form: str = "support"
+) -> torch.Tensor:
+    """Φ(h) − h for a vector in SAE space, by the sparse-support form (default) or the full eq. 3.
+
+    The support is supp(v); while v carries a gradient it also includes every latent active on `hidden`,
+    since those are exactly the latents whose gradient can be non-zero (ReLU'(0) = 0 elsewhere).
+    """
+    if form == "full" or not _supports_fast_path(sae):
+        return phi_full(hidden, values, coefficient, sae) - hidden
+    support = values.detach() != 0
+    if values.requires_grad:
+        active = _encode_columns(sae, hidden.detach(), torch.arange(sae.cfg.d_sae, device=hidden.device)) > 0
+        support = support | active.reshape(-1, sae.cfg.d_sae).any(0)
+    columns = support.nonzero().squeeze(-1)
+    if columns.numel() == 0:
+        return torch.zeros_like(hidden)
+    codes = _encode_columns(sae, hidden, columns)
+    shifted = (codes + coefficient * values[columns]).relu()
+    return (shifted - codes) @ sae.W_dec[columns]
+
+
+def steering_delta(
+    hidden: torch.Tensor,
+    vector: SteeringVector,
+    coefficient: float,
+    sae: nn.Module | None = None,
+    sparse_form: str = "support",
+) -> torch.Tensor:
+    """Φ(h) − h in fp32 for any vector; the single implementation of the steering maths."""
+    values = vector.values.to(hidden.device)
+    hidden = hidden.float()
+    if vector.space == "dense":
+        return (coefficient * values).expand_as(hidden)
+    return sparse_delta(hidden, values.float(), coefficient, sae, sparse_form)
+
+
+# ----------------------------------------------------------------------------------------------------
+# steer(): the one context manager
+
+
+class SteeringHandle:
+    """State of one `steer` context: which positions of the current forward pass are steered.
+
+    Positions are absolute indices in the padded sequence (past tokens included during generation).
+    For `prompt`/`response` the boundary is `response_start` (per row); when unset, the first forward
+    pass of a generation (empty cache) is the prompt and every later token is generated.
+    """
+
+    def __init__(self, positions: str | torch.Tensor, response_start: torch.Tensor | None) -> None:
+        self.positions = positions
+        self.response_start = response_start
+        self.calls = 0
+        self._mask: torch.Tensor | None = None
+        self._prefill_length: int | None = None
+
+    def set_response_start(self, response_start: torch.Tensor | list[int] | None) -> None:
+        """Index of each row's first response token, for `positions` = prompt / response."""
+        self.response_start = None if response_start is None else torch.as_tensor(response_start).long()
+
+    def _begin_forward(self, length: int, past: int, attention_mask: torch.Tensor | None, batch: int) -> None:
+        real = torch.ones(batch, length, dtype=torch.bool)
+        if attention_mask is not None and attention_mask.dim() == 2:
+            real = attention_mask[:, -length:].bool().cpu()
+        absolute = torch.arange(past, past + length)
+        if isinstance(self.positions, torch.Tensor):
+            chosen = self.positions[:, past : past + length].bool().cpu()
+            if chosen.shape != real.shape:
+                raise SteeringError(f"positions: mask covers {tuple(chosen.shape)} but the input is {(batch, length)}")
+        elif self.positions == "all":
+            chosen = real
+        else:
+            if past == 0:
+                # a plain forward or generation's prefill: without response_start, all of it is prompt
+                self._prefill_length = length
+            start = self.response_start
+            if start is None:
+                start = torch.full((batch,), self._prefill_length if self._prefill_length is not None else 0)
+            start = start.reshape(-1, 1).cpu()
+            chosen = absolute[None, :] < start if self.positions == "prompt" else absolute[None, :] >= start
+        self._mask = chosen & real
+        self.calls += 1
+
+
+@contextlib.contextmanager
+def steer(
+    model: nn.Module,
+    vector: SteeringVector | None,
+    multiplier: float = 1.0,
+    direction: int = 1,
+    positions: Literal["all", "prompt", "response", "generated"] | torch.Tensor = "all",
+    sae: nn.Module | None = None,
+    response_start: torch.Tensor | list[int] | None = None,
+    sparse_form: Literal["support", "full"] = "support",
+) -> Iterator[SteeringHandle]:
+    """Apply `vector` at its layer for the duration of the block; the hooks go on exit, also on error.
+
+    multiplier λ ≥ 0 and direction d ∈ {−1, +1} scale the vector by d·λ. `positions`: `all` real tokens,
+    the `prompt`, or the `response`/`generated` tokens (boundary: `response_start` or generation's
+    prefill), or a bool mask [batch, total length]. Padding (attention mask 0) is never steered.
+    `vector=None` steers nothing (the unsteered baseline through the same code path).
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier < 0:
+        raise SteeringError(f"multiplier: {multiplier!r}; expected a finite number >= 0")
+    if direction not in (-1, 1) or isinstance(direction, bool):
+        raise SteeringError(f"direction: {direction!r}; expected -1 or +1")
+    if not isinstance(positions, torch.Tensor) and positions not in POSITIONS:
+        raise SteeringError(f"positions: {positions!r}; expected one of {POSITIONS} or a bool mask tensor")
+    if sparse_form not in SPARSE_FORMS:
+        raise SteeringError(f"sparse_form: {sparse_form!r}; expected one of {SPARSE_FORMS}")
+    handle = SteeringHandle(positions, None)
+    handle.set_response_start(response_start)
+    if vector is None:
+        yield handle
+        return
+    vector.check_compatible(model, sae)
+    coefficient = float(direction * multiplier)
+    layer_module = get_layer(model, vector.layer)
+
+    def before_decoder(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs = kwargs.get("input_ids", args[0] if args else None)
+        if inputs is None:
+            inputs = kwargs["inputs_embeds"]
+        cache = kwargs.get("past_key_values")
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        handle._begin_forward(inputs.shape[1], int(past), attention_mask, inputs.shape[0])
+
+    def after_layer(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        mask = handle._mask
+        if mask is None or mask.shape != hidden.shape[:2]:
+            raise SteeringError("steer: layer ran outside a model forward pass; call the model, not the layer")
+        delta = steering_delta(hidden, vector, coefficient, sae, sparse_form)
+        steered = hidden + (delta * mask.to(hidden.device)[..., None]).to(hidden.dtype)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
+    hooks = [
+        decoder_owner(model).register_forward_pre_hook(before_decoder, with_kwargs=True),
+        layer_module.register_forward_hook(after_layer),
+    ]
+    try:
+        yield handle
+    finally:
+        for hook in hooks:
+            hook.remove()

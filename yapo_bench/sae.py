@@ -12,8 +12,8 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
+from unittest import mock
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from yapo_bench.atomic import atomic_dir, atomic_file
 from yapo_bench.models import PRESETS, get_layer, hidden_size
 from yapo_bench.resources import resource_dir
 
@@ -290,17 +291,14 @@ def train_sae(acts: torch.Tensor, spec: SAETrainSpec, progress: bool = True) -> 
         logger=LoggingConfig(log_to_wandb=False),
     )
     trainer = SAETrainer(trainer_cfg, sae, data_provider=_batches(acts, spec.batch_size, spec.seed))
-    if not progress:
-        os.environ.setdefault("TQDM_DISABLE", "1")
-    return trainer.fit()
+    # sae-lens' trainer builds its own tqdm bars; tqdm reads TQDM_* variables when a bar is made.
+    with mock.patch.dict(os.environ, {} if progress else {"TQDM_DISABLE": "1"}):
+        return trainer.fit()
 
 
 def save_sae(sae: nn.Module, out: Path, card: dict, dtype: str = "float32") -> Path:
     """Save the inference SAE in sae-lens' format plus card.json, atomically (temp dir, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with atomic_dir(out) as tmp:
         sae.save_inference_model(tmp)
         if dtype != "float32":
             weights = load_file(tmp / "sae_weights.safetensors")
@@ -309,12 +307,6 @@ def save_sae(sae: nn.Module, out: Path, card: dict, dtype: str = "float32") -> P
             cfg["dtype"] = "float32"  # loaded and run in fp32; only the file is stored compactly
             (tmp / "cfg.json").write_text(json.dumps(cfg, indent=1))
         (tmp / "card.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -466,10 +458,9 @@ def build_sae(spec: SAETrainSpec, out: Path, command: str = "", progress: bool =
         acts = load_file(cache)["acts"].float()
     else:
         acts = collect_activations(model, tokenizer, texts, spec.layer, spec.tokens, spec.seq_len, progress=progress)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        save_file({"acts": acts.half()}, tmp)
-        os.replace(tmp, cache)
+        acts = acts.half().float()  # train on exactly what the cache holds, so a rerun is identical
+        with atomic_file(cache) as tmp:
+            save_file({"acts": acts.half()}, tmp)
     collect_seconds = time.time() - started
     massive = massive_norm_mask(acts, spec.massive_norm_factor)
     train_acts = acts[~massive]
@@ -492,6 +483,7 @@ def build_sae(spec: SAETrainSpec, out: Path, command: str = "", progress: bool =
         "massive_norm_tokens_dropped": int(massive.sum()),
         "collect_seconds": round(collect_seconds, 1),
         "train_seconds": round(train_seconds, 1),
+        "dead_fraction_training_window": sae.cfg.metadata.num_dead_features / spec.d_sae,
         "eval": {"corpus_split": "heldout", **evaluation.to_dict()},
         "command": command,
         "sae_lens_version": _version("sae-lens"),

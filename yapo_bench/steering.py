@@ -17,7 +17,6 @@ import datetime
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from yapo_bench.atomic import atomic_file
 from yapo_bench.models import decoder_owner, get_layer, hidden_size, model_identity
 
 SPACES = ("dense", "sae")
@@ -252,13 +252,8 @@ class SteeringVector:
 
 
 def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _cmd_sae_train(args: argparse.Namespace) -> None:
 def _cmd_sae_eval(args: argparse.Namespace) -> None:
     from yapo_bench.corpus import load_corpus
     from yapo_bench.models import load_model
-    from yapo_bench.sae import evaluate_sae, load_sae, render_documents
+    from yapo_bench.sae import evaluate_sae, load_sae, render_documents, sae_directory, update_card_eval
 
     loaded = load_model(args.model)
     sae = load_sae(args.sae or args.model)
@@ -52,6 +52,8 @@ def _cmd_sae_eval(args: argparse.Namespace) -> None:
     texts = render_documents(loaded.tokenizer, load_corpus(args.corpus, args.split), args.chat_every)
     evaluation = evaluate_sae(loaded.model, loaded.tokenizer, sae, layer, texts, n_tokens=args.tokens)
     print(json.dumps(evaluation.to_dict(), indent=2))
+    if args.write_card:
+        print(f"recorded in {update_card_eval(sae_directory(args.sae or args.model), evaluation, args.split)}")
 
 
 def _cmd_vector_info(args: argparse.Namespace) -> None:
@@ -94,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(PRESETS),
                       help="preset model with a shipped SAE (default: %(default)s)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: %(default)s)")
-    demo.add_argument("--multiplier-dense", type=float, default=4.0, help="λ for the CAA vector (default: %(default)s)")
+    demo.add_argument("--multiplier-dense", type=float, default=1.5, help="λ for the CAA vector (default: %(default)s)")
     demo.add_argument("--multiplier-sparse", type=float, default=4.0, help="λ for the SAS vector (default: %(default)s)")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
@@ -118,10 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: %(default)s)")
     train.add_argument("--tokens", type=int, default=1_000_000, help="activations to collect (default: %(default)s)")
     train.add_argument("--d-sae", type=int, default=4608, help="number of latents (default: %(default)s)")
-    train.add_argument("--k", type=float, default=32.0, help="mean active latents per token (default: %(default)s)")
+    train.add_argument("--k", type=float, default=64.0, help="mean active latents per token (default: %(default)s)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=1024, help="tokens per training step (default: %(default)s)")
-    train.add_argument("--epochs", type=int, default=2, help="passes over the collected tokens (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=512, help="tokens per training step (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=4, help="passes over the collected tokens (default: %(default)s)")
     train.add_argument("--seq-len", type=int, default=128, help="tokens per context window (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     train.add_argument("--save-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--chat-every", type=int, default=3,
                           help="render every n-th document as a chat turn; 0 for none (default: %(default)s)")
     evaluate.add_argument("--tokens", type=int, default=20_000, help="tokens to evaluate on (default: %(default)s)")
+    evaluate.add_argument("--write-card", action="store_true",
+                          help="record the result in the SAE directory's card.json (local or shipped SAEs)")
     evaluate.set_defaults(func=_cmd_sae_eval)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",

@@ -41,7 +41,7 @@ def _generate(loaded, prompt: str, max_new_tokens: int, **steering) -> str:
     return loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def run_demo(model: str = DEFAULT_MODEL, out: Path = Path("runs/demo"), multiplier_dense: float = 4.0,
+def run_demo(model: str = DEFAULT_MODEL, out: Path = Path("runs/demo"), multiplier_dense: float = 1.5,
              multiplier_sparse: float = 4.0, max_new_tokens: int = 32) -> dict:
     started = time.time()
     preset = get_preset(model)

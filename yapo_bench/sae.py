@@ -48,11 +48,8 @@ def list_shipped_saes() -> list[str]:
     return sorted(p.name for p in SHIPPED_SAE_DIR.iterdir() if (p / "cfg.json").exists())
 
 
-def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Module:
-    """Load an SAE: a shipped name, a model preset (its shipped SAE), a local sae-lens directory,
-    or `<release>/<sae_id>` from sae-lens' pretrained registry (downloads from the hub)."""
-    from sae_lens import SAE
-
+def sae_directory(spec: str) -> Path:
+    """The local directory an SAE spec points to (shipped name, preset, or path)."""
     preset = PRESETS.get(spec)
     if preset is not None:
         if preset.shipped_sae is None:
@@ -60,23 +57,36 @@ def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Modul
         spec = preset.shipped_sae
     path = Path(spec).expanduser()
     if not path.exists() and spec in list_shipped_saes():
-        path = shipped_sae_path(spec)
-    if path.exists():
+        return shipped_sae_path(spec)
+    if not path.exists():
+        raise SAELoadError(f"sae: {spec!r} is not a shipped SAE ({', '.join(list_shipped_saes()) or 'none'}) "
+                           "nor a local directory")
+    return path
+
+
+def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Module:
+    """Load an SAE: a shipped name, a model preset (its shipped SAE), a local sae-lens directory,
+    or `<release>/<sae_id>` from sae-lens' pretrained registry (downloads from the hub)."""
+    from sae_lens import SAE
+
+    release, _, sae_id_in_release = spec.partition("/")
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    is_local = spec in PRESETS or spec in list_shipped_saes() or Path(spec).expanduser().exists()
+    if is_local:
+        path = sae_directory(spec)
         if not (path / "cfg.json").exists():
             raise SAELoadError(f"sae: directory {str(path)!r} has no cfg.json (expected sae-lens' on-disk format)")
         sae = SAE.load_from_disk(path, device=device, dtype=dtype)
         sae_id = path.name if path.parent == SHIPPED_SAE_DIR else str(path.resolve())
-    else:
-        release, _, sae_id_in_release = spec.partition("/")
-        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-        if release not in get_pretrained_saes_directory() or not sae_id_in_release:
-            raise SAELoadError(
-                f"sae: {spec!r} is not a shipped SAE ({', '.join(list_shipped_saes()) or 'none'}), a local "
-                "directory, nor <release>/<sae_id> of a sae-lens pretrained release"
-            )
+    elif release in get_pretrained_saes_directory() and sae_id_in_release:
         sae = SAE.from_pretrained(release, sae_id_in_release, device=device, dtype=dtype)
         sae_id = spec
+    else:
+        raise SAELoadError(
+            f"sae: {spec!r} is not a shipped SAE ({', '.join(list_shipped_saes()) or 'none'}), a local "
+            "directory, nor <release>/<sae_id> of a sae-lens pretrained release"
+        )
     sae.requires_grad_(False)
     sae.eval()
     sae.yapo_sae_id = sae_id
@@ -228,10 +238,10 @@ class SAETrainSpec:
     corpus: str = "python-stdlib"
     tokens: int = 1_000_000
     d_sae: int = 4608
-    k: float = 32.0
+    k: float = 64.0
     lr: float = 5e-4
-    batch_size: int = 1024
-    epochs: int = 2
+    batch_size: int = 512
+    epochs: int = 4
     seq_len: int = 128
     chat_every: int = 3
     massive_norm_factor: float = 10.0
@@ -316,6 +326,11 @@ def save_sae(sae: nn.Module, out: Path, card: dict, dtype: str = "float32") -> P
 
 @dataclass
 class SAEEval:
+    """Figures of an SAE at one layer. CE is measured with the SAE (or an ablation) replacing the layer's
+    output at every real position except attention sinks (position 0 and tokens whose norm exceeds
+    `massive_norm_factor` × the median; the SAE is not trained on them); the `_all` figures replace
+    every position but the first."""
+
     tokens: int
     l0: float
     dead_fraction: float
@@ -326,12 +341,17 @@ class SAEEval:
     ce_spliced: float
     ce_zero_ablation: float
     ce_mean_ablation: float
+    ce_spliced_all: float
+    ce_zero_ablation_all: float
+    ce_mean_ablation_all: float
     ce_recovered_vs_zero: float = field(init=False)
     ce_recovered_vs_mean: float = field(init=False)
+    ce_recovered_vs_mean_all: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.ce_recovered_vs_zero = _recovered(self.ce_clean, self.ce_spliced, self.ce_zero_ablation)
         self.ce_recovered_vs_mean = _recovered(self.ce_clean, self.ce_spliced, self.ce_mean_ablation)
+        self.ce_recovered_vs_mean_all = _recovered(self.ce_clean, self.ce_spliced_all, self.ce_mean_ablation_all)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -348,17 +368,23 @@ def _variance_explained(acts: torch.Tensor, recon: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _mean_ce(model: nn.Module, enc: dict, replace: object | None, layer: int) -> tuple[float, int]:
-    """Summed next-token CE and token count with layer `layer`'s output passed through `replace`
-    at every real position except the first (the attention sink is never replaced)."""
+def _summed_ce(
+    model: nn.Module, enc: dict, replace: object | None, layer: int, sink_factor: float | None
+) -> tuple[float, int]:
+    """Summed next-token CE and token count with layer `layer`'s output passed through `replace` at every
+    real position except the first and, when `sink_factor` is set, except massive-norm (sink) tokens."""
     handle = None
     if replace is not None:
-        keep = enc["attention_mask"].bool().clone()
-        first = keep.float().argmax(dim=1)
-        keep[torch.arange(keep.shape[0]), first] = False
+        real = enc["attention_mask"].bool()
+        first = real.float().argmax(dim=1)
 
         def hook(_m: nn.Module, _i: object, output: object) -> object:
             hidden = _layer_output_tensor(output)
+            keep = real.clone()
+            keep[torch.arange(keep.shape[0]), first] = False
+            if sink_factor is not None:
+                norms = hidden.norm(dim=-1)
+                keep &= norms <= sink_factor * norms[real].median()
             new = hidden.clone()
             new[keep] = replace(hidden[keep].float()).to(hidden.dtype)
             return (new, *output[1:]) if isinstance(output, tuple) else new
@@ -395,19 +421,21 @@ def evaluate_sae(
     codes = sae.encode(acts)
     recon = sae.decode(codes)
     massive = massive_norm_mask(acts, massive_norm_factor)
-    mean_act = acts.mean(0)
-    ce = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0], "mean": [0.0, 0]}
+    mean_act = acts[~massive].mean(0)
     replacements = {
-        "clean": None,
         "spliced": lambda h: sae.decode(sae.encode(h)),
         "zero": torch.zeros_like,
         "mean": lambda h: mean_act.expand_as(h),
     }
+    runs = [("clean", None, None)]
+    for name, replace in replacements.items():
+        runs += [(name, replace, massive_norm_factor), (f"{name}_all", replace, None)]
+    ce = {name: [0.0, 0] for name, _, _ in runs}
     seen = 0
     batches = window_batches(tokenizer, token_windows(tokenizer, texts, seq_len), batch_size)
     for enc in tqdm(batches, desc="CE eval", disable=not progress):
-        for name, replace in replacements.items():
-            loss, count = _mean_ce(model, enc, replace, layer)
+        for name, replace, sink_factor in runs:
+            loss, count = _summed_ce(model, enc, replace, layer, sink_factor)
             ce[name][0] += loss
             ce[name][1] += count
         seen += int(enc["attention_mask"].sum())
@@ -425,7 +453,20 @@ def evaluate_sae(
         ce_spliced=mean["spliced"],
         ce_zero_ablation=mean["zero"],
         ce_mean_ablation=mean["mean"],
+        ce_spliced_all=mean["spliced_all"],
+        ce_zero_ablation_all=mean["zero_all"],
+        ce_mean_ablation_all=mean["mean_all"],
     )
+
+
+def update_card_eval(sae_dir: Path, evaluation: SAEEval, split: str) -> Path:
+    """Record a fresh evaluation in an SAE directory's card.json (atomically)."""
+    card_path = Path(sae_dir) / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card["eval"] = {"corpus_split": split, **evaluation.to_dict()}
+    with atomic_file(card_path) as tmp:
+        tmp.write_text(json.dumps(card, indent=1, default=str) + "\n")
+    return card_path
 
 
 # ----------------------------------------------------------------------------------------------------

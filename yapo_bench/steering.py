@@ -385,7 +385,7 @@ def steer(
     multiplier λ ≥ 0 and direction d ∈ {−1, +1} scale the vector by d·λ. `positions`: `all` real tokens,
     the `prompt`, or the `response`/`generated` tokens (boundary: `response_start` or generation's
     prefill), or a bool mask [batch, total length]. Padding (attention mask 0) is never steered.
-    `vector=None` steers nothing (the unsteered baseline through the same code path).
+    `vector=None` installs nothing, so callers use one code path for the baseline and steered runs.
     """
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier < 0:
         raise SteeringError(f"multiplier: {multiplier!r}; expected a finite number >= 0")

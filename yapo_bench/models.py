@@ -264,3 +264,32 @@ def get_layer(model: nn.Module, layer: int) -> nn.Module:
 def model_identity(model: nn.Module) -> str | None:
     """The id recorded by load_model, else the checkpoint name transformers recorded, else None."""
     return getattr(model, "yapo_model_id", None) or getattr(model.config, "_name_or_path", None) or None
+
+
+class _StopForward(Exception):
+    """Raised by layer_output's hook: nothing after the layer needs to run."""
+
+
+def layer_output_tensor(output: object) -> torch.Tensor:
+    """A decoder layer's hidden-state output (layers return a tensor or a tuple, by architecture)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def layer_output(model: nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+    """A_layer(x): the residual stream after decoder layer `layer` for `inputs`, [batch, seq, d_model].
+    The forward pass stops at that layer; layers after it never run."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        captured.append(layer_output_tensor(output).detach())
+        raise _StopForward
+
+    handle = get_layer(model, layer).register_forward_hook(hook)
+    try:
+        model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo_bench.atomic import atomic_dir, atomic_file
-from yapo_bench.models import PRESETS, get_layer, hidden_size
+from yapo_bench.models import PRESETS, get_layer, hidden_size, layer_output, layer_output_tensor
 from yapo_bench.resources import resource_dir
 
 SHIPPED_SAE_DIR = resource_dir("data") / "saes"
@@ -120,14 +120,6 @@ def check_sae_fits(sae: nn.Module, model: nn.Module) -> None:
 # Activation collection
 
 
-class _StopForward(Exception):
-    pass
-
-
-def _layer_output_tensor(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 def render_documents(tokenizer: object, texts: Sequence[str], chat_every: int = 0) -> list[str]:
     """Plain documents, with every `chat_every`-th one rendered as a chat turn (first line as the user's
     message, the rest as the assistant's answer) so the SAE also sees the chat template's tokens."""
@@ -181,36 +173,24 @@ def collect_activations(
 ) -> torch.Tensor:
     """Residual-stream activations after decoder layer `layer`, [n, d_model] fp32, position 0 of each
     window and padding dropped, at most `n_tokens` rows, documents in the given order."""
-    block = get_layer(model, layer)
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        captured.append(_layer_output_tensor(output).detach())
-        raise _StopForward
-
-    handle = block.register_forward_hook(hook)
+    get_layer(model, layer)  # validates the layer before any work is done
     chunks: list[torch.Tensor] = []
     total = 0
     bar = tqdm(total=n_tokens, desc=f"collect layer {layer}", unit="tok", disable=not progress)
     try:
         for enc in window_batches(tokenizer, token_windows(tokenizer, texts, seq_len), batch_size):
             enc = {k: v.to(block_device(model)) for k, v in enc.items()}
-            captured.clear()
-            try:
-                model(**enc)
-            except _StopForward:
-                pass
+            hidden = layer_output(model, layer, **enc)
             keep = enc["attention_mask"].bool().clone()
             first = keep.float().argmax(dim=1)  # first real token of each row (left or right padding)
             keep[torch.arange(keep.shape[0]), first] = False
-            acts = captured[0][keep].float().cpu()
+            acts = hidden[keep].float().cpu()
             chunks.append(acts)
             total += acts.shape[0]
             bar.update(min(acts.shape[0], n_tokens - bar.n))
             if total >= n_tokens:
                 break
     finally:
-        handle.remove()
         bar.close()
     return torch.cat(chunks)[:n_tokens]
 
@@ -379,12 +359,13 @@ def _summed_ce(
         first = real.float().argmax(dim=1)
 
         def hook(_m: nn.Module, _i: object, output: object) -> object:
-            hidden = _layer_output_tensor(output)
+            hidden = layer_output_tensor(output)
             keep = real.clone()
             keep[torch.arange(keep.shape[0]), first] = False
             if sink_factor is not None:
-                norms = hidden.norm(dim=-1)
-                keep &= norms <= sink_factor * norms[real].median()
+                sink = torch.zeros_like(keep)
+                sink[real] = massive_norm_mask(hidden[real], sink_factor)
+                keep &= ~sink
             new = hidden.clone()
             new[keep] = replace(hidden[keep].float()).to(hidden.dtype)
             return (new, *output[1:]) if isinstance(output, tuple) else new

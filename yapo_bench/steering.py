@@ -171,7 +171,6 @@ class SteeringVector:
         """Write `vector.safetensors` + `vector.json` into directory `path` (or beside `path` when it
         ends in .safetensors). Both are written atomically; returns the safetensors path."""
         tensor_path, json_path = self._paths(path)
-        tensor_path.parent.mkdir(parents=True, exist_ok=True)
         if "created" not in self.provenance:
             from yapo_bench import __version__
 
@@ -182,8 +181,10 @@ class SteeringVector:
             }
         meta = self.metadata()
         values = self.values.detach().to(torch.float32).cpu().contiguous()
-        _atomic(tensor_path, lambda tmp: save_file({"values": values}, tmp, metadata={"yapo_bench": json.dumps(meta)}))
-        _atomic(json_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+        with atomic_file(tensor_path) as tmp:
+            save_file({"values": values}, tmp, metadata={"yapo_bench": json.dumps(meta)})
+        with atomic_file(json_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
         return tensor_path
 
     @classmethod
@@ -227,8 +228,8 @@ class SteeringVector:
             }
         }
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: torch.save(config, tmp))
+        with atomic_file(path) as tmp:
+            torch.save(config, tmp)
         return path
 
     @classmethod
@@ -249,11 +250,6 @@ class SteeringVector:
             raise VectorFileError(f"vector: action {info.get('action')!r} cannot be imported; only 'add'")
         values = info["steering_vector"].reshape(-1).float() * float(info.get("steering_coefficient", 1.0))
         return cls.dense(values, layer=int(parts[1]), **metadata)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    with atomic_file(path) as tmp:
-        write(str(tmp))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from yapo_bench.models import LoadedModel, get_layer
+from yapo_bench.models import LoadedModel, layer_output
 from yapo_bench.pairs import PreferencePair, encode_with_response
 
 AGGREGATIONS = ("response_mean", "last")
@@ -39,25 +39,15 @@ def mean_difference(
     """mean over pairs of [agg(transform(A_L(chosen))) − agg(transform(A_L(rejected)))]."""
     if not pairs:
         raise ValueError("pairs: expected at least one preference pair")
-    block = get_layer(loaded.model, spec.layer)
-    captured: list[torch.Tensor] = []
-    handle = block.register_forward_hook(
-        lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out)[0].float())
-    )
     total = None
-    try:
-        for pair in pairs:
-            summary = []
-            for response in (pair.chosen, pair.rejected):
-                ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
-                captured.clear()
-                loaded.model(ids[None])
-                states = transform(captured[0][start:])
-                summary.append(states.mean(0) if spec.aggregation == "response_mean" else states[-1])
-            diff = summary[0] - summary[1]
-            total = diff if total is None else total + diff
-    finally:
-        handle.remove()
+    for pair in pairs:
+        summary = []
+        for response in (pair.chosen, pair.rejected):
+            ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
+            states = transform(layer_output(loaded.model, spec.layer, input_ids=ids[None])[0].float()[start:])
+            summary.append(states.mean(0) if spec.aggregation == "response_mean" else states[-1])
+        diff = summary[0] - summary[1]
+        total = diff if total is None else total + diff
     mean = total / len(pairs)
     if spec.top_k:
         keep = mean.abs().topk(min(spec.top_k, mean.numel())).indices

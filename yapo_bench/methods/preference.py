@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from yapo_bench.models import LoadedModel, decoder_layers, get_layer
+from yapo_bench.models import LoadedModel, decoder_layers, get_layer, layer_output
 from yapo_bench.pairs import PreferencePair, encode_with_response
 from yapo_bench.steering import SteeringVector, steer
 
@@ -139,19 +139,9 @@ class PreferenceBatchScorer:
             return self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state, ids
 
     def _layer_output(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
-        missing = [s for s in sequences if s.key not in self._layer_cache]
-        if missing:
-            captured = []
-            handle = get_layer(self.model, self.layer).register_forward_hook(
-                lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out).detach())
-            )
-            try:
-                with torch.no_grad():
-                    for seq in missing:
-                        self.decoder(input_ids=seq.ids[None])
-                        self._layer_cache[seq.key] = captured.pop()[0]
-            finally:
-                handle.remove()
+        for seq in sequences:
+            if seq.key not in self._layer_cache:
+                self._layer_cache[seq.key] = layer_output(self.decoder, self.layer, input_ids=seq.ids[None])[0]
         width = max(len(s.ids) for s in sequences)
         batch = torch.zeros(len(sequences), width, self._layer_cache[sequences[0].key].shape[-1])
         for row, seq in enumerate(sequences):

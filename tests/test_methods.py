@@ -9,7 +9,8 @@ from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_tokenizer
 from yapo_bench.methods import caa, sas
 from yapo_bench.methods.mean_diff import MeanDiffSpec
 from yapo_bench.models import LoadedModel
-from yapo_bench.pairs import PreferencePair, encode_with_response, load_pairs_jsonl
+from yapo_bench.data import load_pair_file
+from yapo_bench.pairs import PreferencePair, encode_with_response
 
 PAIRS = [PreferencePair("w1 w2", "w3 w4 w5", "w6 w7"), PreferencePair("w8", "w9 w10", "w11 w12 w13")]
 
@@ -51,6 +52,6 @@ def test_pair_validation(tmp_path) -> None:
         PreferencePair("q", "a", "")
     (tmp_path / "p.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q"}\n')
     with pytest.raises(ValueError, match="p.jsonl row 2: chosen"):
-        load_pairs_jsonl(tmp_path / "p.jsonl")
+        load_pair_file(tmp_path / "p.jsonl", strict=True)
     with pytest.raises(ValueError, match="aggregation"):
         MeanDiffSpec(layer=1, aggregation="median")

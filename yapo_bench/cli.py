@@ -77,6 +77,55 @@ def _cmd_vector_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} (use: lm_eval --model steered --model_args pretrained=...,steer_path={path})")
 
 
+def _sae_layer(sae: object) -> int | None:
+    """The layer an SAE reads, from its sae-lens hook name (`blocks.15.hook_resid_post`, `model.layers.15`)."""
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None) or ""
+    numbers = [part for part in hook.split(".") if part.isdigit()]
+    return int(numbers[0]) if len(numbers) == 1 else None
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from yapo_bench.data import load_pairs
+    from yapo_bench.methods import get_method
+    from yapo_bench.models import load_model
+    from yapo_bench.pairs import PairSet
+    from yapo_bench.sae import load_sae
+
+    method = get_method(args.method)
+    sae = None
+    if args.sae or method.NEEDS_SAE:
+        if not args.sae and not (args.model in PRESETS and PRESETS[args.model].shipped_sae):
+            raise ValueError(f"--sae: required for method {args.method} with model {args.model!r}, which has no shipped SAE")
+        sae = load_sae(args.sae or args.model)
+    layer = args.layer
+    if layer is None:
+        layer = _sae_layer(sae) if sae is not None and _sae_layer(sae) is not None else _default_layer(args.model, "--layer")
+    pairs = load_pairs(args.data, args.data_dir)
+    if pairs.skipped:
+        print(f"{args.data}: skipped {len(pairs.skipped)} invalid row(s): {'; '.join(pairs.skipped[:3])}"
+              + (" ..." if len(pairs.skipped) > 3 else ""))
+    if args.limit:
+        pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
+    loaded = load_model(args.model)
+    if args.method in ("caa", "sas"):
+        spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k)
+    else:
+        spec = method.Spec(
+            layer=layer, steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
+            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+            positions=args.positions, direction_mode=args.direction_mode, seed=args.seed, max_length=args.max_length,
+            heldout_fraction=args.heldout_fraction, eval_every=args.eval_every,
+            checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
+        )
+    vector = method.fit(loaded, pairs, spec, sae=sae)
+    vector.save(args.out)
+    summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"
+    summary += f", L0 {vector.l0})" if vector.space == "sae" else ")"
+    if "final_loss" in vector.provenance:
+        summary += f", final train loss {vector.provenance['final_loss']:.4f}"
+    print(f"{summary} written to {args.out}")
+
+
 def _default_layer(model: str, flag: str) -> int:
     if model in PRESETS:
         return PRESETS[model].default_layer
@@ -148,6 +197,52 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--write-card", action="store_true",
                           help="record the result in the SAE directory's card.json (local or shipped SAEs)")
     evaluate.set_defaults(func=_cmd_sae_eval)
+
+    fit_parser = commands.add_parser(
+        "train", help="fit a steering vector (CAA, SAS, BiPO or YaPO) on preference pairs",
+        description="Fit a steering vector on preference pairs (chosen = the behaviour to steer toward). "
+        "BiPO/YaPO run the bi-directional preference loop: logs (train_log.jsonl), checkpoints and the vector "
+        "go to --out, and --resume continues a killed run bit-identically. For a preset model, --layer and "
+        "--sae default to the preset's shipped SAE.")
+    fit_parser.add_argument("--method", required=True, choices=["caa", "sas", "bipo", "yapo"], help="steering method")
+    fit_parser.add_argument("--model", default=DEFAULT_MODEL, help="preset, GGUF file, local dir or hub id (default: %(default)s)")
+    fit_parser.add_argument("--layer", type=int, default=None,
+                       help="decoder layer to steer (default: the SAE's layer, else the preset's default layer)")
+    fit_parser.add_argument("--sae", default=None, help="SAE for sas/yapo: shipped name, local dir or <release>/<sae_id> "
+                       "(default: the preset's shipped SAE)")
+    fit_parser.add_argument("--data", required=True,
+                       help="bipo:<behaviour>[:train|test], caa:<behaviour>[:generate|test], "
+                       "anthropic:<behaviour>[:lm|human], demo:cheerful, or a .csv/.json/.jsonl pair file")
+    fit_parser.add_argument("--data-dir", default=None,
+                       help="folder with bipo/, caa/, anthropic_advanced_ai_risk/ (default: $YAPO_BENCH_DATA, else ../shared/data)")
+    fit_parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (default: all)")
+    fit_parser.add_argument("--out", type=Path, required=True, help="run directory: vector, log, checkpoint")
+    fit_parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    mean_diff = fit_parser.add_argument_group("caa / sas")
+    mean_diff.add_argument("--aggregation", default="response_mean", choices=["response_mean", "last"],
+                           help="token positions averaged: all response tokens or the last one (default: %(default)s)")
+    mean_diff.add_argument("--top-k", type=int, default=0, help="keep the k largest entries; 0 keeps all (default: %(default)s)")
+    loop = fit_parser.add_argument_group("bipo / yapo")
+    loop.add_argument("--steps", type=int, default=200, help="optimizer steps (default: %(default)s)")
+    loop.add_argument("--batch-size", type=int, default=4, help="pairs per step (default: %(default)s)")
+    loop.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: %(default)s)")
+    loop.add_argument("--beta", type=float, default=0.1, help="β of the preference loss (default: %(default)s)")
+    loop.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    loop.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up before cosine decay (default: %(default)s)")
+    loop.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default: %(default)s)")
+    loop.add_argument("--positions", default="all", choices=["all", "response"],
+                      help="positions steered while training (default: %(default)s, as the reference code)")
+    loop.add_argument("--direction-mode", default="batch", choices=["batch", "example"],
+                      help="draw d ∈ {−1,+1} once per batch or per pair (default: %(default)s)")
+    loop.add_argument("--seed", type=int, default=0, help="seed for the split, batches and directions (default: %(default)s)")
+    loop.add_argument("--max-length", type=int, default=256, help="tokens per sequence; longer ones are truncated "
+                      "and counted (default: %(default)s)")
+    loop.add_argument("--heldout-fraction", type=float, default=0.1, help="pairs held out for evaluation (default: %(default)s)")
+    loop.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval in steps (default: %(default)s)")
+    loop.add_argument("--checkpoint-every", type=int, default=25, help="checkpoint interval in steps (default: %(default)s)")
+    loop.add_argument("--naive", action="store_true", help="recompute everything each step (the reference "
+                      "behaviour; for speed comparisons)")
+    fit_parser.set_defaults(func=_cmd_train)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",
                                  description="Inspect or export saved steering vectors.")

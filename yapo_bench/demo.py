@@ -13,8 +13,8 @@ import torch
 from yapo_bench.methods import caa, sas
 from yapo_bench.methods.mean_diff import MeanDiffSpec
 from yapo_bench.models import DEFAULT_MODEL, get_preset, load_model
-from yapo_bench.pairs import load_pairs_jsonl, render_prompt, response_logprob
-from yapo_bench.resources import resource_dir
+from yapo_bench.data import load_pairs
+from yapo_bench.pairs import render_prompt, response_logprob
 from yapo_bench.sae import load_sae
 from yapo_bench.steering import steer
 
@@ -48,7 +48,7 @@ def run_demo(model: str = DEFAULT_MODEL, out: Path = Path("runs/demo"), multipli
     loaded = load_model(model)
     sae = load_sae(model)
     layer = preset.default_layer
-    pairs = load_pairs_jsonl(resource_dir("data") / "demo" / "cheerful_pairs.jsonl")
+    pairs = load_pairs("demo:cheerful")
     train, heldout = pairs[:12], pairs[12:]
     vectors = {
         "caa": (caa.fit(loaded, train, MeanDiffSpec(layer=layer)), multiplier_dense),

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -24,18 +23,23 @@ class PreferencePair:
             raise ValueError(f"chosen/rejected: identical for prompt {self.prompt[:60]!r}")
 
 
-def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
-    """Pairs from a JSONL file with fields prompt, chosen, rejected; errors name file and row."""
-    pairs = []
-    for row_number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pairs.append(PreferencePair(row.get("prompt"), row.get("chosen"), row.get("rejected")))
-        except (json.JSONDecodeError, ValueError, AttributeError) as err:
-            raise ValueError(f"{path} row {row_number}: {err}") from None
-    return pairs
+class PairSet(list):
+    """Preference pairs plus where they came from and what `chosen` stands for (recorded in every vector)."""
+
+    def __init__(self, pairs: Iterable[PreferencePair], source: str, chosen: str, skipped: Sequence[str] = ()) -> None:
+        super().__init__(pairs)
+        self.source = source
+        self.chosen = chosen
+        self.skipped = list(skipped)  # "row N: field: problem" for each invalid row left out
+
+    def subset(self, indices: Iterable[int]) -> PairSet:
+        return PairSet((self[i] for i in indices), self.source, self.chosen, self.skipped)
+
+
+def describe_pairs(pairs: Sequence[PreferencePair]) -> dict[str, object]:
+    """What a vector's metadata records about its training pairs."""
+    return {"data": getattr(pairs, "source", None), "chosen": getattr(pairs, "chosen", None), "pairs": len(pairs),
+            "skipped_rows": getattr(pairs, "skipped", [])}
 
 
 def render_prompt(tokenizer: object, prompt: str) -> str:

@@ -265,13 +265,18 @@ def _supports_fast_path(sae: nn.Module) -> bool:
     )
 
 
-def _encode_columns(sae: nn.Module, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """Codes of latents `columns` only, for SAEs whose latents are independent of each other."""
+def _encode_columns(sae: nn.Module, hidden: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes of latents `columns` only (all when None), for SAEs whose latents are independent of each other."""
     sae_in = hidden - sae.b_dec * sae.cfg.apply_b_dec_to_input
-    pre = sae_in @ sae.W_enc[:, columns] + sae.b_enc[columns]
+    if columns is None:
+        pre = sae_in @ sae.W_enc + sae.b_enc
+        threshold = getattr(sae, "threshold", None)
+    else:
+        pre = sae_in @ sae.W_enc[:, columns] + sae.b_enc[columns]
+        threshold = sae.threshold[columns] if hasattr(sae, "threshold") else None
     codes = pre.relu()
     if sae.cfg.architecture() == "jumprelu":
-        codes = codes * (pre > sae.threshold[columns])
+        codes = codes * (pre > threshold)
     return codes
 
 
@@ -286,16 +291,16 @@ def sparse_delta(
 ) -> torch.Tensor:
     """Φ(h) − h for a vector in SAE space, by the sparse-support form (default) or the full eq. 3.
 
-    The support is supp(v); while v carries a gradient it also includes every latent active on `hidden`,
-    since those are exactly the latents whose gradient can be non-zero (ReLU'(0) = 0 elsewhere).
+    The support is supp(v). While v carries a gradient (training), every latent is kept instead: the
+    gradient can be non-zero on any latent active on `hidden`, and for the rest relu(0 + c·0) − 0 adds exact
+    zeros, so this is the same sum without the cost of gathering columns.
     """
     if form == "full" or not _supports_fast_path(sae):
         return phi_full(hidden, values, coefficient, sae) - hidden
-    support = values.detach() != 0
     if values.requires_grad:
-        active = _encode_columns(sae, hidden.detach(), torch.arange(sae.cfg.d_sae, device=hidden.device)) > 0
-        support = support | active.reshape(-1, sae.cfg.d_sae).any(0)
-    columns = support.nonzero().squeeze(-1)
+        codes = _encode_columns(sae, hidden)
+        return ((codes + coefficient * values).relu() - codes) @ sae.W_dec
+    columns = (values != 0).nonzero().squeeze(-1)
     if columns.numel() == 0:
         return torch.zeros_like(hidden)
     codes = _encode_columns(sae, hidden, columns)

@@ -13,14 +13,22 @@ Both go through the one `steer(...)`; they agree to float precision (tested).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from yapo_bench.models import LoadedModel, decoder_layers, get_layer, layer_output
-from yapo_bench.pairs import PreferencePair, encode_with_response
+from yapo_bench.atomic import atomic_file
+from yapo_bench.models import LoadedModel, decoder_layers, get_layer, hidden_size, layer_output
+from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response
 from yapo_bench.steering import SteeringVector, steer
 
 
@@ -96,27 +104,13 @@ def _pad(sequences: Sequence[EncodedSequence], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
-def _response_logprob_sums(model: nn.Module, hidden: torch.Tensor, ids: torch.Tensor,
-                           sequences: Sequence[EncodedSequence]) -> torch.Tensor:
-    """Σ log π(response tokens) per row, from final hidden states; logits only at response positions."""
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    sums = []
-    for row, seq in enumerate(sequences):
-        states = hidden[row, seq.response_start - 1 : len(seq.ids) - 1]
-        logits = head(states).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        targets = ids[row, seq.response_start : len(seq.ids)]
-        sums.append(logits.log_softmax(-1).gather(-1, targets[:, None]).sum())
-    return torch.stack(sums)
-
-
 class PreferenceBatchScorer:
     """Σ log π(response | prompt) for sequences, steered by a grad-carrying vector, cached or naive.
 
-    Caches are per sequence: A_L(x) (right-padded into each batch; causal attention means padding never
-    reaches real positions) and the unsteered log-prob sum."""
+    Cached: `prepare` computes, once per sequence and without grad, A_L(x) (right-padded into each batch at
+    use; causal attention means padding never reaches real positions) and the unsteered log-prob sum, in a
+    fixed batch order so the values never depend on when a sequence is first seen (resume stays exact).
+    Naive: every call runs the full model with full logits, as the reference code did."""
 
     def __init__(self, loaded: LoadedModel, layer: int, sae: nn.Module | None, positions: str, naive: bool) -> None:
         get_layer(loaded.model, layer)
@@ -130,54 +124,342 @@ class PreferenceBatchScorer:
         self._layer_cache: dict[int, torch.Tensor] = {}
         self._reference_cache: dict[int, torch.Tensor] = {}
 
-    def _final_hidden(self, sequences: Sequence[EncodedSequence], vector: SteeringVector | None,
-                      direction: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def prepare(self, sequences: Sequence[EncodedSequence], batch_size: int = 8, progress: bool = False) -> None:
+        """Fill both caches (cached path only)."""
+        if self.naive:
+            return
+        todo = sorted((s for s in sequences if s.key not in self._reference_cache), key=lambda s: s.key)
+        chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        for chunk in tqdm(chunks, desc="caching layer output and reference log-probs", disable=not progress):
+            ids, mask = _pad(chunk, self.pad_id)
+            states = layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=mask)
+            for row, seq in enumerate(chunk):
+                self._layer_cache[seq.key] = states[row, : len(seq.ids)].clone()
+            self._reference_cache.update(zip((s.key for s in chunk), self._logprob_sums(chunk, None, 1)))
+
+    def _logprob_sums(self, sequences: Sequence[EncodedSequence], vector: SteeringVector | None,
+                      direction: int) -> torch.Tensor:
         ids, mask = _pad(sequences, self.pad_id)
         starts = torch.tensor([s.response_start for s in sequences])
         with steer(self.model, vector, multiplier=1.0, direction=direction, positions=self.positions,
                    sae=self.sae, response_start=starts):
-            return self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state, ids
+            if self.naive:
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                rows = [logits[row, s.response_start - 1 : len(s.ids) - 1] for row, s in enumerate(sequences)]
+                return _sum_target_logprobs(rows, ids, sequences)
+            hidden = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        rows = []
+        for row, seq in enumerate(sequences):  # logits at response positions only
+            logits = head(hidden[row, seq.response_start - 1 : len(seq.ids) - 1]).float()
+            rows.append(torch.tanh(logits / softcap) * softcap if softcap else logits)
+        return _sum_target_logprobs(rows, ids, sequences)
 
-    def _layer_output(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
-        for seq in sequences:
-            if seq.key not in self._layer_cache:
-                self._layer_cache[seq.key] = layer_output(self.decoder, self.layer, input_ids=seq.ids[None])[0]
+    def _cached_layer_output(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
+        missing = [s for s in sequences if s.key not in self._layer_cache]
+        if missing:
+            self.prepare(missing)
         width = max(len(s.ids) for s in sequences)
-        batch = torch.zeros(len(sequences), width, self._layer_cache[sequences[0].key].shape[-1])
+        batch = torch.zeros(len(sequences), width, self._layer_cache[sequences[0].key].shape[-1],
+                            dtype=self._layer_cache[sequences[0].key].dtype)
         for row, seq in enumerate(sequences):
             batch[row, : len(seq.ids)] = self._layer_cache[seq.key]
         return batch
 
     def reference(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
-        """Unsteered log-prob sums (constant in v): computed once per sequence unless naive."""
-        missing = sequences if self.naive else [s for s in sequences if s.key not in self._reference_cache]
-        if missing:
+        """Unsteered log-prob sums (constant in v): from the cache unless naive."""
+        if self.naive:
             with torch.no_grad():
-                hidden, ids = self._final_hidden(missing, None, 1)
-                values = _response_logprob_sums(self.model, hidden, ids, missing)
-            if self.naive:
-                return values
-            self._reference_cache.update({s.key: v for s, v in zip(missing, values)})
+                return self._logprob_sums(sequences, None, 1)
+        self.prepare([s for s in sequences if s.key not in self._reference_cache])
         return torch.stack([self._reference_cache[s.key] for s in sequences])
 
     def steered(self, sequences: Sequence[EncodedSequence], vector: SteeringVector, direction: int) -> torch.Tensor:
         if self.naive:
-            hidden, ids = self._final_hidden(sequences, vector, direction)
-        else:
-            with replay_layer_output(self.model, self.layer, self._layer_output(sequences)):
-                hidden, ids = self._final_hidden(sequences, vector, direction)
-        return _response_logprob_sums(self.model, hidden, ids, sequences)
+            return self._logprob_sums(sequences, vector, direction)
+        with replay_layer_output(self.model, self.layer, self._cached_layer_output(sequences)):
+            return self._logprob_sums(sequences, vector, direction)
+
+
+def _sum_target_logprobs(rows: Sequence[torch.Tensor], ids: torch.Tensor, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
+    """Σ log softmax(logits)[next token] per sequence, from the logits that predict its response tokens."""
+    sums = []
+    for row, (logits, seq) in enumerate(zip(rows, sequences)):
+        targets = ids[row, seq.response_start : len(seq.ids)]
+        sums.append(logits.log_softmax(-1).gather(-1, targets[:, None]).sum())
+    return torch.stack(sums)
 
 
 def preference_loss(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair], vector: SteeringVector,
-                    direction: int, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """−log σ(d·β·(r(y_w) − r(y_l))) averaged over the batch, plus its accuracy and mean reward margin."""
+                    direction: int | Sequence[int], beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """−log σ(d·β·(r(y_w) − r(y_l))) averaged over the batch, with its accuracy and mean directed reward
+    margin d·(r(y_w) − r(y_l)). `direction` is one d for the batch or one per pair (rows are grouped by d,
+    one steered pass per group)."""
+    directions = [direction] * len(batch) if isinstance(direction, int) else list(direction)
     chosen = [p.chosen for p in batch]
     rejected = [p.rejected for p in batch]
-    reward_w = scorer.steered(chosen, vector, direction) - scorer.reference(chosen)
-    reward_l = scorer.steered(rejected, vector, direction) - scorer.reference(rejected)
-    margin = direction * beta * (reward_w - reward_l)
+    steered_w: list[torch.Tensor | None] = [None] * len(batch)
+    steered_l: list[torch.Tensor | None] = [None] * len(batch)
+    for d in sorted(set(directions), reverse=True):
+        rows = [i for i, value in enumerate(directions) if value == d]
+        for target, sequences in ((steered_w, chosen), (steered_l, rejected)):
+            for i, value in zip(rows, scorer.steered([sequences[i] for i in rows], vector, d)):
+                target[i] = value
+    reward_w = torch.stack(steered_w) - scorer.reference(chosen)
+    reward_l = torch.stack(steered_l) - scorer.reference(rejected)
+    signs = torch.tensor(directions, dtype=reward_w.dtype)
+    margin = signs * beta * (reward_w - reward_l)
     loss = -torch.nn.functional.logsigmoid(margin).mean()
     with torch.no_grad():
-        stats = {"accuracy": float((margin > 0).float().mean()), "reward_margin": float((reward_w - reward_l).mean())}
+        stats = {"accuracy": float((margin > 0).float().mean()),
+                 "reward_margin": float((signs * (reward_w - reward_l)).mean())}
     return loss, stats
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+
+POSITIONS = ("all", "response")
+DIRECTION_MODES = ("batch", "example")
+RUN_FIELDS = ("run_dir", "resume", "progress")  # where/how a run goes; not part of what it computes
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.jsonl"
+
+
+class TrainingDiverged(ValueError):
+    """The loss or gradient stopped being finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class PreferenceSpec:
+    """Hyper-parameters of the bi-directional preference loop (BiPO and YaPO).
+
+    Defaults follow the reference code (β 0.1, lr 5e-4, AdamW, warm-up + cosine, clip 1.0, all positions
+    steered, one d per batch) except that weight decay is really applied and v is fp32. `heldout_fraction`
+    of the pairs (chosen by `seed`) is never trained on and is evaluated every `eval_every` steps."""
+
+    layer: int
+    steps: int = 200
+    batch_size: int = 4
+    lr: float = 5e-4
+    beta: float = 0.1
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    positions: str = "all"
+    direction_mode: str = "batch"
+    seed: int = 0
+    max_length: int = 256
+    heldout_fraction: float = 0.1
+    eval_every: int = 25
+    checkpoint_every: int = 25
+    naive: bool = False
+    run_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "max_length")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; expected an integer >= 1")
+        for name in ("layer", "warmup_steps", "eval_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; expected an integer >= 0")
+        for name in ("lr", "beta", "grad_clip"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; expected a finite number > 0")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay: {self.weight_decay!r}; expected a finite number >= 0")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction: {self.heldout_fraction!r}; expected a number in [0, 1)")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions: {self.positions!r}; expected one of {POSITIONS}")
+        if self.direction_mode not in DIRECTION_MODES:
+            raise ValueError(f"direction_mode: {self.direction_mode!r}; expected one of {DIRECTION_MODES}")
+
+    def config(self) -> dict[str, Any]:
+        """What determines the result: recorded in the vector and checked on resume."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Linear warm-up to lr over `warmup_steps`, then cosine decay to 0 at `steps`."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of the training and held-out pairs (a seeded shuffle; at least one of each when n ≥ 2)."""
+    order = np.random.default_rng([seed, 7]).permutation(n).tolist()
+    heldout = min(n - 1, max(1, round(n * fraction))) if fraction > 0 and n >= 2 else 0
+    return sorted(order[heldout:]), sorted(order[:heldout])
+
+
+def step_batch(step: int, n_train: int, spec: PreferenceSpec) -> tuple[list[int], list[int]]:
+    """Training-pair indices and directions for one step: a function of (seed, step) only, so a resumed run
+    sees exactly the batches an uninterrupted one would. Each epoch is a fresh seeded shuffle."""
+    per_epoch = math.ceil(n_train / spec.batch_size)
+    epoch, index = divmod(step, per_epoch)
+    order = np.random.default_rng([spec.seed, 1, epoch]).permutation(n_train)
+    rows = order[index * spec.batch_size : (index + 1) * spec.batch_size].tolist()
+    draws = np.random.default_rng([spec.seed, 2, step]).integers(0, 2, size=len(rows))
+    if spec.direction_mode == "batch":
+        draws[:] = draws[0]
+    return rows, [1 if d else -1 for d in draws.tolist()]
+
+
+@torch.no_grad()
+def evaluate_heldout(scorer: PreferenceBatchScorer, pairs: Sequence[EncodedPair], vector: SteeringVector,
+                     spec: PreferenceSpec) -> dict[str, float]:
+    """Mean loss and accuracy on held-out pairs, for d = +1 and d = −1 (the loss trains both)."""
+    result = {}
+    for d, name in ((1, "pos"), (-1, "neg")):
+        losses, accuracies = [], []
+        for i in range(0, len(pairs), spec.batch_size):
+            batch = pairs[i : i + spec.batch_size]
+            loss, stats = preference_loss(scorer, batch, vector, d, spec.beta)
+            losses.append(float(loss) * len(batch))
+            accuracies.append(stats["accuracy"] * len(batch))
+        result[f"heldout_loss_{name}"] = sum(losses) / len(pairs)
+        result[f"heldout_accuracy_{name}"] = sum(accuracies) / len(pairs)
+    result["heldout_loss"] = (result["heldout_loss_pos"] + result["heldout_loss_neg"]) / 2
+    return result
+
+
+class _RunFiles:
+    """The run directory: JSONL log and checkpoint, both safe against a kill at any point."""
+
+    def __init__(self, run_dir: str | None) -> None:
+        self.dir = Path(run_dir) if run_dir else None
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.dir:
+            with open(self.dir / LOG, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        if self.dir:
+            with atomic_file(self.dir / CHECKPOINT) as tmp:
+                torch.save(state, tmp)
+
+    def checkpoint_path(self) -> Path | None:
+        return self.dir / CHECKPOINT if self.dir else None
+
+    def start(self, resume: bool, config: dict[str, Any]) -> dict[str, Any] | None:
+        """Open the run: a fresh one (refusing to overwrite a checkpoint) or, with `resume`, from its
+        checkpoint if it has one, the log cut back to the checkpoint's step so it reads as one run."""
+        if not self.dir:
+            if resume:
+                raise ValueError("resume: needs a run directory (--out) holding a checkpoint")
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.dir / CHECKPOINT
+        if not resume and checkpoint.exists():
+            raise ValueError(f"out: {self.dir} already holds a training checkpoint; pass --resume to continue "
+                             "it or choose another --out")
+        if not checkpoint.exists():  # a fresh run, or one killed before its first checkpoint
+            if resume:
+                print(f"resume: no {CHECKPOINT} in {self.dir} yet; starting at step 0")
+            (self.dir / LOG).unlink(missing_ok=True)
+            return None
+        state = torch.load(checkpoint, weights_only=True)
+        for key in sorted(set(config) | set(state["config"])):
+            if config.get(key) != state["config"].get(key):
+                raise ValueError(f"resume: {key} is {config.get(key)!r} but the checkpoint was made with "
+                                 f"{state['config'].get(key)!r}")
+        log = self.dir / LOG
+        kept = [line for line in (log.read_text(encoding="utf-8").splitlines() if log.exists() else [])
+                if line.strip() and json.loads(line)["step"] <= state["step"]]
+        with atomic_file(log) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        return state
+
+
+def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec,
+                            sae: nn.Module | None, method: str,
+                            on_step: Callable[[dict[str, Any]], bool] | None = None) -> SteeringVector:
+    """Learn v with the bi-directional preference loss: dense when `sae` is None (BiPO), else in the SAE's
+    latent space through eq. 3 (YaPO). v starts at 0 in fp32; with a run_dir, logs and checkpoints go there
+    and the finished vector is saved beside them. `on_step` sees each step's log record and may return True
+    to stop early (the schedule is unchanged, so the steps run are those of the full run)."""
+    encoded, truncated = encode_pairs(loaded, pairs, spec.max_length)
+    train_rows, heldout_rows = split_heldout(len(encoded), spec.heldout_fraction, spec.seed)
+    if not train_rows:
+        raise ValueError("pairs: expected at least one training pair")
+    train = [encoded[i] for i in train_rows]
+    heldout = [encoded[i] for i in heldout_rows]
+    run = _RunFiles(spec.run_dir)
+    state = run.start(spec.resume, spec.config())
+    if truncated:
+        print(f"{truncated} of {2 * len(encoded)} sequences were longer than max_length={spec.max_length} "
+              "and were truncated")
+
+    scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive)
+    scorer.prepare([s for p in encoded for s in (p.chosen, p.rejected)], progress=spec.progress)
+    dim = sae.cfg.d_sae if sae is not None else hidden_size(loaded.model)
+    values = torch.zeros(dim, dtype=torch.float32, requires_grad=True)
+    metadata = dict(model_id=loaded.model_id, method=method)
+    vector = (SteeringVector.sparse(values, spec.layer, sae, **metadata) if sae is not None
+              else SteeringVector.dense(values, spec.layer, **metadata))
+    optimizer = torch.optim.AdamW([values], lr=spec.lr, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, spec.learning_rate_factor)
+    first_step = 0
+    if state is not None:
+        with torch.no_grad():
+            values.copy_(state["values"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_step = state["step"]
+    last_good = first_step if state is not None else None
+
+    bar = tqdm(range(first_step, spec.steps), initial=first_step, total=spec.steps, desc=f"{method} training",
+               disable=not spec.progress)
+    loss_value, steps_done = float("nan"), first_step
+    for step in bar:
+        started = time.perf_counter()
+        rows, directions = step_batch(step, len(train), spec)
+        loss, stats = preference_loss(scorer, [train[i] for i in rows], vector, directions, spec.beta)
+        loss_value = float(loss.detach())
+        optimizer.zero_grad()
+        if math.isfinite(loss_value):
+            loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([values], spec.grad_clip)) if values.grad is not None else float("nan")
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            where = f"{run.checkpoint_path()} (step {last_good})" if last_good is not None else "none saved yet"
+            raise TrainingDiverged(f"step {step + 1}: {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
+                                   f"is {loss_value if not math.isfinite(loss_value) else grad_norm}; training "
+                                   f"stopped; last good checkpoint: {where}")
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        steps_done = step + 1
+        record = {"step": step + 1, "kind": "train", "loss": loss_value, **stats, "norm": vector.norm, "lr": lr,
+                  "grad_norm": grad_norm, "direction": directions[0] if spec.direction_mode == "batch" else None,
+                  "seconds": round(time.perf_counter() - started, 4)}
+        if vector.space == "sae":
+            record["l0"] = vector.l0
+        run.log(record)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1 == spec.steps or bool(on_step and on_step(record))
+        if heldout and ((spec.eval_every and (step + 1) % spec.eval_every == 0) or done):
+            run.log({"step": step + 1, "kind": "heldout", **evaluate_heldout(scorer, heldout, vector, spec)})
+        if (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0) or done:
+            run.save_checkpoint({"step": step + 1, "values": values.detach().clone(), "config": spec.config(),
+                                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+            last_good = step + 1
+        if done:
+            break
+
+    result = SteeringVector(
+        values=values.detach().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
+        sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
+        provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
+                    "truncated_sequences": truncated, "steps_run": steps_done, "final_loss": loss_value},
+    )
+    if run.dir:
+        result.save(run.dir)
+    return result

@@ -9,9 +9,13 @@ from torch import nn
 
 from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
-from yapo_bench.pairs import PreferencePair
+from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.sae import check_sae_fits
 from yapo_bench.steering import SteeringError, SteeringVector
+
+
+Spec = MeanDiffSpec
+NEEDS_SAE = True
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
@@ -20,4 +24,4 @@ def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec,
     check_sae_fits(sae, model.model)
     values = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config={**asdict(spec), "pairs": len(pairs)})
+                                 config=asdict(spec), provenance=describe_pairs(pairs))

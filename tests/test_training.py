@@ -1,0 +1,195 @@
+"""The preference training loop (BiPO, YaPO) and the four methods' shared signature, on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_tokenizer
+
+import yapo_bench.methods.preference as preference
+from yapo_bench.methods import METHODS, get_method
+from yapo_bench.methods.preference import PreferenceBatchScorer, PreferenceSpec, encode_pairs, preference_loss
+from yapo_bench.models import LoadedModel
+from yapo_bench.pairs import PairSet, PreferencePair
+from yapo_bench.steering import SteeringVector, phi_full, sparse_delta
+
+PAIRS = PairSet([PreferencePair(f"w{i} w{i + 1}", f"w{i + 20} w{i + 21} w{i + 22}", f"w{i + 40} w{i + 41}")
+                 for i in range(10)], source="test", chosen="the w20s")
+
+
+def _loaded() -> LoadedModel:
+    return LoadedModel(model=tiny_llama(), tokenizer=tiny_tokenizer(), model_id="tiny")
+
+
+def _spec(**overrides) -> PreferenceSpec:
+    fields = dict(layer=1, steps=6, batch_size=3, lr=0.05, warmup_steps=2, eval_every=3, checkpoint_every=2,
+                  progress=False)
+    return PreferenceSpec(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_returns_a_vector_in_its_space(name: str) -> None:
+    module = get_method(name)
+    spec = module.Spec(layer=1) if name in ("caa", "sas") else _spec(steps=2)
+    vector = module.fit(_loaded(), PAIRS, spec, sae=random_sae())
+    expected = ("sae", D_SAE) if module.NEEDS_SAE else ("dense", HIDDEN)
+    assert (vector.space, vector.dim, vector.layer, vector.method) == (*expected, 1, name)
+    assert vector.provenance["chosen"] == "the w20s" and vector.provenance["data"] == "test"
+    assert vector.norm > 0 and not vector.values.requires_grad
+
+
+def test_unknown_method_and_missing_sae() -> None:
+    with pytest.raises(ValueError, match="method: 'dpo'; expected one of caa, sas, bipo, yapo"):
+        get_method("dpo")
+    with pytest.raises(ValueError, match="YaPO learns its vector in SAE latent space"):
+        get_method("yapo").fit(_loaded(), PAIRS, _spec())
+
+
+@pytest.mark.parametrize("sae_kind", ["jumprelu", "standard"])
+def test_yapo_gradient_through_eq3_matches_finite_differences(sae_kind: str) -> None:
+    """d loss / d v through the sparse-support form equals central differences of the full eq. 3."""
+    torch.manual_seed(0)
+    sae = random_sae(sae_kind).double()
+    sae.cfg.dtype = "float64"  # sae-lens casts inputs to cfg.dtype; finite differences need float64 throughout
+    hidden = torch.randn(2, 5, HIDDEN, dtype=torch.float64)
+    values = (torch.randn(D_SAE, dtype=torch.float64) * (torch.rand(D_SAE) < 0.3)).requires_grad_()
+    weights = torch.randn(2, 5, HIDDEN, dtype=torch.float64)
+    (sparse_delta(hidden, values, 0.7, sae) * weights).sum().backward()
+    analytic = values.grad.clone()
+
+    def objective(v: torch.Tensor) -> float:
+        return float(((phi_full(hidden, v, 0.7, sae) - hidden) * weights).sum())
+
+    eps = 1e-6
+    nonzero = torch.nonzero(values.detach()).squeeze(-1)[:12].tolist()
+    zero_but_active = torch.nonzero((values.detach() == 0) & (analytic != 0)).squeeze(-1)[:6].tolist()
+    assert nonzero and zero_but_active
+    for i in nonzero + zero_but_active:
+        bump = torch.zeros_like(values)
+        bump[i] = eps
+        if values[i] != 0:  # smooth here: central differences
+            numeric = (objective(values.detach() + bump) - objective(values.detach() - bump)) / (2 * eps)
+        else:  # v_i = 0 is a kink for positions where latent i is off; autograd takes ReLU'(0) = 0, which is
+            # the one-sided derivative that does not switch those positions on (c > 0: from below)
+            numeric = (objective(values.detach()) - objective(values.detach() - bump)) / eps
+        assert analytic[i].item() == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+
+
+def test_yapo_keeps_never_active_latents_at_zero() -> None:
+    sae = random_sae()
+    with torch.no_grad():  # latent 0 can never fire: huge negative bias
+        sae.b_enc[0] = -1e6
+    vector = get_method("yapo").fit(_loaded(), PAIRS, _spec(steps=4), sae=sae)
+    assert vector.values[0] == 0 and vector.l0 > 0
+
+
+def test_per_example_directions_equal_separate_batches() -> None:
+    loaded = _loaded()
+    encoded, _ = encode_pairs(loaded, PAIRS[:4], 64)
+    scorer = PreferenceBatchScorer(loaded, 1, None, "all", naive=False)
+    vector = SteeringVector.dense(torch.randn(HIDDEN) * 0.3, layer=1)
+    mixed, _ = preference_loss(scorer, encoded, vector, [1, -1, -1, 1], 0.1)
+    plus, _ = preference_loss(scorer, [encoded[0], encoded[3]], vector, 1, 0.1)
+    minus, _ = preference_loss(scorer, encoded[1:3], vector, -1, 0.1)
+    torch.testing.assert_close(mixed, (plus + minus) / 2)
+
+
+def test_logs_checkpoint_and_vector_land_in_the_run_dir(tmp_path: Path) -> None:
+    vector = get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path)))
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "accuracy", "reward_margin", "norm", "lr", "grad_norm"} <= set(train[0])
+    assert train[0]["lr"] == pytest.approx(0.025) and train[1]["lr"] == pytest.approx(0.05)
+    assert [r["step"] for r in records if r["kind"] == "heldout"] == [3, 6]
+    assert torch.equal(SteeringVector.load(tmp_path).values, vector.values)
+    assert (tmp_path / "checkpoint.pt").exists()
+    with pytest.raises(ValueError, match="already holds a training checkpoint; pass --resume"):
+        get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path)))
+
+
+def test_weight_decay_is_applied() -> None:
+    """Same run with and without decay: the vectors differ (the reference declared decay but never used it)."""
+    plain = get_method("bipo").fit(_loaded(), PAIRS, _spec(weight_decay=0.0))
+    decayed = get_method("bipo").fit(_loaded(), PAIRS, _spec(weight_decay=0.5))
+    assert decayed.norm < plain.norm
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, kill_at", [("bipo", 5), ("yapo", 4), ("yapo", 1)])
+def test_resume_after_a_kill_ends_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str,
+                                               kill_at: int) -> None:
+    sae = random_sae()
+    reference = get_method(method).fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path / "whole"), direction_mode="example"), sae=sae)
+    calls = {"n": 0}
+    real_loss = preference.preference_loss
+
+    def dying_loss(*args, **kwargs):
+        if kwargs.get("direction") is None and len(args) > 3 and not isinstance(args[3], int):
+            calls["n"] += 1  # training steps pass a list of directions; held-out evaluation an int
+            if calls["n"] == kill_at:
+                raise _Killed
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(preference, "preference_loss", dying_loss)
+    run_dir = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        get_method(method).fit(_loaded(), PAIRS, _spec(run_dir=str(run_dir), direction_mode="example"), sae=sae)
+    monkeypatch.setattr(preference, "preference_loss", real_loss)
+    resumed = get_method(method).fit(_loaded(), PAIRS, _spec(run_dir=str(run_dir), direction_mode="example", resume=True), sae=sae)
+    assert torch.equal(resumed.values, reference.values)
+
+    def without_time(path: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
+    assert without_time(run_dir / "train_log.jsonl") == without_time(tmp_path / "whole" / "train_log.jsonl")
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="resume: lr is 0.1 but the checkpoint was made with 0.05"):
+        get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path), lr=0.1, resume=True))
+    with pytest.raises(ValueError, match="resume: needs a run directory"):
+        get_method("bipo").fit(_loaded(), PAIRS, _spec(resume=True))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = preference.preference_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), stats) if calls["n"] == 4 else (loss, stats)
+
+    monkeypatch.setattr(preference, "preference_loss", poisoned)
+    with pytest.raises(preference.TrainingDiverged, match=r"step 4: loss is nan; training stopped; last good "
+                       r"checkpoint: .*checkpoint.pt \(step 2\)"):
+        get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path), eval_every=0))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and torch.isfinite(state["values"]).all()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps: 0; expected an integer >= 1"),
+    ("positions", "prompt", "positions: 'prompt'; expected one of"),
+    ("direction_mode", "both", "direction_mode: 'both'"),
+    ("beta", float("nan"), "beta: nan; expected a finite number > 0"),
+    ("heldout_fraction", 1.0, "heldout_fraction: 1.0"),
+])
+def test_spec_validation(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _spec(**{field: value})
+
+
+def test_over_long_rows_are_truncated_and_reported(capsys: pytest.CaptureFixture) -> None:
+    long = PairSet([PreferencePair("w1 " * 30, "w2 w3", "w4 w5")] * 3, source="long", chosen="w2")
+    vector = get_method("bipo").fit(_loaded(), long, _spec(steps=1, max_length=31))
+    assert vector.provenance["truncated_sequences"] == 6
+    assert "6 of 6 sequences were longer than max_length=31" in capsys.readouterr().out

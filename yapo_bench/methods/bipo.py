@@ -1,0 +1,20 @@
+"""BiPO: a dense vector learned with the bi-directional preference loss (Cao et al. 2024)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
+from yapo_bench.models import LoadedModel
+from yapo_bench.pairs import PreferencePair
+from yapo_bench.steering import SteeringVector
+
+Spec = PreferenceSpec
+NEEDS_SAE = False
+
+
+def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec, sae: nn.Module | None = None) -> SteeringVector:
+    """`sae` is ignored: BiPO's vector lives in the residual stream."""
+    return train_preference_vector(model, pairs, spec, sae=None, method="bipo")

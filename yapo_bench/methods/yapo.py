@@ -1,0 +1,26 @@
+"""YaPO: the bi-directional preference loss with v in an SAE's latent space, applied through eq. 3.
+
+v starts at 0; ReLU has zero gradient at 0, so latents never active on the training data stay exactly 0
+(the implicit sparsity the paper relies on)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
+from yapo_bench.models import LoadedModel
+from yapo_bench.pairs import PreferencePair
+from yapo_bench.sae import check_sae_fits
+from yapo_bench.steering import SteeringError, SteeringVector
+
+Spec = PreferenceSpec
+NEEDS_SAE = True
+
+
+def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec, sae: nn.Module | None = None) -> SteeringVector:
+    if sae is None:
+        raise SteeringError("sae: YaPO learns its vector in SAE latent space; pass an SAE")
+    check_sae_fits(sae, model.model)
+    return train_preference_vector(model, pairs, spec, sae=sae, method="yapo")

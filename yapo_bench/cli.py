@@ -118,12 +118,24 @@ def _cmd_train(args: argparse.Namespace) -> None:
             checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
         )
     vector = method.fit(loaded, pairs, spec, sae=sae)
-    vector.save(args.out)
+    if getattr(spec, "run_dir", None) is None:  # the preference loop saves its vector beside its log
+        vector.save(args.out)
     summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"
     summary += f", L0 {vector.l0})" if vector.space == "sae" else ")"
-    if "final_loss" in vector.provenance:
+    if vector.provenance.get("final_loss") is not None:
         summary += f", final train loss {vector.provenance['final_loss']:.4f}"
     print(f"{summary} written to {args.out}")
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> None:
+    from yapo_bench.data.culture import validate_culture_file
+
+    errors = [error for path in args.paths for error in validate_culture_file(path)]
+    for error in errors:
+        print(error)
+    if errors:
+        raise ValueError(f"{len(errors)} problem(s) in {len(args.paths)} file(s)")
+    print(f"{len(args.paths)} file(s) valid")
 
 
 def _default_layer(model: str, flag: str) -> int:
@@ -243,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--naive", action="store_true", help="recompute everything each step (the reference "
                       "behaviour; for speed comparisons)")
     fit_parser.set_defaults(func=_cmd_train)
+
+    data = commands.add_parser("data", help="culture data: validate files in the culture schema",
+                               description="Work with culture data in yapo-bench's schema (data/culture_mini/README.md).")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    validate = data_commands.add_parser("validate", help="check culture JSONL files, one line per bad row",
+                                        description="Validate culture JSONL files: one line per bad row naming "
+                                        "file, row, field and what was expected.")
+    validate.add_argument("paths", nargs="+", type=Path, help="culture JSONL files")
+    validate.set_defaults(func=_cmd_data_validate)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",
                                  description="Inspect or export saved steering vectors.")

@@ -110,7 +110,10 @@ def sae_identity(sae: nn.Module) -> str:
     return getattr(sae, "yapo_sae_id", None) or f"{sae.cfg.architecture()}-{sae.cfg.d_in}x{sae.cfg.d_sae}"
 
 
-def check_sae_fits(sae: nn.Module, model: nn.Module) -> None:
+def check_sae_fits(sae: nn.Module | None, model: nn.Module, needed_by: str | None = None) -> None:
+    """Raise unless `sae` reads the model's residual stream; `needed_by` names a method that requires one."""
+    if sae is None:
+        raise SAELoadError(f"sae: {needed_by or 'this'} works in SAE latent space; pass an SAE")
     d_model = hidden_size(model)
     if sae.cfg.d_in != d_model:
         raise SAELoadError(f"sae: d_in is {sae.cfg.d_in} but the model's hidden size is {d_model}")

@@ -429,10 +429,9 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
             loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([values], spec.grad_clip)) if values.grad is not None else float("nan")
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            what, value = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", grad_norm)
             where = f"{run.checkpoint_path()} (step {last_good})" if last_good is not None else "none saved yet"
-            raise TrainingDiverged(f"step {step + 1}: {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
-                                   f"is {loss_value if not math.isfinite(loss_value) else grad_norm}; training "
-                                   f"stopped; last good checkpoint: {where}")
+            raise TrainingDiverged(f"step {step + 1}: {what} is {value}; training stopped; last good checkpoint: {where}")
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -458,7 +457,8 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         values=values.detach().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
         sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
         provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
-                    "truncated_sequences": truncated, "steps_run": steps_done, "final_loss": loss_value},
+                    "truncated_sequences": truncated, "steps_run": steps_done,
+                    "final_loss": loss_value if math.isfinite(loss_value) else None},
     )
     if run.dir:
         result.save(run.dir)

@@ -11,7 +11,7 @@ from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.sae import check_sae_fits
-from yapo_bench.steering import SteeringError, SteeringVector
+from yapo_bench.steering import SteeringVector
 
 
 Spec = MeanDiffSpec
@@ -19,9 +19,7 @@ NEEDS_SAE = True
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
-    if sae is None:
-        raise SteeringError("sae: SAS works in SAE code space; pass an SAE")
-    check_sae_fits(sae, model.model)
+    check_sae_fits(sae, model.model, needed_by="SAS")
     values = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
                                  config=asdict(spec), provenance=describe_pairs(pairs))

@@ -13,14 +13,12 @@ from yapo_bench.methods.preference import PreferenceSpec, train_preference_vecto
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair
 from yapo_bench.sae import check_sae_fits
-from yapo_bench.steering import SteeringError, SteeringVector
+from yapo_bench.steering import SteeringVector
 
 Spec = PreferenceSpec
 NEEDS_SAE = True
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec, sae: nn.Module | None = None) -> SteeringVector:
-    if sae is None:
-        raise SteeringError("sae: YaPO learns its vector in SAE latent space; pass an SAE")
-    check_sae_fits(sae, model.model)
+    check_sae_fits(sae, model.model, needed_by="YaPO")
     return train_preference_vector(model, pairs, spec, sae=sae, method="yapo")

@@ -138,6 +138,54 @@ def _cmd_data_validate(args: argparse.Namespace) -> None:
     print(f"{len(args.paths)} file(s) valid")
 
 
+def _cmd_data_convert(args: argparse.Namespace) -> None:
+    from yapo_bench.data.culture import validate_rows, write_culture
+    from yapo_bench.data.culture_convert import CONVERTERS
+
+    items = CONVERTERS[args.source](args.input)
+    _, errors = validate_rows(enumerate((item.to_json() for item in items), 1), str(args.input))
+    if errors:
+        raise ValueError(errors[0])
+    write_culture(items, args.output)
+    counts = {}
+    for item in items:
+        counts[item.localization] = counts.get(item.localization, 0) + 1
+    print(f"wrote {len(items)} items ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}, "
+          f"{len({i.country for i in items})} countries) to {args.output}")
+
+
+def _cmd_data_pairs(args: argparse.Namespace) -> None:
+    import json
+
+    from yapo_bench.atomic import atomic_file
+    from yapo_bench.data.culture import load_culture
+    from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pair_rows
+    from yapo_bench.data.spec import culture_mini_items
+
+    spec = CulturePairSpec(country=args.country, split=args.split, form=args.form, rejected=args.rejected,
+                           localization=args.localization, test_fraction=args.test_fraction, seed=args.seed)
+    items = culture_mini_items() if args.data == "culture-mini" else load_culture(args.data)
+    sample = None
+    if args.rejected == "model":
+        from yapo_bench.models import load_model
+        from yapo_bench.pairs import generate_response
+
+        loaded = load_model(args.model)
+
+        def sample(prompt: str) -> str:
+            return generate_response(loaded, prompt, args.max_new_tokens)
+
+    rows, skipped = culture_pair_rows(items, spec, sample)
+    for row in rows:
+        row["data"] = args.data
+        if sample is not None:
+            row["sampled_by"] = args.model
+    with atomic_file(args.out) as tmp:
+        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} pairs ({spec.describe()}) to {args.out}"
+          + (f"; skipped {len(skipped)}: {skipped[0]}" if skipped else ""))
+
+
 def _default_layer(model: str, flag: str) -> int:
     if model in PRESETS:
         return PRESETS[model].default_layer
@@ -256,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "behaviour; for speed comparisons)")
     fit_parser.set_defaults(func=_cmd_train)
 
-    data = commands.add_parser("data", help="culture data: validate files in the culture schema",
+    data = commands.add_parser("data", help="culture data: validate, convert, build preference pairs",
                                description="Work with culture data in yapo-bench's schema (data/culture_mini/README.md).")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     validate = data_commands.add_parser("validate", help="check culture JSONL files, one line per bad row",
@@ -264,6 +312,38 @@ def build_parser() -> argparse.ArgumentParser:
                                         "file, row, field and what was expected.")
     validate.add_argument("paths", nargs="+", type=Path, help="culture JSONL files")
     validate.set_defaults(func=_cmd_data_validate)
+    convert = data_commands.add_parser(
+        "convert", help="convert a public cultural dataset into the culture schema",
+        description="Convert the paper's dataset (file, local dir or hub id MBZUAI-Paris/Deep-Culture-Lense), the "
+        "localization-gap 5-choice data (JSONL or upstream CSV) or CulturalBench-Easy (CSV or JSONL) into the culture "
+        "schema (JSONL).")
+    convert.add_argument("--from", dest="source", required=True, choices=["paper", "localization-gap", "culturalbench"],
+                         help="source layout")
+    convert.add_argument("input", help="input file (or, for paper, a local dataset dir or hub id)")
+    convert.add_argument("output", type=Path, help="output JSONL in the culture schema")
+    convert.set_defaults(func=_cmd_data_convert)
+    pairs = data_commands.add_parser(
+        "pairs", help="preference pairs for one country from culture items",
+        description="Write preference pairs (JSONL: prompt, chosen, rejected + the item they came from) for a "
+        "target country: chosen = its option (mcq) or reference answer (open); rejected = sibling countries' "
+        "options, the Western control, both, or the model's own greedy answer. Splits are by question id, so "
+        "a question's localized and non-localized variants never straddle train and test.")
+    pairs.add_argument("--data", default="culture-mini", help="culture-mini or a culture JSONL file (default: %(default)s)")
+    pairs.add_argument("--country", required=True, help="target country id, e.g. egypt")
+    pairs.add_argument("--split", default="train", choices=["train", "test", "all"], help="split (default: %(default)s)")
+    pairs.add_argument("--form", default="mcq", choices=["mcq", "open"], help="MCQ options or open-ended answers "
+                       "(default: %(default)s)")
+    pairs.add_argument("--rejected", default="sibling", choices=["sibling", "western", "others", "model"],
+                       help="what the rejected response is (default: %(default)s)")
+    pairs.add_argument("--localization", default="both", choices=["localized", "nonlocalized", "both"],
+                       help="which variants (default: %(default)s)")
+    pairs.add_argument("--test-fraction", type=float, default=0.25, help="questions held out as test (default: %(default)s)")
+    pairs.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+    pairs.add_argument("--model", default=DEFAULT_MODEL, help="model whose answers are rejected with --rejected model "
+                       "(default: %(default)s)")
+    pairs.add_argument("--max-new-tokens", type=int, default=64, help="answer length for --rejected model (default: %(default)s)")
+    pairs.add_argument("--out", type=Path, required=True, help="output JSONL")
+    pairs.set_defaults(func=_cmd_data_pairs)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",
                                  description="Inspect or export saved steering vectors.")

@@ -8,13 +8,11 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
+from yapo_bench.data import load_pairs
 from yapo_bench.methods import caa, sas
 from yapo_bench.methods.mean_diff import MeanDiffSpec
 from yapo_bench.models import DEFAULT_MODEL, get_preset, load_model
-from yapo_bench.data import load_pairs
-from yapo_bench.pairs import render_prompt, response_logprob
+from yapo_bench.pairs import generate_response, response_logprob
 from yapo_bench.sae import load_sae
 from yapo_bench.steering import steer
 
@@ -32,13 +30,9 @@ def _margin(loaded, pairs, **steering) -> float:
     return sum(margins) / len(margins)
 
 
-@torch.no_grad()
 def _generate(loaded, prompt: str, max_new_tokens: int, **steering) -> str:
-    ids = loaded.tokenizer(render_prompt(loaded.tokenizer, prompt), return_tensors="pt", add_special_tokens=False)
     with steer(loaded.model, **steering):
-        out = loaded.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=loaded.tokenizer.pad_token_id)
-    return loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        return generate_response(loaded, prompt, max_new_tokens)
 
 
 def run_demo(model: str = DEFAULT_MODEL, out: Path = Path("runs/demo"), multiplier_dense: float = 1.5,

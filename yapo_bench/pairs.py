@@ -63,3 +63,12 @@ def response_logprob(model: torch.nn.Module, tokenizer: object, prompt: str, res
     ids, start = encode_with_response(tokenizer, prompt, response)
     logits = model(ids[None].to(next(model.parameters()).device)).logits[0, start - 1 : -1].float()
     return float(logits.log_softmax(-1).gather(-1, ids[start:, None].to(logits.device)).sum())
+
+
+@torch.no_grad()
+def generate_response(loaded: object, prompt: str, max_new_tokens: int = 64) -> str:
+    """The model's greedy reply to `prompt` (chat template applied); wrap in `steer(...)` to steer it."""
+    ids = loaded.tokenizer(render_prompt(loaded.tokenizer, prompt), return_tensors="pt", add_special_tokens=False)
+    out = loaded.model.generate(**ids.to(loaded.model.device), max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=loaded.tokenizer.pad_token_id)
+    return loaded.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()

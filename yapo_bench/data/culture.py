@@ -33,7 +33,7 @@ class CultureItem:
     mcq_prompt: str
     options: tuple[str, ...]
     gold_index: int
-    option_country: tuple[str, ...]
+    option_country: tuple[str | None, ...]
     open_prompt: str | None = None
     reference_answer: str | None = None
 
@@ -81,9 +81,11 @@ def _problem(row: dict[str, Any]) -> str | None:
         return f"options: expected {_EXPECTED['options']}, got {options!r}"
     if len({o.strip() for o in options}) != len(options):
         return "options: expected mutually distinct options, found a repeated one"
-    if not isinstance(countries, (list, tuple)) or len(countries) != len(options) or not all(_nonempty(c) for c in countries):
+    if (not isinstance(countries, (list, tuple)) or len(countries) != len(options)
+            or not all(c is None or _nonempty(c) for c in countries)):
         return f"option_country: expected {_EXPECTED['option_country']} ({len(options)} entries), got {countries!r}"
-    if len(set(countries)) != len(countries):
+    named = [c for c in countries if c is not None]
+    if len(set(named)) != len(named):
         return "option_country: expected each country at most once, found a repeated one"
     gold = row["gold_index"]
     if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(options):
@@ -109,7 +111,8 @@ _EXPECTED = {
     "mcq_prompt": "the question as a non-empty string (options are added by the task)",
     "options": "a list of at least 2 non-empty, distinct strings",
     "gold_index": "the 0-based index of the item country's option",
-    "option_country": "a list parallel to options naming each option's country (or 'western')",
+    "option_country": "a list parallel to options naming each option's country ('western' for the control, "
+                      "null for a distractor that answers for no country)",
     "open_prompt": "the open-ended question as a non-empty string",
     "reference_answer": "the reference answer as a non-empty string",
 }

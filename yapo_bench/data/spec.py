@@ -4,6 +4,8 @@
   caa:<behaviour>[:generate|test]         CAA A/B     <data dir>/caa/datasets/...
   anthropic:<behaviour>[:lm|human]        Anthropic model-written evals (A/B JSONL)
   demo:cheerful                           the pair set shipped with yapo-bench
+  culture-mini:<country>[:train|test|all] culture-mini MCQ pairs (chosen = the country's option, rejected =
+                                          each sibling country's option; split by question, seed 0)
   PATH                                    any .csv / .json / .jsonl pair file (see pair_files)
 
 The data dir is `--data-dir`, else $YAPO_BENCH_DATA, else ../shared/data when it exists.
@@ -76,6 +78,19 @@ def _demo(name: str) -> PairSet:
     return pairs
 
 
+def culture_mini_items() -> list:
+    from yapo_bench.data.culture import load_culture
+
+    return [item for path in sorted((resource_dir("data") / "culture_mini").glob("*.jsonl"))
+            for item in load_culture(path)]
+
+
+def _culture_mini(country: str, split: str = "train") -> PairSet:
+    from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pairs
+
+    return culture_pairs(culture_mini_items(), CulturePairSpec(country=country, split=split), source="culture-mini")
+
+
 NEEDS_DATA_DIR: dict[str, Callable[..., PairSet]] = {"bipo": _bipo, "caa": _caa, "anthropic": _anthropic}
 
 
@@ -84,6 +99,8 @@ def load_pairs(spec: str, data_root: str | Path | None = None) -> PairSet:
     prefix, _, rest = spec.partition(":")
     if prefix == "demo":
         return _demo(rest)
+    if prefix == "culture-mini":
+        return _culture_mini(*rest.split(":"))
     if prefix in NEEDS_DATA_DIR and rest and not Path(spec).exists():
         parts = rest.split(":")
         if len(parts) > 2:
@@ -92,4 +109,4 @@ def load_pairs(spec: str, data_root: str | Path | None = None) -> PairSet:
     if Path(spec).is_file():
         return load_pair_file(spec)
     raise ValueError(f"data: {spec!r} is neither a file nor a spec; expected bipo:<behaviour>, caa:<behaviour>, "
-                     "anthropic:<behaviour>, demo:cheerful or a .csv/.json/.jsonl path")
+                     "anthropic:<behaviour>, culture-mini:<country>, demo:cheerful or a .csv/.json/.jsonl path")

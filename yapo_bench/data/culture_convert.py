@@ -1,0 +1,228 @@
+"""Converters from public cultural datasets into the culture schema (plain functions; `yapo-bench data
+convert --from {paper,localization-gap,culturalbench} IN OUT` is their front).
+
+- paper: the YaPO paper's `MBZUAI-Paris/Deep-Culture-Lense` (hub id, local dir or file readable by `datasets`):
+  columns country, localization_status (localized / nolocalized), prompt-mcq (question with its numbered or
+  lettered options), chosen-mcq (the gold option as \\boxed{k}, a number/letter or its text),
+  prompt_open_ended, chosen_open_ended, optional question_id / id / topic.
+- localization-gap: Veselovsky et al. 2025, the cleaned JSONL (fields idx, pair_idx, subtask, lang,
+  explicit_context, question, options, option_by_culture, gold_culture, gold_idx) or the upstream CSV
+  (context, idx, lang, option_<culture>, option_<culture>_idx, question, subtask).
+- culturalbench: CulturalBench-Easy, the upstream CSV (question_idx, prompt_question, prompt_option_a..d,
+  answer, country) or the JSONL (question_idx, country, question, choices, answer). Explicit only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from yapo_bench.data.culture import CultureItem
+
+# The paper's 15 contexts and their language groups; hub country names vary in spelling, so match loosely.
+PAPER_CONTEXTS = {
+    "usa": "english", "uk": "english", "australia": "english",
+    "spain": "spanish", "mexico": "spanish", "bolivia": "spanish",
+    "brazil": "portuguese", "portugal": "portuguese", "mozambique": "portuguese",
+    "egypt": "arabic", "ksa": "arabic", "levantine": "arabic", "morocco": "arabic",
+    "india": "hindi", "nepal": "hindi",
+}
+COUNTRY_ALIASES = {
+    "united states": "usa", "united states of america": "usa", "us": "usa", "america": "usa",
+    "united kingdom": "uk", "britain": "uk", "great britain": "uk", "england": "uk",
+    "saudi arabia": "ksa", "saudi": "ksa", "kingdom of saudi arabia": "ksa",
+    "levant": "levantine", "lebanon": "levantine", "syria": "levantine", "jordan": "levantine", "palestine": "levantine",
+}
+LOCALIZATION_GAP_CULTURES = {"bn": "bangladesh", "fr": "france", "ru": "russia", "tr": "turkey", "us": "united-states"}
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Ea-e]|[1-9])[\.\):]\s+(.+?)\s*$")
+_BOXED = re.compile(r"\\boxed\{\s*([A-Ea-e]|[1-9])\s*\}")
+
+
+def country_id(name: str) -> str:
+    """A schema country id from a free-form name: lowercase, spaces to hyphens, paper aliases resolved."""
+    key = " ".join(str(name).strip().lower().replace("_", " ").split())
+    return COUNTRY_ALIASES.get(key, key.replace(" ", "-"))
+
+
+def _index_of(label: str) -> int:
+    return int(label) - 1 if label.isdigit() else ord(label.upper()) - ord("A")
+
+
+def split_mcq_prompt(prompt: str) -> tuple[str, list[str]]:
+    """(question stem, options) from an MCQ prompt whose options are lines like '1. text' or '(B) text'."""
+    stem, options = [], []
+    for line in str(prompt).splitlines():
+        match = _OPTION_LINE.match(line)
+        if match and _index_of(match.group(1)) == len(options):
+            options.append(match.group(2))
+        elif not options:
+            stem.append(line)
+    return "\n".join(stem).strip(), options
+
+
+def _gold_from_answer(answer: str, options: list[str]) -> int | None:
+    answer = str(answer).strip()
+    boxed = _BOXED.search(answer)
+    if boxed:
+        return _index_of(boxed.group(1))
+    label = re.fullmatch(r"\(?([A-Ea-e]|[1-9])[\.\)]?(\s.*)?", answer)
+    if label:
+        return _index_of(label.group(1))
+    matches = [i for i, option in enumerate(options) if option.strip() == answer]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a CSV or JSON/JSONL file, numbered from 1."""
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        yield from enumerate(frame.to_dict("records"), 1)
+        return
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        yield from enumerate(json.loads(text), 1)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield number, json.loads(line)
+
+
+def _item(where: str, **fields: Any) -> CultureItem:
+    try:
+        return CultureItem(**fields)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _require(row: dict[str, Any], columns: tuple[str, ...], where: str) -> None:
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise ValueError(f"{where}: column {missing[0]!r} is missing; expected {', '.join(columns)}")
+
+
+def convert_localization_gap(path: str | Path) -> list[CultureItem]:
+    """Each row is one question for the prompt language's culture; explicit rows (with a country cue) are
+    localized, implicit ones non-localized; an explicit row and its implicit twin share question_id."""
+    path = Path(path)
+    items = []
+    for number, row in _rows(path):
+        where = f"{path} row {number}"
+        if "option_by_culture" in row:  # the cleaned JSONL
+            _require(row, ("idx", "lang", "explicit_context", "question", "options", "option_by_culture", "gold_culture"), where)
+            options, by_culture, gold_culture = list(row["options"]), row["option_by_culture"], row["gold_culture"]
+            explicit, idx, twin = bool(row["explicit_context"]), int(row["idx"]), row.get("pair_idx")
+            topic = row.get("subtask") or "general"
+        else:  # the upstream CSV
+            _require(row, ("context", "idx", "lang", "question", "subtask", "option_us", "option_us_idx"), where)
+            by_culture = {c: row[f"option_{c}"] for c in LOCALIZATION_GAP_CULTURES if f"option_{c}" in row}
+            positions = {c: int(row[f"option_{c}_idx"]) for c in by_culture}
+            options = [by_culture[c] for c in sorted(by_culture, key=positions.get)]
+            gold_culture = _LANGUAGE_CULTURE.get(row["lang"].strip().lower())
+            explicit, idx, twin, topic = str(row["context"]).strip().lower() == "true", int(row["idx"]), None, row["subtask"]
+        if gold_culture not in by_culture:
+            raise ValueError(f"{where}: gold_culture: {gold_culture!r} has no option; expected one of {sorted(by_culture)}")
+        # a few rows give two cultures the same option text: keep it once, owned by the gold culture if it is theirs
+        owners = {by_culture[gold_culture]: gold_culture}
+        for culture in sorted(by_culture):
+            owners.setdefault(by_culture[culture], culture)
+        options = list(dict.fromkeys(options))
+        base = min(idx, int(twin)) if twin is not None else idx % 600  # upstream: implicit idx, explicit idx + 600
+        items.append(_item(where,
+            id=f"localization-gap-{idx}", question_id=f"localization-gap-{base}",
+            country=LOCALIZATION_GAP_CULTURES[gold_culture], language_group=row["lang"].strip().lower(),
+            localization="localized" if explicit else "nonlocalized", topic=topic, mcq_prompt=row["question"],
+            options=tuple(options), gold_index=options.index(by_culture[gold_culture]),
+            option_country=tuple(LOCALIZATION_GAP_CULTURES[owners[o]] for o in options),
+        ))
+    return items
+
+
+_LANGUAGE_CULTURE = {"turkish": "tr", "french": "fr", "russian": "ru", "bengali": "bn", "english": "us"}
+
+
+def convert_culturalbench(path: str | Path) -> list[CultureItem]:
+    """CulturalBench questions all name their country, so every item is localized; distractor options
+    answer for no country (null in option_country). Empty options are dropped."""
+    path = Path(path)
+    items = []
+    for number, row in _rows(path):
+        where = f"{path} row {number}"
+        if "choices" in row:
+            _require(row, ("question_idx", "country", "question", "choices", "answer"), where)
+            choices, question = list(row["choices"]), row["question"]
+        else:
+            _require(row, ("question_idx", "prompt_question", "prompt_option_a", "answer", "country"), where)
+            choices = [row.get(f"prompt_option_{c}") for c in "abcd"]
+            question = row["prompt_question"]
+        gold_label = str(row["answer"]).strip().upper()
+        if gold_label not in "ABCD" or not gold_label:
+            raise ValueError(f"{where}: answer: expected a letter A-D, got {row['answer']!r}")
+        gold_text = choices[_index_of(gold_label)]
+        options = list(dict.fromkeys(str(c).strip() for c in choices if c is not None and str(c).strip()))
+        country = country_id(row["country"])
+        items.append(_item(where,
+            id=f"culturalbench-{row['question_idx']}", question_id=f"culturalbench-{row['question_idx']}",
+            country=country, language_group="english", localization="localized", topic="general",
+            mcq_prompt=question, options=tuple(options), gold_index=options.index(str(gold_text).strip()),
+            option_country=tuple(country if o == str(gold_text).strip() else None for o in options),
+        ))
+    return items
+
+
+def convert_paper(source: str | Path, split: str = "train") -> list[CultureItem]:
+    """The paper's dataset from a local file/dir or, when the hub is reachable, its hub id."""
+    rows = _paper_rows(source, split)
+    items = []
+    for number, row in rows:
+        where = f"{source} row {number}"
+        _require(row, ("country", "localization_status", "prompt-mcq", "chosen-mcq"), where)
+        country = country_id(row["country"])
+        stem, options = split_mcq_prompt(row["prompt-mcq"])
+        if len(options) < 2:
+            raise ValueError(f"{where}: prompt-mcq: expected numbered or lettered option lines, found {len(options)}")
+        gold = _gold_from_answer(row["chosen-mcq"], options)
+        if gold is None or not 0 <= gold < len(options):
+            raise ValueError(f"{where}: chosen-mcq: {row['chosen-mcq']!r} names none of the {len(options)} options")
+        status = str(row["localization_status"]).strip().lower()
+        localization = "localized" if status == "localized" else "nonlocalized" if status in ("nolocalized", "nonlocalized", "non-localized") else None
+        if localization is None:
+            raise ValueError(f"{where}: localization_status: expected localized or nolocalized, got {status!r}")
+        open_prompt = row.get("prompt_open_ended") or None
+        reference = row.get("chosen_open_ended") or None
+        question_id = str(row.get("question_id") or row.get("id") or f"paper-{number}")
+        items.append(_item(where,
+            id=f"{question_id}-{localization}" if row.get("question_id") else f"paper-{number}",
+            question_id=question_id, country=country, language_group=PAPER_CONTEXTS.get(country, "unknown"),
+            localization=localization, topic=str(row.get("topic") or "general"), mcq_prompt=stem or row["prompt-mcq"],
+            options=tuple(options), gold_index=gold,
+            option_country=tuple(country if i == gold else None for i in range(len(options))),
+            open_prompt=open_prompt if open_prompt and reference else None,
+            reference_answer=reference if open_prompt and reference else None,
+        ))
+    return items
+
+
+def _paper_rows(source: str | Path, split: str) -> list[tuple[int, dict[str, Any]]]:
+    path = Path(source)
+    if path.is_file() and path.suffix in (".csv", ".json", ".jsonl"):
+        return list(_rows(path))
+    import datasets  # a hub id, a local dataset dir or a parquet file: the real hub code path
+
+    try:
+        if path.is_file():
+            dataset = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path), split=split)
+        else:
+            dataset = datasets.load_dataset(str(source), split=split)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types (network, missing split, format)
+        raise ValueError(f"paper data: cannot load {source!r} split {split!r} ({type(err).__name__}: {err})") from None
+    return list(enumerate(dataset, 1))
+
+
+CONVERTERS: dict[str, Callable[[str | Path], list[CultureItem]]] = {
+    "paper": convert_paper, "localization-gap": convert_localization_gap, "culturalbench": convert_culturalbench,
+}

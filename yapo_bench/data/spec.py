@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from yapo_bench.data.culture import CultureItem, load_culture
+from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pairs
 from yapo_bench.data.pair_files import load_ab_json, load_bipo_csv, load_pair_file, load_pairs_json
 from yapo_bench.pairs import PairSet
 from yapo_bench.resources import resource_dir
@@ -78,16 +80,13 @@ def _demo(name: str) -> PairSet:
     return pairs
 
 
-def culture_mini_items() -> list:
-    from yapo_bench.data.culture import load_culture
-
+def culture_mini_items() -> list[CultureItem]:
+    """Every item of the shipped culture-mini benchmark."""
     return [item for path in sorted((resource_dir("data") / "culture_mini").glob("*.jsonl"))
             for item in load_culture(path)]
 
 
 def _culture_mini(country: str, split: str = "train") -> PairSet:
-    from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pairs
-
     return culture_pairs(culture_mini_items(), CulturePairSpec(country=country, split=split), source="culture-mini")
 
 
@@ -99,12 +98,13 @@ def load_pairs(spec: str, data_root: str | Path | None = None) -> PairSet:
     prefix, _, rest = spec.partition(":")
     if prefix == "demo":
         return _demo(rest)
-    if prefix == "culture-mini":
-        return _culture_mini(*rest.split(":"))
-    if prefix in NEEDS_DATA_DIR and rest and not Path(spec).exists():
-        parts = rest.split(":")
+    parts = rest.split(":")
+    if prefix in ("culture-mini", *NEEDS_DATA_DIR) and rest and not Path(spec).exists():
         if len(parts) > 2:
-            raise ValueError(f"data: {spec!r}; expected {prefix}:<behaviour>[:<split>]")
+            noun = "country" if prefix == "culture-mini" else "behaviour"
+            raise ValueError(f"data: {spec!r}; expected {prefix}:<{noun}>[:<split>]")
+        if prefix == "culture-mini":
+            return _culture_mini(*parts)
         return NEEDS_DATA_DIR[prefix](data_dir(data_root), *parts)
     if Path(spec).is_file():
         return load_pair_file(spec)

@@ -193,3 +193,13 @@ def test_over_long_rows_are_truncated_and_reported(capsys: pytest.CaptureFixture
     vector = get_method("bipo").fit(_loaded(), long, _spec(steps=1, max_length=31))
     assert vector.provenance["truncated_sequences"] == 6
     assert "6 of 6 sequences were longer than max_length=31" in capsys.readouterr().out
+
+
+def test_on_step_sees_every_step_and_can_stop_early() -> None:
+    seen = []
+    vector = preference.train_preference_vector(_loaded(), PAIRS, _spec(), sae=None, method="bipo",
+                                                on_step=lambda record: seen.append(record["step"]) or False)
+    assert seen == [1, 2, 3, 4, 5, 6] and vector.provenance["steps_run"] == 6
+    stopped = preference.train_preference_vector(_loaded(), PAIRS, _spec(), sae=None, method="bipo",
+                                                 on_step=lambda record: record["step"] == 2)
+    assert stopped.provenance["steps_run"] == 2

@@ -443,7 +443,8 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
             record["l0"] = vector.l0
         run.log(record)
         bar.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1 == spec.steps or bool(on_step and on_step(record))
+        stop_early = bool(on_step and on_step(record))  # called on every step, the last one included
+        done = step + 1 == spec.steps or stop_early
         if heldout and ((spec.eval_every and (step + 1) % spec.eval_every == 0) or done):
             run.log({"step": step + 1, "kind": "heldout", **evaluate_heldout(scorer, heldout, vector, spec)})
         if (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0) or done:

@@ -1,0 +1,84 @@
+"""`yapo_steered` on a tiny random model: its unsteered path equals lm-eval's `hf`, steering changes the
+log-likelihoods, hooks are gone afterwards, bad args fail in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HIDDEN, tiny_llama, tiny_tokenizer
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+
+from yapo_bench.lm_eval_plugin import register
+from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+from yapo_bench.steering import SteeringVector
+
+REQUESTS = [("w1 w2 w3", " w4 w5"), ("w10 w11", " w12"), ("w20", " w21 w22 w23")]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_llama().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def _loglikelihoods(lm) -> list[float]:
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(REQUESTS)]
+    return [logprob for logprob, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+
+
+def test_unsteered_equals_hf_and_steering_changes_scores(model_dir: Path, tmp_path: Path) -> None:
+    reference = _loglikelihoods(HFLM(pretrained=str(model_dir), device="cpu", batch_size=2))
+    assert _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2)) == pytest.approx(reference, abs=1e-5)
+    torch.manual_seed(0)
+    SteeringVector.dense(torch.randn(HIDDEN), layer=1).save(tmp_path / "v")
+    zero = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=0, batch_size=2)
+    assert _loglikelihoods(zero) == pytest.approx(reference, abs=1e-5)
+    steered = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=2.0, batch_size=2)
+    scores = _loglikelihoods(steered)
+    assert max(abs(a - b) for a, b in zip(scores, reference)) > 1e-2
+    layers = steered.loaded.model.model.layers
+    assert not layers[1]._forward_hooks and not steered.loaded.model.model._forward_pre_hooks
+
+
+def test_bad_model_args_fail_in_one_line(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="direction: 0; expected -1 or 1"):
+        YapoSteeredLM(model=str(model_dir), direction=0)
+    with pytest.raises(ValueError, match="positions: 'middle'"):
+        YapoSteeredLM(model=str(model_dir), positions="middle")
+    with pytest.raises(ValueError, match="train: 'dpo:x'; expected <method>:<data>"):
+        YapoSteeredLM(model=str(model_dir), train="dpo:x")
+    with pytest.raises(ValueError, match="give vector=PATH or train="):
+        YapoSteeredLM(model=str(model_dir), vector="v", train="caa:demo:cheerful")
+
+
+def test_registration_keeps_hf(model_dir: Path) -> None:
+    from lm_eval.api.registry import get_model
+
+    register()
+    assert get_model("yapo_steered") is YapoSteeredLM and get_model("hf") is HFLM
+
+
+def test_train_arg_trains_once_and_reuses_the_cached_vector(model_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yapo_bench.methods.bipo as bipo
+
+    monkeypatch.setenv("YAPO_BENCH_CACHE", str(tmp_path / "cache"))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"w{i}", "chosen": f"w{i + 1}", "rejected": f"w{i + 2}"}) + "\n"
+                             for i in range(6)))
+    calls = []
+    real_fit = bipo.fit
+    monkeypatch.setattr(bipo, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    args = dict(model=str(model_dir), train=f"bipo:{pairs}", layer=1, steps=2, lr=0.05, batch_size=2)
+    first = YapoSteeredLM(**args)
+    second = YapoSteeredLM(**args)
+    assert len(calls) == 1 and first.steering_vector.method == "bipo"
+    assert torch.equal(first.steering_vector.values, second.steering_vector.values)
+    assert YapoSteeredLM(**{**args, "steps": 3}).steering_vector.config["steps"] == 3 and len(calls) == 2

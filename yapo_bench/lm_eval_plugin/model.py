@@ -1,0 +1,154 @@
+"""`yapo_steered`: lm-eval's HFLM with every forward pass (log-likelihood and generation) inside the one
+`steer(...)` context.
+
+Model args: model (preset | GGUF | local dir | hub id), vector=PATH or train=<method>:<data spec> (trained
+through `methods/`, cached by a hash of its full config and reused), layer, sae, multiplier, direction,
+positions, steps/lr/seed (training budget for train=), data_dir. No vector or multiplier 0 is the
+unsteered baseline through the same code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from yapo_bench.models import DEFAULT_MODEL, PRESETS, cache_dir, load_model, model_identity
+from yapo_bench.steering import POSITIONS, SteeringVector, steer
+
+
+@dataclass(frozen=True)
+class SteeredModelSpec:
+    """What `yapo_steered` evaluates; validated so that a bad model arg fails in one line."""
+
+    model: str = DEFAULT_MODEL
+    vector: str | None = None
+    train: str | None = None
+    method: str | None = None
+    layer: int | None = None
+    sae: str | None = None
+    multiplier: float = 1.0
+    direction: int = 1
+    positions: str = "all"
+    steps: int = 200
+    lr: float = 5e-4
+    seed: int = 0
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.vector and self.train:
+            raise ValueError("model_args: give vector=PATH or train=<method>:<data>, not both")
+        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, (int, float)) or self.multiplier < 0:
+            raise ValueError(f"multiplier: {self.multiplier!r}; expected a number >= 0")
+        if self.direction not in (-1, 1):
+            raise ValueError(f"direction: {self.direction!r}; expected -1 or 1")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions: {self.positions!r}; expected one of {', '.join(POSITIONS)}")
+        if self.train:
+            self.training_method()
+
+    def training_method(self) -> tuple[str, str]:
+        """(method, data spec) of train=: `yapo:bipo:power-seeking`, or train=<data> with method=<m>."""
+        from yapo_bench.methods import METHODS
+
+        head, _, rest = self.train.partition(":")
+        if head in METHODS and rest:
+            return head, rest
+        if self.method in METHODS:
+            return self.method, self.train
+        raise ValueError(f"train: {self.train!r}; expected <method>:<data> with method one of {', '.join(METHODS)}")
+
+
+def _trained_vector(spec: SteeredModelSpec, loaded: Any, sae: torch.nn.Module | None, layer: int) -> SteeringVector:
+    """Train (or reuse) the vector train= asks for; the cache key is a hash of everything that shapes it."""
+    from yapo_bench.data import load_pairs
+    from yapo_bench.methods import get_method
+    from yapo_bench.sae import sae_hash
+
+    method_name, data = spec.training_method()
+    method = get_method(method_name)
+    if method_name in ("caa", "sas"):
+        fit_spec = method.Spec(layer=layer)
+    else:
+        fit_spec = method.Spec(layer=layer, steps=spec.steps, lr=spec.lr, seed=spec.seed, progress=True)
+    key = {"model": model_identity(loaded.model) or spec.model, "method": method_name, "data": data, "layer": layer,
+           "sae": sae_hash(sae) if sae is not None else None, "spec": fit_spec.config() if hasattr(fit_spec, "config")
+           else asdict(fit_spec)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    directory = cache_dir() / "vectors" / f"{method_name}-{digest}"
+    if (directory / "vector.json").exists():  # written last, once training has finished
+        return SteeringVector.load(directory)
+    pairs = load_pairs(data, spec.data_dir)
+    if method_name in ("bipo", "yapo"):  # a killed training resumes from its checkpoint
+        fit_spec.run_dir, fit_spec.resume = str(directory), True
+    vector = method.fit(loaded, pairs, fit_spec, sae=sae)
+    vector.save(directory)
+    return vector
+
+
+class YapoSteeredLM(HFLM):
+    """HFLM whose `_model_call` and `_model_generate` run inside `steer(vector, multiplier, direction, ...)`."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, vector: str | None = None, train: str | None = None,
+                 method: str | None = None, layer: int | None = None, sae: str | None = None,
+                 multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
+                 lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
+                 device: str | None = None, **kwargs: Any) -> None:
+        spec = SteeredModelSpec(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
+                                sae=sae, multiplier=multiplier, direction=direction, positions=positions,
+                                steps=steps, lr=lr, seed=seed, data_dir=data_dir)
+        loaded = load_model(spec.model)
+        if device:
+            loaded.model.to(device)
+        super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
+        self.spec = spec
+        self.loaded = loaded
+        self.sae, self.steering_vector = self._resolve_vector(spec, loaded)
+
+    @staticmethod
+    def _resolve_vector(spec: SteeredModelSpec, loaded: Any) -> tuple[torch.nn.Module | None, SteeringVector | None]:
+        from yapo_bench.sae import load_sae
+
+        preset = PRESETS.get(spec.model)
+        vector = SteeringVector.load(spec.vector) if spec.vector else None
+        needs_sae = vector is not None and vector.space == "sae"
+        if spec.train:
+            method_name, _ = spec.training_method()
+            needs_sae = method_name in ("sas", "yapo")
+        sae = None
+        if spec.sae or needs_sae:
+            if not spec.sae and not (preset and preset.shipped_sae):
+                raise ValueError(f"sae: required for a sparse vector on model {spec.model!r}, which has no shipped SAE")
+            sae = load_sae(spec.sae or spec.model)
+        layer = spec.layer if spec.layer is not None else vector.layer if vector else preset.default_layer if preset else None
+        if layer is None and spec.train:
+            raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
+        if spec.train:
+            vector = _trained_vector(spec, loaded, sae, layer)
+        if vector is not None:
+            vector.check_compatible(loaded.model, sae)
+        return sae, vector
+
+    def steering(self):  # noqa: ANN201 - a context manager from steer()
+        vector = self.steering_vector if self.spec.multiplier else None
+        return steer(self.loaded.model, vector, multiplier=float(self.spec.multiplier), direction=self.spec.direction,
+                     positions=self.spec.positions, sae=self.sae)
+
+    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        with self.steering():
+            return super()._model_call(inps, attn_mask, labels)
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> torch.Tensor:
+        with self.steering():
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def steering_config(self) -> dict[str, Any]:
+        """Everything that distinguishes this model's outputs: for request caches and result metadata."""
+        vector = self.steering_vector
+        return {**asdict(self.spec), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
+                "vector_method": vector.method if vector else None}

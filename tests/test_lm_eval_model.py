@@ -82,3 +82,26 @@ def test_train_arg_trains_once_and_reuses_the_cached_vector(model_dir: Path, tmp
     assert len(calls) == 1 and first.steering_vector.method == "bipo"
     assert torch.equal(first.steering_vector.values, second.steering_vector.values)
     assert YapoSteeredLM(**{**args, "steps": 3}).steering_vector.config["steps"] == 3 and len(calls) == 2
+
+
+def test_plain_lm_eval_cli_finds_yapo_steered_and_keeps_hf(model_dir: Path, tmp_path: Path) -> None:
+    """The real `lm_eval` script, no flags for our model: the .pth autoload registers it; `hf` still works."""
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"q": f"w{i} w{i + 1}", "choices": [f"w{i + 2}", f"w{i + 3}"], "gold": 0}) + "\n"
+                            for i in range(4)))
+    (tmp_path / "tiny.yaml").write_text(
+        f"task: tiny_choice\ndataset_path: json\ndataset_kwargs:\n  data_files: {data}\ntest_split: train\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: gold\n"
+        "metric_list:\n  - metric: acc\n")
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    for model, args in (("yapo_steered", f"model={model_dir}"), ("hf", f"pretrained={model_dir}")):
+        out = subprocess.run([str(lm_eval), "--model", model, "--model_args", args, "--device", "cpu", "--tasks",
+                              "tiny_choice", "--include_path", str(tmp_path), "--output_path", str(tmp_path / model)],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "tiny_choice" in out.stdout and f"{model} (" in out.stdout
+        assert list((tmp_path / model).rglob("results_*.json"))

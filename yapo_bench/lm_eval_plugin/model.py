@@ -102,6 +102,8 @@ class YapoSteeredLM(HFLM):
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
         loaded = load_model(spec.model)
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            device = None  # lm-eval's CLI defaults to cuda; on a CPU machine stay on the CPU
         if device:
             loaded.model.to(device)
         super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, **kwargs)

@@ -1,4 +1,4 @@
-"""lm-eval integration: the `yapo_steered` model (and, later, our task suite).
+"""lm-eval integration: the `yapo_steered` model and our task suite (tasks/).
 
 lm-eval 0.4.13 reads no plugin entry points, and `get_model()` imports its built-in models only while its
 registry is empty, so `register()` imports them first (or `--model hf` would vanish) and then adds ours as
@@ -8,14 +8,35 @@ that read it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 MODEL_NAME = "yapo_steered"
 MODEL_TARGET = "yapo_bench.lm_eval_plugin.model:YapoSteeredLM"
 
 
+def tasks_dir() -> Path:
+    """Our task YAMLs (top-level tasks/ in a checkout, packaged resources when installed)."""
+    from yapo_bench.resources import resource_dir
+
+    return resource_dir("tasks")
+
+
 def register() -> None:
-    """Make `yapo_steered` known to lm-eval's registry (idempotent)."""
+    """Make `yapo_steered` and our tasks known to lm-eval (idempotent): the model in its registry, the
+    tasks by adding our tasks directory to every TaskManager's include path."""
     import lm_eval.models  # noqa: F401 - the built-ins must be registered before ours
     from lm_eval.api.registry import model_registry
+    from lm_eval.tasks import TaskManager
 
     if MODEL_NAME not in model_registry.keys():
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    if getattr(TaskManager.__init__, "_yapo_bench", False):
+        return
+    original = TaskManager.__init__
+
+    def init_with_our_tasks(self: TaskManager, *args: object, include_path: object = None, **kwargs: object) -> None:
+        paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        original(self, *args, include_path=[*paths, str(tasks_dir())], **kwargs)
+
+    init_with_our_tasks._yapo_bench = True
+    TaskManager.__init__ = init_with_our_tasks

@@ -1,0 +1,66 @@
+"""Our lm-eval task families: generated YAMLs are current, scoring is order-invariant where promised, and
+the culture family runs on a tiny model through lm-eval's own evaluator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import tiny_llama, tiny_tokenizer
+
+from yapo_bench.lm_eval_plugin import register, tasks_dir
+from yapo_bench.lm_eval_plugin.culture_tasks import load_culture_mcq, task_yamls
+from yapo_bench.lm_eval_plugin.mcq import mcq_docs, process_mcq
+
+
+def test_generated_task_yamls_are_current() -> None:
+    for name, text in task_yamls().items():
+        assert (tasks_dir() / "culture" / name).read_text(encoding="utf-8") == text, f"regenerate {name}"
+
+
+def test_letter_scoring_is_invariant_to_shuffling_an_items_options() -> None:
+    options, gold = ["ful", "kabsa", "manakish", "msemen"], 2
+    shuffled = [options[i] for i in (3, 0, 2, 1)]
+    first = {(d["prompt"], d["gold"]) for d in mcq_docs("Breakfast?", options, gold, "letter", {})}
+    second = {(d["prompt"], d["gold"]) for d in mcq_docs("Breakfast?", shuffled, shuffled.index("manakish"), "letter", {})}
+    assert first == second and len(first) == 4
+    assert sorted(d["gold"] for d in mcq_docs("Q?", options, gold, "letter", {})) == [0, 1, 2, 3]
+
+
+def test_process_mcq_metrics() -> None:
+    doc = {"gold": 1, "choices": ["a", "bbbbbbbbbb"]}
+    result = process_mcq(doc, [(-2.0, False), (-3.0, False)])
+    assert result["acc"] == 0.0 and result["acc_norm"] == 1.0
+    assert result["p_gold"] == pytest.approx(math.exp(-3) / (math.exp(-2) + math.exp(-3)))
+
+
+def test_culture_docs_use_the_held_out_questions() -> None:
+    test = load_culture_mcq("egypt", "both")["test"]
+    train = load_culture_mcq("egypt", "both", split="train")["test"]
+    assert not set(test["question_id"]) & set(train["question_id"])
+    assert len(load_culture_mcq("egypt", "localized", split="all")["test"]) == 12
+    with pytest.raises(ValueError, match="country: 'atlantis' has no items"):
+        load_culture_mcq("atlantis")
+
+
+def test_culture_family_runs_through_lm_eval_evaluator(tmp_path: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+    tiny_llama().save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    register()
+    manager = TaskManager()
+    assert "culture_mcq_egypt_both" in manager.all_tasks and "culture_mcq-arabic" in manager.all_groups
+    matched = manager.match_tasks(["culture_mcq_*"])  # the glob must not catch a group with its members
+    assert len(matched) == 45 and not set(matched) & set(manager.all_groups)
+    results = simple_evaluate(model=YapoSteeredLM(model=str(tmp_path)),
+                              tasks=["culture_mcq_egypt_both", "culture_letter_nepal_localized"], limit=3,
+                              task_manager=manager)
+    for task in ("culture_mcq_egypt_both", "culture_letter_nepal_localized"):
+        metrics = results["results"][task]
+        assert {"acc,none", "acc_norm,none", "p_gold,none"} <= set(metrics)
+        assert 0.0 <= metrics["p_gold,none"] <= 1.0

@@ -10,13 +10,19 @@ import pytest
 from conftest import tiny_llama, tiny_tokenizer
 
 from yapo_bench.lm_eval_plugin import register, tasks_dir
-from yapo_bench.lm_eval_plugin.culture_tasks import load_culture_mcq, task_yamls
+from yapo_bench.lm_eval_plugin.culture_tasks import load_culture_mcq
 from yapo_bench.lm_eval_plugin.mcq import mcq_docs, process_mcq
 
 
 def test_generated_task_yamls_are_current() -> None:
-    for name, text in task_yamls().items():
-        assert (tasks_dir() / "culture" / name).read_text(encoding="utf-8") == text, f"regenerate {name}"
+    from yapo_bench.lm_eval_plugin.tasks import FAMILIES
+
+    for family, generate in FAMILIES.items():
+        expected = generate()
+        assert {p.name for p in (tasks_dir() / family).glob("*.yaml")} == set(expected)
+        for name, text in expected.items():
+            assert (tasks_dir() / family / name).read_text(encoding="utf-8") == text, \
+                f"run python -m yapo_bench.lm_eval_plugin.tasks ({family}/{name})"
 
 
 def test_letter_scoring_is_invariant_to_shuffling_an_items_options() -> None:
@@ -64,3 +70,34 @@ def test_culture_family_runs_through_lm_eval_evaluator(tmp_path: Path) -> None:
         metrics = results["results"][task]
         assert {"acc,none", "acc_norm,none", "p_gold,none"} <= set(metrics)
         assert 0.0 <= metrics["p_gold,none"] <= 1.0
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+def test_behaviour_and_mmlu_families_run_through_lm_eval_evaluator(tmp_path: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+    tiny_llama().save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    register()
+    tasks = ["bipo_power_seeking_ab", "bipo_wealth_seeking_ab_letter", "mmlu_local_anatomy", "mmlu_cloze_virology",
+             "bipo_hallucination_open"]
+    results = simple_evaluate(model=YapoSteeredLM(model=str(tmp_path)), tasks=tasks, limit=2, log_samples=True,
+                              gen_kwargs="max_gen_toks=4", task_manager=TaskManager(metadata={"data_dir": str(SHARED)}))
+    assert set(tasks) <= set(results["results"])
+    assert results["samples"]["bipo_hallucination_open"][0]["doc"]["matching"]
+
+
+def test_letter_ab_offers_both_orders() -> None:
+    from yapo_bench.lm_eval_plugin.behaviour_tasks import load_bipo_ab
+
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data not present")
+    docs = load_bipo_ab("power-seeking", scoring="letter", data_dir=str(SHARED))["test"]
+    first_item = [d for d in docs if d["row"] == 1]
+    assert len(first_item) == 2 and sorted(d["gold"] for d in first_item) == [0, 1]

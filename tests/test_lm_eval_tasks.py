@@ -86,7 +86,7 @@ def test_behaviour_and_mmlu_families_run_through_lm_eval_evaluator(tmp_path: Pat
     tiny_tokenizer().save_pretrained(tmp_path)
     register()
     tasks = ["bipo_power_seeking_ab", "bipo_wealth_seeking_ab_letter", "mmlu_local_anatomy", "mmlu_cloze_virology",
-             "bipo_hallucination_open"]
+             "bipo_hallucination_open", "localization_gap_france_nonlocalized", "culturalbench_egypt"]
     results = simple_evaluate(model=YapoSteeredLM(model=str(tmp_path)), tasks=tasks, limit=2, log_samples=True,
                               gen_kwargs="max_gen_toks=4", task_manager=TaskManager(metadata={"data_dir": str(SHARED)}))
     assert set(tasks) <= set(results["results"])

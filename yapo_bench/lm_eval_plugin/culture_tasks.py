@@ -1,7 +1,10 @@
 """The culture MCQ task family: `culture_mcq_<country>_{localized,nonlocalized,both}` (cloze, the default)
 and `culture_letter_<country>_<loc>` (letter scoring averaged over option rotations), with groups
 `culture_mcq`, `culture_mcq-<language>` and `culture_letter` (named so that a glob like `culture_mcq_*` never
-matches a group together with its members).
+matches a group together with its members). Also, evaluated on all their items (cloze):
+`localization_gap_<country>_<loc>` (Veselovsky et al.; group `localization-gap`) and
+`culturalbench_<context>` (CulturalBench-Easy for the paper's contexts; group `culturalbench-contexts`),
+both read from the data dir (`--metadata '{"data_dir": ...}'`, $YAPO_BENCH_DATA or ../shared/data).
 
 Data: culture-mini by default; any culture-schema JSONL file or the paper's hub id via the task metadata
 `culture_data` (`--metadata '{"culture_data": "PATH"}'`) or $YAPO_BENCH_CULTURE_DATA. Items are the
@@ -24,30 +27,40 @@ LOCALIZATIONS = ("localized", "nonlocalized", "both")
 TEMPLATE = "_culture_mcq_template.yaml"
 
 
-def culture_items(culture_data: str | None = None) -> list[CultureItem]:
-    """culture-mini, a culture-schema JSONL file, or the paper's dataset by hub id / local dataset."""
+PUBLIC_SETS = {  # eval-only sets read from the data dir, converted on the fly
+    "localization-gap": ("culture/localization_gap/localization_gap_5choice.jsonl", "convert_localization_gap"),
+    "culturalbench": ("culture/culturalbench/culturalbench_easy.jsonl", "convert_culturalbench"),
+}
+
+
+def culture_items(culture_data: str | None = None, data_dir: str | None = None) -> list[CultureItem]:
+    """culture-mini, localization-gap / culturalbench (from the data dir), a culture-schema JSONL file, or
+    the paper's dataset by hub id / local dataset."""
+    from yapo_bench.data import culture_convert
     from yapo_bench.data.spec import culture_mini_items
+    from yapo_bench.data.spec import data_dir as find_data_dir
 
     source = culture_data or os.environ.get(CULTURE_DATA_ENV) or "culture-mini"
     if source == "culture-mini":
         return culture_mini_items()
+    if source in PUBLIC_SETS:
+        relative, converter = PUBLIC_SETS[source]
+        return getattr(culture_convert, converter)(find_data_dir(data_dir) / relative)
     if Path(source).is_file() and Path(source).suffix == ".jsonl":
         return load_culture(source)
-    from yapo_bench.data.culture_convert import convert_paper
-
-    return convert_paper(source, split="train")
+    return culture_convert.convert_paper(source, split="train")
 
 
 def load_culture_mcq(country: str, localization: str = "both", scoring: str = "cloze", split: str = "test",
                      culture_data: str | None = None, test_fraction: float = 0.25, seed: int = 0,
-                     **_lm_eval_metadata: Any) -> dict[str, Any]:
+                     data_dir: str | None = None, **_lm_eval_metadata: Any) -> dict[str, Any]:
     """lm-eval `custom_dataset`: the docs of one country's items (lm-eval passes its metadata as kwargs)."""
     import datasets
 
     if localization not in LOCALIZATIONS:
         raise ValueError(f"localization: {localization!r}; expected one of {', '.join(LOCALIZATIONS)}")
     CulturePairSpec(country=country, split=split, test_fraction=test_fraction, seed=seed)  # validates
-    items = [i for i in culture_items(culture_data) if i.country == country]
+    items = [i for i in culture_items(culture_data, data_dir) if i.country == country]
     if not items:
         raise ValueError(f"country: {country!r} has no items in {culture_data or 'culture-mini'}")
     train, test = split_question_ids([i.question_id for i in items], test_fraction, seed)
@@ -66,6 +79,12 @@ CONTEXTS = {"english": ("usa", "uk", "australia"), "spanish": ("spain", "mexico"
             "hindi": ("india", "nepal")}
 
 
+LOCALIZATION_GAP_COUNTRIES = ("turkey", "france", "russia", "bangladesh", "united-states")
+# CulturalBench countries that are (or stand in for) the paper's contexts; Lebanon counts as Levantine
+CULTURALBENCH_COUNTRIES = ("usa", "uk", "australia", "spain", "mexico", "brazil", "egypt", "ksa", "levantine",
+                           "morocco", "india", "nepal")
+
+
 def task_yamls() -> dict[str, str]:
     """File name → YAML text of every culture MCQ task and group (tasks/culture/ is generated from this)."""
     files = {TEMPLATE: template_yaml("yapo_bench.lm_eval_plugin.culture_tasks.load_culture_mcq")}
@@ -81,5 +100,17 @@ def task_yamls() -> dict[str, str]:
                     groups[prefix].append(name)
                     if scoring == "cloze":
                         groups[f"culture_mcq-{language}"].append(name)
+    # group names differ from the task prefix, so a glob on the prefix never matches a group with its members
+    for source, prefix, group, countries in (
+            ("localization-gap", "localization_gap", "localization-gap", LOCALIZATION_GAP_COUNTRIES),
+            ("culturalbench", "culturalbench", "culturalbench-contexts", CULTURALBENCH_COUNTRIES)):
+        groups[group] = []
+        for country in countries:
+            for localization in (LOCALIZATIONS if source == "localization-gap" else ("localized",)):
+                name = f"{prefix}_{country.replace('-', '_')}" + (f"_{localization}" if source == "localization-gap" else "")
+                files[f"{name}.yaml"] = task_yaml(name, TEMPLATE, {
+                    "country": country, "localization": localization, "scoring": "cloze", "split": "all",
+                    "culture_data": source})
+                groups[group].append(name)
     files.update({f"{group}.group.yaml": group_yaml(group, members) for group, members in groups.items()})
     return files

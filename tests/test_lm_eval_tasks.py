@@ -101,3 +101,17 @@ def test_letter_ab_offers_both_orders() -> None:
     docs = load_bipo_ab("power-seeking", scoring="letter", data_dir=str(SHARED))["test"]
     first_item = [d for d in docs if d["row"] == 1]
     assert len(first_item) == 2 and sorted(d["gold"] for d in first_item) == [0, 1]
+
+
+def test_boxed_filter_parses_the_papers_answer_format() -> None:
+    import yaml
+    from lm_eval.filters.extraction import RegexFilter
+
+    text = (tasks_dir() / "culture" / "_culture_boxed_template.yaml").read_text()
+    body = text.split("\n", 2)[2]  # after the comment and the `!function` line, which safe_load cannot read
+    pattern = yaml.safe_load(body)["filter_list"][0]["filter"][0]["regex_pattern"]
+    extracted = RegexFilter(regex_pattern=pattern).apply([["So the answer is \\boxed{3}.", "no box"]], [{}])
+    assert list(extracted[0])[0] == "3"
+    docs = load_culture_mcq("egypt", "localized", scoring="boxed", split="all")["test"]
+    assert all("\\boxed{k}" in d["prompt"] and d["gold_number"] in "12345" for d in docs)
+    assert load_culture_mcq("nepal", "both", scoring="open")["test"][0]["reference_answer"]

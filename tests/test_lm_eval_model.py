@@ -105,3 +105,25 @@ def test_plain_lm_eval_cli_finds_yapo_steered_and_keeps_hf(model_dir: Path, tmp_
         assert out.returncode == 0, out.stderr[-2000:]
         assert "tiny_choice" in out.stdout and f"{model} (" in out.stdout
         assert list((tmp_path / model).rglob("results_*.json"))
+
+
+def test_request_cache_is_separate_per_steering_config(model_dir: Path, tmp_path: Path) -> None:
+    from lm_eval.api.model import CachingLM
+
+    register()
+    SteeringVector.dense(torch.ones(HIDDEN), layer=1).save(tmp_path / "v")
+    base = YapoSteeredLM(model=str(model_dir))
+    steered = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=2.0)
+    again = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=2.0)
+    assert base.steering_digest != steered.steering_digest == again.steering_digest
+    for lm in (base, steered):
+        CachingLM(lm, str(tmp_path / "cache" / "requests_rank0.db"))
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert files == sorted(f"requests_rank0_steer-{lm.steering_digest}.db" for lm in (base, steered))
+
+
+def test_yapo_bench_eval_front_runs_lm_eval(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from yapo_bench.cli import main
+
+    assert main(["eval", "--model_args", f"model={model_dir}", "--tasks", "culture_mcq_usa_both", "--limit", "1"]) == 0
+    assert "culture_mcq_usa_both" in capsys.readouterr().out

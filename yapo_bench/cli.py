@@ -186,6 +186,24 @@ def _cmd_data_pairs(args: argparse.Namespace) -> None:
           + (f"; skipped {len(skipped)}: {skipped[0]}" if skipped else ""))
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    run_lm_eval(args.lm_eval_args)
+
+
+def run_lm_eval(forwarded: list[str]) -> None:
+    """lm-eval's own CLI with our model and tasks registered; --model defaults to yapo_steered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from yapo_bench.lm_eval_plugin import register
+
+    register()
+    forwarded = forwarded[1:] if forwarded[:1] == ["--"] else forwarded
+    if not any(a == "--model" or a.startswith("--model=") for a in forwarded):
+        forwarded = ["--model", "yapo_steered", *forwarded]
+    sys.argv = ["lm_eval", *forwarded]
+    cli_evaluate()
+
+
 def _default_layer(model: str, flag: str) -> int:
     if model in PRESETS:
         return PRESETS[model].default_layer
@@ -345,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--out", type=Path, required=True, help="output JSONL")
     pairs.set_defaults(func=_cmd_data_pairs)
 
+    evaluate_cmd = commands.add_parser(
+        "eval", help="run lm-eval with yapo_steered and our tasks registered (a thin front)",
+        description="Run lm-eval's own CLI with the yapo_steered model and yapo-bench's tasks registered; every "
+        "argument is lm-eval's. --model defaults to yapo_steered. Example: yapo-bench eval --model_args "
+        "model=smollm2-135m,vector=runs/v,multiplier=1 --tasks 'culture_mcq_*' --limit 5")
+    evaluate_cmd.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments passed to lm_eval")
+    evaluate_cmd.set_defaults(func=_cmd_eval)
+
     vector = commands.add_parser("vector", help="inspect or export steering vectors",
                                  description="Inspect or export saved steering vectors.")
     vector_commands = vector.add_subparsers(dest="vector_command", required=True, metavar="VECTOR_COMMAND")
@@ -364,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"] and not {"-h", "--help"} & set(argv[1:2]):
+        run_lm_eval(argv[1:])  # every argument is lm-eval's: argparse would reject them
+        return 0
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

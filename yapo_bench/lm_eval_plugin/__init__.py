@@ -30,6 +30,7 @@ def register() -> None:
 
     if MODEL_NAME not in model_registry.keys():
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    _cache_per_steering_config()
     if getattr(TaskManager.__init__, "_yapo_bench", False):
         return
     original = TaskManager.__init__
@@ -40,3 +41,23 @@ def register() -> None:
 
     init_with_our_tasks._yapo_bench = True
     TaskManager.__init__ = init_with_our_tasks
+
+
+def _cache_per_steering_config() -> None:
+    """lm-eval's request cache (`--use_cache`) keys requests only, never the model: give every steering
+    config its own cache file, so a steered run never reads the base model's answers."""
+    from lm_eval.api.model import CachingLM
+
+    if getattr(CachingLM.__init__, "_yapo_bench", False):
+        return
+    original = CachingLM.__init__
+
+    def init_per_config(self: CachingLM, lm: object, cache_db: str) -> None:
+        digest = getattr(lm, "steering_digest", None)
+        if digest:
+            stem, dot, suffix = cache_db.rpartition(".")
+            cache_db = f"{stem}_steer-{digest}.{suffix}" if dot else f"{cache_db}_steer-{digest}"
+        original(self, lm, cache_db)
+
+    init_per_config._yapo_bench = True
+    CachingLM.__init__ = init_per_config

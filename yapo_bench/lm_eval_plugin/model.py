@@ -149,6 +149,11 @@ class YapoSteeredLM(HFLM):
         with self.steering():
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
+    @property
+    def steering_digest(self) -> str:
+        """A short hash of `steering_config()`: names this config's lm-eval request cache."""
+        return hashlib.sha256(json.dumps(self.steering_config(), sort_keys=True).encode()).hexdigest()[:12]
+
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""
         vector = self.steering_vector

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -119,8 +120,9 @@ class YapoSteeredLM(HFLM):
         vector = SteeringVector.load(spec.vector) if spec.vector else None
         needs_sae = vector is not None and vector.space == "sae"
         if spec.train:
-            method_name, _ = spec.training_method()
-            needs_sae = method_name in ("sas", "yapo")
+            from yapo_bench.methods import get_method
+
+            needs_sae = get_method(spec.training_method()[0]).NEEDS_SAE
         sae = None
         if spec.sae or needs_sae:
             if not spec.sae and not (preset and preset.shipped_sae):
@@ -135,7 +137,8 @@ class YapoSteeredLM(HFLM):
             vector.check_compatible(loaded.model, sae)
         return sae, vector
 
-    def steering(self):  # noqa: ANN201 - a context manager from steer()
+    def steering(self) -> AbstractContextManager:
+        """The one `steer(...)` context with this model's vector, λ, d and positions (λ = 0: no hooks)."""
         vector = self.steering_vector if self.spec.multiplier else None
         return steer(self.loaded.model, vector, multiplier=float(self.spec.multiplier), direction=self.spec.direction,
                      positions=self.spec.positions, sae=self.sae)

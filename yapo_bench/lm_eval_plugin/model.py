@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from yapo_bench.models import DEFAULT_MODEL, PRESETS, cache_dir, load_model, model_identity
+from yapo_bench.models import DEFAULT_MODEL, cache_dir, load_model, model_identity
 from yapo_bench.steering import POSITIONS, SteeringVector, steer
 
 
@@ -114,24 +114,17 @@ class YapoSteeredLM(HFLM):
 
     @staticmethod
     def _resolve_vector(spec: SteeredModelSpec, loaded: Any) -> tuple[torch.nn.Module | None, SteeringVector | None]:
-        from yapo_bench.sae import load_sae
+        from yapo_bench.methods import get_method
+        from yapo_bench.sae import resolve_sae_and_layer
 
-        preset = PRESETS.get(spec.model)
         vector = SteeringVector.load(spec.vector) if spec.vector else None
-        needs_sae = vector is not None and vector.space == "sae"
+        needs_sae = get_method(spec.training_method()[0]).NEEDS_SAE if spec.train else (
+            vector is not None and vector.space == "sae")
+        layer = spec.layer if spec.layer is not None else vector.layer if vector else None
+        sae, layer = resolve_sae_and_layer(spec.model, spec.sae, layer, needs_sae)
         if spec.train:
-            from yapo_bench.methods import get_method
-
-            needs_sae = get_method(spec.training_method()[0]).NEEDS_SAE
-        sae = None
-        if spec.sae or needs_sae:
-            if not spec.sae and not (preset and preset.shipped_sae):
-                raise ValueError(f"sae: required for a sparse vector on model {spec.model!r}, which has no shipped SAE")
-            sae = load_sae(spec.sae or spec.model)
-        layer = spec.layer if spec.layer is not None else vector.layer if vector else preset.default_layer if preset else None
-        if layer is None and spec.train:
-            raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
-        if spec.train:
+            if layer is None:
+                raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
             vector = _trained_vector(spec, loaded, sae, layer)
         if vector is not None:
             vector.check_compatible(loaded.model, sae)

@@ -13,13 +13,13 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from common import REPORT_DIR, default_model_and_sae, pairs_or_demo, write_report  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from common import REPORT_DIR, default_model_and_sae, pairs_or_demo, write_report
 
-from yapo_bench.data import data_dir  # noqa: E402
-from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector  # noqa: E402
-from yapo_bench.pairs import PairSet, PreferencePair  # noqa: E402
+from yapo_bench.data import data_dir
+from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
+from yapo_bench.pairs import PairSet, PreferencePair
 
 THRESHOLD = 0.1
 WINDOW = 10

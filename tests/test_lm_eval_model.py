@@ -67,7 +67,7 @@ def test_train_arg_trains_once_and_reuses_the_cached_vector(model_dir: Path, tmp
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    import yapo_bench.methods.bipo as bipo
+    from yapo_bench.methods import bipo
 
     monkeypatch.setenv("YAPO_BENCH_CACHE", str(tmp_path / "cache"))
     pairs = tmp_path / "pairs.jsonl"

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_tokenizer
 
+from yapo_bench.data import load_pair_file
 from yapo_bench.methods import caa, sas
 from yapo_bench.methods.mean_diff import MeanDiffSpec
 from yapo_bench.models import LoadedModel
-from yapo_bench.data import load_pair_file
 from yapo_bench.pairs import PreferencePair, encode_with_response
 
 PAIRS = [PreferencePair("w1 w2", "w3 w4 w5", "w6 w7"), PreferencePair("w8", "w9 w10", "w11 w12 w13")]

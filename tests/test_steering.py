@@ -201,10 +201,9 @@ def test_hooks_removed_after_exception(tiny_model: torch.nn.Module) -> None:
     ids = _ids()
     with torch.no_grad():
         clean = tiny_model(ids).logits
-    with pytest.raises(RuntimeError, match="boom"):
-        with steer(tiny_model, vector, multiplier=3.0):
-            tiny_model(ids)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), steer(tiny_model, vector, multiplier=3.0):
+        tiny_model(ids)
+        raise RuntimeError("boom")
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny_model.modules())
     assert hooks == 0
     with torch.no_grad():
@@ -277,7 +276,7 @@ def test_lm_eval_steered_model_applies_the_export_like_steer(tmp_path) -> None:
     path = vector.to_lm_eval_steered(tmp_path / "steer.pt", multiplier=1.5)
     info = torch.load(path, weights_only=True)[f"layers.{LAYER}"]
     ids = _ids()
-    add = lambda acts: acts + info["steering_vector"] * info["steering_coefficient"]  # noqa: E731
+    add = lambda acts: acts + info["steering_vector"] * info["steering_coefficient"]
     with lm_eval_steer(model, {f"layers.{LAYER}": add}):
         theirs = _layer_outputs(model, input_ids=ids)
     with steer(model, vector, multiplier=1.5):
@@ -307,18 +306,14 @@ def test_errors_name_the_field() -> None:
     with pytest.raises(SteeringError, match="hidden size is 32"):
         with steer(model, SteeringVector.dense(torch.ones(HIDDEN + 1), layer=1)):
             pass
-    with pytest.raises(SteeringError, match="pass the SAE"):
-        with steer(model, _sparse(sae)):
-            pass
-    with pytest.raises(SteeringError, match="multiplier"):
-        with steer(model, _dense(), multiplier=-1):
-            pass
-    with pytest.raises(SteeringError, match="direction"):
-        with steer(model, _dense(), direction=0):
-            pass
-    with pytest.raises(SteeringError, match="positions"):
-        with steer(model, _dense(), positions="middle"):
-            pass
+    with pytest.raises(SteeringError, match="pass the SAE"), steer(model, _sparse(sae)):
+        pass
+    with pytest.raises(SteeringError, match="multiplier"), steer(model, _dense(), multiplier=-1):
+        pass
+    with pytest.raises(SteeringError, match="direction"), steer(model, _dense(), direction=0):
+        pass
+    with pytest.raises(SteeringError, match="positions"), steer(model, _dense(), positions="middle"):
+        pass
     with pytest.raises(SteeringError, match="values: contains NaN"):
         SteeringVector.dense(torch.tensor([1.0, float("nan")]), layer=0)
     with pytest.raises(SteeringError, match="has 5 entries but the SAE has d_sae = 96"):

@@ -9,8 +9,7 @@ import pytest
 import torch
 from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_tokenizer
 
-import yapo_bench.methods.preference as preference
-from yapo_bench.methods import METHODS, get_method
+from yapo_bench.methods import METHODS, get_method, preference
 from yapo_bench.methods.preference import PreferenceBatchScorer, PreferenceSpec, encode_pairs, preference_loss
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PairSet, PreferencePair

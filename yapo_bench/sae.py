@@ -13,10 +13,10 @@ import json
 import math
 import os
 import tempfile
-from unittest import mock
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import torch
 from safetensors.torch import load_file, save_file

@@ -176,7 +176,7 @@ class SteeringVector:
 
             self.provenance = {
                 **self.provenance,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "yapo_bench_version": __version__,
             }
         meta = self.metadata()

@@ -18,9 +18,10 @@ def write_all(root: Path | None = None) -> None:
     for family, generate in FAMILIES.items():
         directory = root / family
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in set(p.name for p in directory.glob("*.yaml")) - set(generate()):
+        files = generate()
+        for stale in {p.name for p in directory.glob("*.yaml")} - set(files):
             (directory / stale).unlink()
-        for name, text in generate().items():
+        for name, text in files.items():
             (directory / name).write_text(text, encoding="utf-8")
 
 

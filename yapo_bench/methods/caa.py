@@ -12,7 +12,6 @@ from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.steering import SteeringVector
 
-
 Spec = MeanDiffSpec
 NEEDS_SAE = False
 

@@ -13,7 +13,6 @@ from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.sae import check_sae_fits
 from yapo_bench.steering import SteeringVector
 
-
 Spec = MeanDiffSpec
 NEEDS_SAE = True
 

@@ -5,6 +5,7 @@ Goal: sparse-support ≥ 0.95× unsteered. Run: python benchmarks/p3_steering_th
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -22,20 +23,24 @@ def _sparse_values(d_sae: int, l0: int, seed: int) -> torch.Tensor:
     return values
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _timed_round_robin(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per function, the functions interleaved in each round so that drift in the
+    machine's speed (other load, thermal) hits every condition alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--new-tokens", type=int, default=24)
     args = parser.parse_args()
     loaded, sae, layer = default_model_and_sae()
@@ -57,20 +62,24 @@ def main() -> None:
     result = {"benchmark": "P3 steered vs unsteered throughput", "goal": "sparse support >= 0.95x unsteered",
               "batch": args.batch, "tokens_per_row": int(batch["input_ids"].shape[1]), "new_tokens": args.new_tokens,
               "layer": layer, "sae": sae.yapo_sae_id, "conditions": {}}
+    def score(steering: dict) -> None:
+        with steer(model, **steering):
+            model(**batch)
+
+    def generate(steering: dict) -> None:
+        with steer(model, **steering):
+            model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                           do_sample=False, pad_token_id=tokenizer.pad_token_id)
+
     with torch.no_grad():
-        for name, steering in conditions.items():
-            def score() -> None:
-                with steer(model, **steering):
-                    model(**batch)
-
-            def generate() -> None:
-                with steer(model, **steering):
-                    model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                   do_sample=False, pad_token_id=tokenizer.pad_token_id)
-
-            result["conditions"][name] = {"score_seconds": _timed(score, args.repeats),
-                                          "generate_seconds": _timed(generate, max(2, args.repeats // 2))}
-            print(name, result["conditions"][name], flush=True)
+        score_seconds = _timed_round_robin(
+            {name: functools.partial(score, steering) for name, steering in conditions.items()}, args.repeats)
+        generate_seconds = _timed_round_robin(
+            {name: functools.partial(generate, steering) for name, steering in conditions.items()},
+            max(2, args.repeats // 2))
+    for name in conditions:
+        result["conditions"][name] = {"score_seconds": score_seconds[name], "generate_seconds": generate_seconds[name]}
+        print(name, result["conditions"][name], flush=True)
     base = result["conditions"]["unsteered"]
     for name, timing in result["conditions"].items():
         timing["score_throughput_vs_unsteered"] = base["score_seconds"] / timing["score_seconds"]

@@ -39,6 +39,7 @@ def test_process_mcq_metrics() -> None:
     result = process_mcq(doc, [(-2.0, False), (-3.0, False)])
     assert result["acc"] == 0.0 and result["acc_norm"] == 1.0
     assert result["p_gold"] == pytest.approx(math.exp(-3) / (math.exp(-2) + math.exp(-3)))
+    assert result["p_gold_norm"] == pytest.approx(math.exp(-0.3) / (math.exp(-2) + math.exp(-0.3)))
 
 
 def test_culture_docs_use_the_held_out_questions() -> None:
@@ -68,7 +69,7 @@ def test_culture_family_runs_through_lm_eval_evaluator(tmp_path: Path) -> None:
                               task_manager=manager)
     for task in ("culture_mcq_egypt_both", "culture_letter_nepal_localized"):
         metrics = results["results"][task]
-        assert {"acc,none", "acc_norm,none", "p_gold,none"} <= set(metrics)
+        assert {"acc,none", "acc_norm,none", "p_gold,none", "p_gold_norm,none"} <= set(metrics)
         assert 0.0 <= metrics["p_gold,none"] <= 1.0
 
 

@@ -265,19 +265,39 @@ def _supports_fast_path(sae: nn.Module) -> bool:
     )
 
 
-def _encode_columns(sae: nn.Module, hidden: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
-    """Codes of latents `columns` only (all when None), for SAEs whose latents are independent of each other."""
-    sae_in = hidden - sae.b_dec * sae.cfg.apply_b_dec_to_input
-    if columns is None:
-        pre = sae_in @ sae.W_enc + sae.b_enc
-        threshold = getattr(sae, "threshold", None)
-    else:
-        pre = sae_in @ sae.W_enc[:, columns] + sae.b_enc[columns]
-        threshold = sae.threshold[columns] if hasattr(sae, "threshold") else None
-    codes = pre.relu()
-    if sae.cfg.architecture() == "jumprelu":
-        codes = codes * (pre > threshold)
-    return codes
+@dataclass(frozen=True)
+class SparseWeights:
+    """The SAE weights eq. 3 needs for a set of latents, for SAEs whose latents are independent of each
+    other (`_supports_fast_path`). `steer` gathers them once per context, not on every forward pass."""
+
+    values: torch.Tensor
+    w_enc: torch.Tensor
+    b_enc: torch.Tensor
+    threshold: torch.Tensor | None
+    w_dec: torch.Tensor
+    input_shift: torch.Tensor
+
+    @classmethod
+    def gather(cls, sae: nn.Module, values: torch.Tensor) -> SparseWeights | None:
+        """Weights for supp(v) (None when v = 0). While v carries a gradient (training) every latent is
+        kept instead: the gradient can be non-zero on any latent active on the input, and for the rest
+        relu(s + c·0) − s = 0 exactly, so this is the same sum without gathering columns."""
+        jumprelu = sae.cfg.architecture() == "jumprelu"
+        if values.requires_grad:
+            return cls(values, sae.W_enc, sae.b_enc, sae.threshold if jumprelu else None, sae.W_dec,
+                       sae.b_dec * sae.cfg.apply_b_dec_to_input)
+        columns = (values != 0).nonzero().squeeze(-1)
+        if columns.numel() == 0:
+            return None
+        return cls(values[columns].float(), sae.W_enc[:, columns].contiguous(), sae.b_enc[columns],
+                   sae.threshold[columns] if jumprelu else None, sae.W_dec[columns].contiguous(),
+                   sae.b_dec * sae.cfg.apply_b_dec_to_input)
+
+    def delta(self, hidden: torch.Tensor, coefficient: float) -> torch.Tensor:
+        """Φ(h) − h = W_decᵀ (ReLU(s + c·v) − s) over these latents, s their codes of h."""
+        pre = (hidden - self.input_shift) @ self.w_enc + self.b_enc
+        codes = pre.relu() if self.threshold is None else pre.relu() * (pre > self.threshold)
+        return ((codes + coefficient * self.values).relu() - codes) @ self.w_dec
 
 
 def phi_full(hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae: nn.Module) -> torch.Tensor:
@@ -287,25 +307,15 @@ def phi_full(hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae
 
 
 def sparse_delta(
-    hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae: nn.Module, form: str = "support"
+    hidden: torch.Tensor, values: torch.Tensor, coefficient: float, sae: nn.Module, form: str = "support",
+    weights: SparseWeights | None = None,
 ) -> torch.Tensor:
     """Φ(h) − h for a vector in SAE space, by the sparse-support form (default) or the full eq. 3.
-
-    The support is supp(v). While v carries a gradient (training), every latent is kept instead: the
-    gradient can be non-zero on any latent active on `hidden`, and for the rest relu(0 + c·0) − 0 adds exact
-    zeros, so this is the same sum without the cost of gathering columns.
-    """
+    `weights`: `SparseWeights.gather(sae, values)` when the caller already has it."""
     if form == "full" or not _supports_fast_path(sae):
         return phi_full(hidden, values, coefficient, sae) - hidden
-    if values.requires_grad:
-        codes = _encode_columns(sae, hidden)
-        return ((codes + coefficient * values).relu() - codes) @ sae.W_dec
-    columns = (values != 0).nonzero().squeeze(-1)
-    if columns.numel() == 0:
-        return torch.zeros_like(hidden)
-    codes = _encode_columns(sae, hidden, columns)
-    shifted = (codes + coefficient * values[columns]).relu()
-    return (shifted - codes) @ sae.W_dec[columns]
+    weights = weights or SparseWeights.gather(sae, values)
+    return torch.zeros_like(hidden) if weights is None else weights.delta(hidden, coefficient)
 
 
 def steering_delta(
@@ -314,13 +324,14 @@ def steering_delta(
     coefficient: float,
     sae: nn.Module | None = None,
     sparse_form: str = "support",
+    weights: SparseWeights | None = None,
 ) -> torch.Tensor:
     """Φ(h) − h in fp32 for any vector; the single implementation of the steering maths."""
     values = vector.values.to(hidden.device)
     hidden = hidden.float()
     if vector.space == "dense":
         return (coefficient * values).expand_as(hidden)
-    return sparse_delta(hidden, values.float(), coefficient, sae, sparse_form)
+    return sparse_delta(hidden, values.float(), coefficient, sae, sparse_form, weights)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -404,6 +415,7 @@ def steer(
     vector.check_compatible(model, sae)
     coefficient = float(direction * multiplier)
     layer_module = get_layer(model, vector.layer)
+    gathered: dict[torch.device, SparseWeights | None] = {}  # v and its SAE columns, read once per device
 
     def before_decoder(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = kwargs.get("input_ids", args[0] if args else None)
@@ -419,7 +431,13 @@ def steer(
         mask = handle._mask
         if mask is None or mask.shape != hidden.shape[:2]:
             raise SteeringError("steer: layer ran outside a model forward pass; call the model, not the layer")
-        delta = steering_delta(hidden, vector, coefficient, sae, sparse_form)
+        if vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae):
+            key = hidden.device
+            if key not in gathered:
+                gathered[key] = SparseWeights.gather(sae, vector.values.to(hidden.device).float())
+            if gathered[key] is None:  # v = 0: nothing to add
+                return output
+        delta = steering_delta(hidden, vector, coefficient, sae, sparse_form, gathered.get(hidden.device))
         steered = hidden + (delta * mask.to(hidden.device)[..., None]).to(hidden.dtype)
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
 

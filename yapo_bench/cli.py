@@ -199,6 +199,17 @@ def _default_layer(model: str, flag: str) -> int:
     raise ValueError(f"{flag}: required for model {model!r}, which is not a preset")
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from yapo_bench.report import build_report
+
+    page = build_report(args.run_dirs, args.out, title=args.title)
+    print(f"wrote {page} (+ report.md, report.json, tables/, plots/ in {page.parent})")
+    if args.screenshot:
+        from yapo_bench.report.screenshot import screenshot
+
+        print(f"wrote {screenshot(page, args.screenshot)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yapo-bench",
@@ -359,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
         "model=smollm2-135m,vector=runs/v,multiplier=1 --tasks 'culture_mcq_*' --limit 5")
     evaluate_cmd.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments passed to lm_eval")
     evaluate_cmd.set_defaults(func=_cmd_eval)
+
+    report = commands.add_parser(
+        "report", help="tables, plots and an HTML page from lm-eval output (and judge verdicts)",
+        description="Read lm-eval --output_path directories (results_*.json; per-item CIs and paired tests need "
+                    "--log_samples) and any judge verdicts under them; write index.html, report.md, report.json, "
+                    "tables/*.csv and plots/*.png. The paper's published numbers are shown beside ours, labelled.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="lm-eval output dir or results file; "
+                        "RUN_DIR=LABEL names its column")
+    report.add_argument("--out", required=True, help="output directory, e.g. reports/<name>")
+    report.add_argument("--title", default=None)
+    report.add_argument("--screenshot", metavar="PNG", default=None,
+                        help="also render the page in headless Chromium and save a PNG")
+    report.set_defaults(func=_cmd_report)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",
                                  description="Inspect or export saved steering vectors.")

@@ -13,6 +13,7 @@ import hashlib
 import json
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,8 +65,9 @@ class SteeredModelSpec:
         raise ValueError(f"train: {self.train!r}; expected <method>:<data> with method one of {', '.join(METHODS)}")
 
 
-def _trained_vector(spec: SteeredModelSpec, loaded: Any, sae: torch.nn.Module | None, layer: int) -> SteeringVector:
-    """Train (or reuse) the vector train= asks for; the cache key is a hash of everything that shapes it."""
+def _trained_vector_dir(spec: SteeredModelSpec, loaded: Any, sae: torch.nn.Module | None, layer: int) -> Path:
+    """Train (or reuse) the vector train= asks for, in a directory named by a hash of everything that shapes
+    it; returns the directory (vector files, and for BiPO/YaPO the training log)."""
     from yapo_bench.data import load_pairs
     from yapo_bench.methods import get_method
     from yapo_bench.sae import sae_hash
@@ -82,13 +84,12 @@ def _trained_vector(spec: SteeredModelSpec, loaded: Any, sae: torch.nn.Module | 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     directory = cache_dir() / "vectors" / f"{method_name}-{digest}"
     if (directory / "vector.json").exists():  # written last, once training has finished
-        return SteeringVector.load(directory)
+        return directory
     pairs = load_pairs(data, spec.data_dir)
     if method_name in ("bipo", "yapo"):  # a killed training resumes from its checkpoint
         fit_spec.run_dir, fit_spec.resume = str(directory), True
-    vector = method.fit(loaded, pairs, fit_spec, sae=sae)
-    vector.save(directory)
-    return vector
+    method.fit(loaded, pairs, fit_spec, sae=sae).save(directory)
+    return directory
 
 
 class YapoSteeredLM(HFLM):
@@ -110,10 +111,14 @@ class YapoSteeredLM(HFLM):
         super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
         self.spec = spec
         self.loaded = loaded
-        self.sae, self.steering_vector = self._resolve_vector(spec, loaded)
+        self.sae, self.vector_dir = self._resolve_vector(spec, loaded)
+        self.steering_vector = SteeringVector.load(self.vector_dir) if self.vector_dir else None
+        if self.steering_vector is not None:
+            self.steering_vector.check_compatible(loaded.model, self.sae)
 
     @staticmethod
-    def _resolve_vector(spec: SteeredModelSpec, loaded: Any) -> tuple[torch.nn.Module | None, SteeringVector | None]:
+    def _resolve_vector(spec: SteeredModelSpec, loaded: Any) -> tuple[torch.nn.Module | None, Path | None]:
+        """The SAE (None for dense vectors) and the directory or file of the vector to apply (None: base)."""
         from yapo_bench.methods import get_method
         from yapo_bench.sae import resolve_sae_and_layer
 
@@ -125,10 +130,8 @@ class YapoSteeredLM(HFLM):
         if spec.train:
             if layer is None:
                 raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
-            vector = _trained_vector(spec, loaded, sae, layer)
-        if vector is not None:
-            vector.check_compatible(loaded.model, sae)
-        return sae, vector
+            return sae, _trained_vector_dir(spec, loaded, sae, layer)
+        return sae, Path(spec.vector) if spec.vector else None
 
     def steering(self) -> AbstractContextManager:
         """The one `steer(...)` context with this model's vector, λ, d and positions (λ = 0: no hooks)."""
@@ -149,6 +152,15 @@ class YapoSteeredLM(HFLM):
     def steering_digest(self) -> str:
         """A short hash of `steering_config()`: names this config's lm-eval request cache."""
         return hashlib.sha256(json.dumps(self.steering_config(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def get_model_info(self) -> dict[str, Any]:
+        """lm-eval copies this into the results' `config`: the report reads the steering from it."""
+        vector = self.steering_vector
+        return {**super().get_model_info(), "yapo_steering": self.steering_config(),
+                "yapo_vector": None if vector is None else {
+                    "path": str(self.vector_dir), "method": vector.method, "space": vector.space,
+                    "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
+                    "data": vector.provenance.get("data")}}
 
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""

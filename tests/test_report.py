@@ -1,0 +1,145 @@
+"""Reports from real lm-eval output: a golden run on a tiny model whose numbers are committed
+(tests/golden/report_numbers.json), the tables' maths on known inputs, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HIDDEN, tiny_llama, tiny_tokenizer
+
+from yapo_bench.report import ReportError, build_report, load_runs
+from yapo_bench.report.screenshot import find_browser, screenshot
+from yapo_bench.steering import SteeringVector
+
+GOLDEN = Path(__file__).parent / "golden" / "report_numbers.json"
+GOLDEN_TOLERANCE = 1e-3  # absolute, on values in % (and on RCA/PNLG): float noise across CPUs, far below a flip
+TASKS = ["culture_mcq_egypt_localized", "culture_mcq_egypt_nonlocalized", "culture_mcq_morocco_localized",
+         "culture_mcq_morocco_nonlocalized", "culture_letter_egypt_localized"]
+
+
+def _evaluate(model_dir: Path, out: Path, **model_args) -> None:
+    """One lm-eval run written exactly as `lm_eval --output_path out --log_samples` writes it."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    from yapo_bench.lm_eval_plugin import register
+    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+    register()
+    lm = YapoSteeredLM(model=str(model_dir), batch_size=4, **model_args)
+    results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True, task_manager=TaskManager(),
+                              random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    results["config"]["model_args"] = {"model": "tiny-llama", **{k: str(v) for k, v in model_args.items()}}
+    samples = results.pop("samples")
+    tracker = EvaluationTracker(output_path=str(out))
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+
+
+@pytest.fixture(scope="module")
+def golden_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("golden")
+    tiny_llama().save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    torch.manual_seed(0)
+    SteeringVector.dense(torch.randn(HIDDEN) * 4, layer=1, method="bipo").save(root / "vector")
+    _evaluate(root / "model", root / "runs" / "base")
+    _evaluate(root / "model", root / "runs" / "bipo", vector=str(root / "vector"), multiplier=1.0)
+    _evaluate(root / "model", root / "runs" / "bipo2", vector=str(root / "vector"), multiplier=2.0)
+    verdicts = root / "runs" / "base" / "judge" / "verdicts.jsonl"
+    verdicts.parent.mkdir(parents=True)
+    verdicts.write_text("".join(json.dumps(v) + "\n" for v in [
+        {"task": "culture_open_egypt_localized", "doc_id": 0, "score": 7, "error": None,
+         "judge": {"model": "stub-judge"}, "reference_similarity": 0.5},
+        {"task": "culture_open_egypt_localized", "doc_id": 1, "score": 3, "error": None,
+         "judge": {"model": "stub-judge"}, "reference_similarity": 0.25},
+        {"task": "culture_open_egypt_localized", "doc_id": 2, "score": None, "error": "unparsable: 'ten'",
+         "judge": {"model": "stub-judge"}, "reference_similarity": 0.0}]))
+    return root / "runs"
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return [root / "base", root / "bipo", root / "bipo2"]
+
+
+def _numbers(report_json: Path) -> dict[str, float]:
+    """Every numeric cell of the report as {table/row-key/field: value}."""
+    flat = {}
+    for table, rows in json.loads(report_json.read_text())["tables"].items():
+        for row in rows:
+            key = "/".join(str(row[k]) for k in ("label", "language", "country", "localization", "group", "metric",
+                                                  "task") if k in row and row[k] is not None)
+            for field in ("value", "ci_low", "ci_high", "delta", "p_value", "mean_score", "errors", "verdicts"):
+                if isinstance(row.get(field), (int, float)):
+                    flat[f"{table}/{key}/{field}"] = float(row[field])
+    return flat
+
+
+def test_golden_report_numbers_do_not_drift(golden_runs: Path, tmp_path: Path) -> None:
+    page = build_report(_run_dirs(golden_runs), tmp_path / "report")
+    numbers = _numbers(tmp_path / "report" / "report.json")
+    if os.environ.get("YAPO_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert set(numbers) == set(golden), "report cells changed; rerun with YAPO_UPDATE_GOLDEN=1 if intended"
+    drifted = {k: (numbers[k], golden[k]) for k in golden
+               if not (math.isnan(golden[k]) and math.isnan(numbers[k]))
+               and not abs(numbers[k] - golden[k]) <= GOLDEN_TOLERANCE}
+    assert not drifted, f"report numbers drifted beyond {GOLDEN_TOLERANCE}: {drifted}"
+    html = page.read_text()
+    for text in ("Table 1", "Table 5", "Table 3", "Table 2", "Judge verdicts", "per country", "bipo@2", "paper:base"):
+        assert text in html
+
+
+def test_tables_follow_the_papers_definitions(golden_runs: Path, tmp_path: Path) -> None:
+    build_report(_run_dirs(golden_runs), tmp_path)
+    tables = json.loads((tmp_path / "report.json").read_text())["tables"]
+    table1 = {(r["label"], r["country"], r["localization"]): r for r in tables["table1_mcq"]}
+    table5 = {(r["label"], r["country"], r["metric"]): r["value"] for r in tables["table5_mcq_country"]}
+    for (label, country, localization), row in table1.items():
+        if localization != "localized":
+            continue
+        loc, non = row["value"], table1[(label, country, "nonlocalized")]["value"]
+        expected_rca = 0.0 if loc == 0 or non == 0 else 2 * loc * non / (loc + non)
+        assert table5[(label, country, "rca")] == pytest.approx(expected_rca)
+        if label != "base":
+            base = table1[("base", country, localization)]["value"]
+            assert row["delta"] == pytest.approx(loc - base)
+    table3 = {(r["label"], r["language"], r["metric"]): r["value"] for r in tables["table3_mcq_language"]}
+    assert table3[("base", "arabic", "rca")] == pytest.approx(
+        (table5[("base", "egypt", "rca")] + table5[("base", "morocco", "rca")]) / 2)
+    open_cells = tables["table2_open"]
+    assert [(r["label"], r["value"], r["n"]) for r in open_cells] == [("base", 5.0, 2)]  # the error is excluded
+    judge = tables["judge"][0]
+    assert (judge["verdicts"], judge["errors"], judge["judge"]) == (3, 1, "stub-judge")
+    assert {r["label"] for r in tables["table1_mcq"]} == {"base", "bipo@1", "bipo@2"}
+    assert (tmp_path / "plots" / "multiplier_sweep.png").stat().st_size > 1000
+    # the paper's numbers sit beside ours, for the same cell
+    egypt = next(r for r in tables["table1_mcq"] if (r["label"], r["country"], r["localization"]) ==
+                 ("base", "egypt", "localized"))
+    assert egypt["paper_value"] == 43.1
+
+
+def test_a_directory_without_lm_eval_output_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not results")
+    with pytest.raises(ReportError, match=r"run_dir: .* holds no lm-eval results"):
+        load_runs([tmp_path])
+    with pytest.raises(ReportError, match="does not exist"):
+        load_runs([tmp_path / "missing"])
+    (tmp_path / "results_2026.json").write_text("{broken")
+    with pytest.raises(ReportError, match="is not an lm-eval results file"):
+        load_runs([tmp_path])
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no headless Chromium on this machine")
+def test_the_html_page_renders_in_headless_chromium(golden_runs: Path, tmp_path: Path) -> None:
+    page = build_report(_run_dirs(golden_runs), tmp_path)
+    png = screenshot(page, tmp_path / "page.png", height=900)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -1,0 +1,164 @@
+"""Read lm-eval output directories (results_*.json, samples_*.jsonl) and our judge's verdicts into one
+record per evaluation run, with the steering it ran under (method, λ, vector) read from the results' config."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS
+
+METHOD_ORDER = ("base", "caa", "sas", "bipo", "yapo")
+LOCALIZATIONS = ("localized", "nonlocalized", "both")
+LANGUAGE_OF = {country: language for language, countries in CONTEXTS.items() for country in countries}
+_CULTURE_TASK = re.compile(r"^culture_(mcq|letter|boxed|open)_(.+)_(localized|nonlocalized|both)$")
+_RESULTS_FILE = re.compile(r"^results_(.+)\.json$")
+
+
+class ReportError(ValueError):
+    """Input that is not what the report needs; the message names the path or field."""
+
+
+@dataclass
+class EvalRun:
+    """One lm-eval results file: its aggregate metrics, per-item samples and judge verdicts."""
+
+    path: Path
+    method: str
+    multiplier: float
+    model: str
+    steering: dict[str, Any] | None
+    vector: dict[str, Any] | None
+    metrics: dict[str, dict[str, float]]  # task -> metric -> value ("acc", not "acc,none")
+    stderrs: dict[str, dict[str, float]]
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.metrics)
+
+
+def culture_task(task: str) -> tuple[str, str, str] | None:
+    """(family, country, localization) of a culture task name, else None."""
+    match = _CULTURE_TASK.match(task)
+    return (match[1], match[2], match[3]) if match and match[2] in LANGUAGE_OF else None
+
+
+def _parse_model_args(model_args: Any) -> dict[str, str]:
+    if isinstance(model_args, dict):
+        return {str(k): str(v) for k, v in model_args.items()}
+    return dict(part.split("=", 1) for part in str(model_args or "").split(",") if "=" in part)
+
+
+def _steering_of(config: dict[str, Any]) -> tuple[str, float, dict | None, dict | None]:
+    """(method, multiplier, steering config, vector summary) of a results file's `config`."""
+    steering, vector = config.get("yapo_steering"), config.get("yapo_vector")
+    args = _parse_model_args(config.get("model_args"))
+    if steering is None and config.get("model") != "yapo_steered":  # e.g. lm-eval's `hf`: unsteered
+        return "base", 0.0, None, None
+    multiplier = float(steering["multiplier"] if steering else args.get("multiplier", 1.0))
+    if vector:
+        method = vector.get("method") or "vector"
+    elif args.get("train"):
+        method = args["train"].split(":", 1)[0] if ":" in args["train"] else args.get("method", "vector")
+    elif args.get("vector"):
+        method = "vector"
+    else:
+        method = "base"
+    if method == "base" or multiplier == 0:  # no vector, or λ = 0: the unsteered model
+        return "base", 0.0, steering, vector
+    return method, multiplier, steering, vector
+
+
+def _read_samples(results_file: Path, timestamp: str) -> dict[str, list[dict[str, Any]]]:
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(results_file.parent.glob(f"samples_*_{timestamp}.jsonl")):
+        task = path.name[len("samples_"): -len(f"_{timestamp}.jsonl")]
+        with path.open() as handle:
+            samples[task] = [json.loads(line) for line in handle if line.strip()]
+    return samples
+
+
+def _read_verdicts(directory: Path) -> list[dict[str, Any]]:
+    verdicts = []
+    for path in sorted(directory.rglob("verdicts.jsonl")):
+        with path.open() as handle:
+            verdicts.extend(json.loads(line) for line in handle if line.strip())
+    return verdicts
+
+
+def load_run(results_file: Path) -> EvalRun:
+    """One EvalRun from an lm-eval `results_<timestamp>.json` (samples and verdicts found beside it)."""
+    try:
+        data = json.loads(results_file.read_text())
+        results, config = data["results"], data.get("config", {})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ReportError(f"run_dir: {results_file} is not an lm-eval results file ({err})") from None
+    metrics: dict[str, dict[str, float]] = {}
+    stderrs: dict[str, dict[str, float]] = {}
+    for task, values in results.items():
+        for key, value in values.items():
+            name, _, _filter = key.partition(",")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not _filter:
+                continue
+            if name.endswith("_stderr"):
+                stderrs.setdefault(task, {})[name[: -len("_stderr")]] = float(value)
+            else:
+                metrics.setdefault(task, {})[name] = float(value)
+    method, multiplier, steering, vector = _steering_of(config)
+    timestamp = _RESULTS_FILE.match(results_file.name)[1]
+    run_root = results_file.parent
+    return EvalRun(path=results_file, method=method, multiplier=multiplier,
+                   model=str(_parse_model_args(config.get("model_args")).get("model")
+                             or _parse_model_args(config.get("model_args")).get("pretrained") or config.get("model")),
+                   steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
+                   samples=_read_samples(results_file, timestamp), verdicts=_read_verdicts(run_root))
+
+
+def load_runs(paths: list[str | Path]) -> list[EvalRun]:
+    """Every lm-eval results file under `paths` (directories searched recursively, or results files);
+    `PATH=LABEL` names a run's column in the report instead of its method."""
+    runs: list[EvalRun] = []
+    for entry in paths:
+        text, _, label = str(entry).partition("=") if "=" in str(entry) and not Path(str(entry)).exists() else (
+            str(entry), "", "")
+        path = Path(text)
+        if not path.exists():
+            raise ReportError(f"run_dir: {path} does not exist")
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("results_*.json") if _RESULTS_FILE.match(p.name))
+        if not files:
+            raise ReportError(f"run_dir: {path} holds no lm-eval results (results_*.json); pass an lm_eval --output_path")
+        for file in files:
+            run = load_run(file)
+            run.label = label
+            if len(files) == 1 and path.is_dir() and path != file.parent:  # `judge RUN_DIR` writes under RUN_DIR
+                run.verdicts = _read_verdicts(path)
+            runs.append(run)
+    _label(runs)
+    return runs
+
+
+def _label(runs: list[EvalRun]) -> None:
+    """A column name per run: its method, with λ when one method ran at several multipliers."""
+    multipliers: dict[str, set[float]] = {}
+    for run in runs:
+        multipliers.setdefault(run.method, set()).add(run.multiplier)
+    for run in runs:
+        if not run.label:
+            several = run.method != "base" and len(multipliers[run.method]) > 1
+            run.label = f"{run.method}@{run.multiplier:g}" if several else run.method
+    seen: dict[str, int] = {}
+    for run in runs:  # two runs of the same config: keep both, numbered
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label}#{seen[run.label]}"
+
+
+def method_rank(label: str) -> tuple[int, str]:
+    method = label.split("@")[0].split("#")[0]
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)

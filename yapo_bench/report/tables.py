@@ -1,0 +1,223 @@
+"""The report's tables as tidy pandas frames, one row per cell, each with its 95 % CI (bootstrap over items
+when lm-eval logged samples, else ±1.96 lm-eval stderr) and, for steered runs, the change vs the base run
+with a paired test on the same items. Shapes follow the paper: Table 1 (MCQ), 2 (open-ended), 3 and 5
+(RCA/PNLG per language and country, from aggregate scores), MMLU and the behaviour (generalisation) table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
+from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, culture_task
+
+PRIMARY_METRIC = {"mcq": "acc", "letter": "acc", "boxed": "exact_match"}
+BEHAVIOURS = ("power_seeking", "wealth_seeking", "hallucination")
+_Z95 = 1.959963984540054
+
+
+def _item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
+    """Per-item values of `metric` from the logged samples, indexed by item (rotations of one item averaged)."""
+    values: dict[Any, list[float]] = {}
+    for sample in run.samples.get(task, []):
+        value = sample.get(metric)
+        if isinstance(value, (int, float)):
+            key = sample.get("doc", {}).get("item_id", sample.get("doc_id"))
+            values.setdefault(key, []).append(float(value))
+    return pd.Series({key: float(np.mean(v)) for key, v in values.items()}, dtype=float)
+
+
+def _verdict_values(run: EvalRun, task: str, field: str = "score") -> pd.Series:
+    """Per-item judge scores (errors excluded) for one open-ended task."""
+    return pd.Series({v["doc_id"]: float(v[field]) for v in run.verdicts
+                      if v.get("task") == task and not v.get("error") and isinstance(v.get(field), (int, float))},
+                     dtype=float)
+
+
+def _cell(value: float, items: pd.Series, stderr: float | None, scale: float) -> dict[str, float]:
+    """value, CI and n of one cell, on the report's scale."""
+    if len(items) >= 2:
+        low, high = bootstrap_ci(items.to_numpy())
+    elif stderr is not None and math.isfinite(stderr):
+        low, high = value - _Z95 * stderr, value + _Z95 * stderr
+    else:
+        low = high = float("nan")
+    return {"value": value * scale, "ci_low": low * scale, "ci_high": high * scale, "n": len(items) or float("nan")}
+
+
+def _with_deltas(frame: pd.DataFrame, keys: list[str], items: dict[tuple, pd.Series], scale: float) -> pd.DataFrame:
+    """Add delta vs the base run and the paired test's p-value (items matched by id)."""
+    if frame.empty:
+        return frame
+    base = frame[frame["method"] == "base"].drop_duplicates(keys).set_index(keys)
+    deltas, p_values = [], []
+    for row in frame.itertuples(index=False):
+        key = tuple(getattr(row, k) for k in keys)
+        if row.method == "base" or key not in base.index:
+            deltas.append(float("nan"))
+            p_values.append(float("nan"))
+            continue
+        base_row = base.loc[key]
+        deltas.append(row.value - float(base_row["value"]))
+        ours, theirs = items.get((row.label, *key)), items.get((base_row["label"], *key))
+        common = ours.index.intersection(theirs.index) if ours is not None and theirs is not None else []
+        p_values.append(paired_test(ours[common].to_numpy(), theirs[common].to_numpy())["p_value"]
+                        if len(common) >= 2 else float("nan"))
+    return frame.assign(delta=deltas, p_value=p_values)
+
+
+def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None = None) -> pd.DataFrame:
+    """Table 1 (family mcq / letter / boxed; metric default acc, in %) or Table 2 (family open: mean judge
+    score 1–10 from the verdicts): one row per language × country × localization × run."""
+    rows, items = [], {}
+    for run in runs:
+        for task in run.tasks if family != "open" else sorted({v.get("task") for v in run.verdicts} - {None}):
+            parsed = culture_task(task)
+            if not parsed or parsed[0] != family:
+                continue
+            _, country, localization = parsed
+            if family == "open":
+                values = _verdict_values(run, task)
+                if values.empty:
+                    continue
+                cell = _cell(float(values.mean()), values, None, 1.0)
+                name = "judge_score"
+            else:
+                name = metric or PRIMARY_METRIC[family]
+                if name not in run.metrics[task]:
+                    continue
+                values = _item_values(run, task, name)
+                cell = _cell(run.metrics[task][name], values, run.stderrs.get(task, {}).get(name), 100.0)
+                values = values * 100.0
+            key = (LANGUAGE_OF[country], country, localization)
+            items[(run.label, *key)] = values
+            rows.append({"language": key[0], "country": country, "localization": localization, "family": family,
+                         "metric": name, "method": run.method, "label": run.label, "multiplier": run.multiplier,
+                         **cell})
+    frame = pd.DataFrame(rows)
+    return _with_deltas(frame, ["language", "country", "localization"], items, 1.0) if rows else frame
+
+
+def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 5 (per country) and Table 3 (per language = mean of its countries; Overall = mean of languages),
+    RCA and PNLG_1 computed from the aggregate localized and non-localized scores, as the paper does."""
+    cells = culture_table(runs, family, metric)
+    if cells.empty:
+        return cells, cells
+    by_run = {run.label: run for run in runs}
+    rows = []
+    for (label, country), group in cells.groupby(["label", "country"], sort=False):
+        scores = group.set_index("localization")["value"]
+        if not {"localized", "nonlocalized"} <= set(scores.index):
+            continue
+        run = by_run[label]
+        loc_items, non_items = (_series_for(run, family, country, loc, metric) for loc in ("localized", "nonlocalized"))
+        for name, statistic in (("rca", rca), ("pnlg", pnlg)):
+            value = statistic(scores["localized"], scores["nonlocalized"])
+            low = high = float("nan")
+            if len(loc_items) >= 2 and len(non_items) >= 2:
+                low, high = bootstrap_ci_pair(loc_items.to_numpy(), non_items.to_numpy(), statistic=statistic)
+            rows.append({"language": LANGUAGE_OF[country], "country": country, "metric": name, "family": family,
+                         "method": run.method, "label": label, "value": value, "ci_low": low, "ci_high": high})
+    per_country = pd.DataFrame(rows)
+    if per_country.empty:
+        return per_country, per_country
+    per_language = (per_country.groupby(["language", "metric", "family", "method", "label"], as_index=False)["value"]
+                    .mean())
+    overall = per_language.groupby(["metric", "family", "method", "label"], as_index=False)["value"].mean()
+    per_language = pd.concat([per_language, overall.assign(language="Overall")], ignore_index=True)
+    return _add_base_delta(per_country, ["country", "metric"]), _add_base_delta(per_language, ["language", "metric"])
+
+
+def _series_for(run: EvalRun, family: str, country: str, localization: str, metric: str | None) -> pd.Series:
+    task = f"culture_{family}_{country}_{localization}"
+    if family == "open":
+        return _verdict_values(run, task)
+    return _item_values(run, task, metric or PRIMARY_METRIC[family]) * 100.0
+
+
+def _add_base_delta(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    base = frame[frame["method"] == "base"].drop_duplicates(keys).set_index(keys)["value"]
+    return frame.assign(delta=[row.value - base[tuple(getattr(row, k) for k in keys)]
+                               if row.method != "base" and tuple(getattr(row, k) for k in keys) in base.index
+                               else float("nan") for row in frame.itertuples(index=False)])
+
+
+def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metrics: tuple[str, ...],
+                  scale: float) -> pd.DataFrame:
+    """Metrics pooled over every task `select` maps to a group name (items from all its tasks together)."""
+    rows, items = [], {}
+    for run in runs:
+        groups: dict[str, list[str]] = {}
+        for task in run.tasks:
+            group = select(task)
+            if group:
+                groups.setdefault(group, []).append(task)
+        for group, tasks in sorted(groups.items()):
+            for metric in metrics:
+                present = [t for t in tasks if metric in run.metrics[t]]
+                if not present:
+                    continue
+                values = pd.concat([_item_values(run, t, metric).rename(lambda i, t=t: f"{t}/{i}") for t in present])
+                value = float(values.mean()) if len(values) else float(np.mean([run.metrics[t][metric] for t in present]))
+                stderr = run.stderrs.get(present[0], {}).get(metric) if len(present) == 1 else None
+                items[(run.label, group, metric)] = values * scale
+                rows.append({"group": group, "metric": metric, "tasks": len(present), "method": run.method,
+                             "label": run.label, "multiplier": run.multiplier, **_cell(value, values, stderr, scale)})
+    frame = pd.DataFrame(rows)
+    return _with_deltas(frame, ["group", "metric"], items, scale) if rows else frame
+
+
+def _mmlu_group(task: str) -> str | None:
+    for family in ("mmlu_local", "mmlu_rotated", "mmlu_cloze"):
+        if task.startswith(family + "_"):
+            return family
+    return "mmlu" if task.startswith("mmlu_") and not task.startswith("mmlu_local") else None
+
+
+def mmlu_table(runs: list[EvalRun]) -> pd.DataFrame:
+    """MMLU per family (standard letters, rotated letters, cloze) and run: accuracy and P(gold), pooled over
+    subjects, in %."""
+    return _pooled_table(runs, _mmlu_group, ("acc", "p_gold", "p_gold_norm"), 100.0)
+
+
+def behaviour_table(runs: list[EvalRun]) -> pd.DataFrame:
+    """The generalisation table: BiPO A/B accuracy and P(matching answer) in %, and the judge's mean 1–4
+    score on the open-ended behaviour prompts."""
+    def select(task: str) -> str | None:
+        for behaviour in BEHAVIOURS:
+            if task in (f"bipo_{behaviour}_ab", f"bipo_{behaviour}_ab_letter"):
+                return task
+        return None
+
+    frame = _pooled_table(runs, select, ("acc", "p_gold"), 100.0)
+    rows = []
+    for run in runs:
+        for task in sorted({v.get("task") for v in run.verdicts if str(v.get("task", "")).startswith("bipo_")}):
+            values = _verdict_values(run, task)
+            if not values.empty:
+                rows.append({"group": task, "metric": "judge_score", "tasks": 1, "method": run.method, "label": run.label,
+                             "multiplier": run.multiplier, **_cell(float(values.mean()), values, None, 1.0)})
+    return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True) if rows else frame
+
+
+def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
+    """Per run and task: verdicts, errors (excluded from means), judge model and reference similarity."""
+    rows = []
+    for run in runs:
+        tasks: dict[str, list[dict]] = {}
+        for verdict in run.verdicts:
+            tasks.setdefault(verdict.get("task", "?"), []).append(verdict)
+        for task, verdicts in sorted(tasks.items()):
+            ok = [v for v in verdicts if not v.get("error")]
+            similarity = [v["reference_similarity"] for v in verdicts if isinstance(v.get("reference_similarity"), float)]
+            judges = sorted({str((v.get("judge") or {}).get("model", "?")) for v in verdicts})
+            rows.append({"label": run.label, "task": task, "verdicts": len(verdicts), "errors": len(verdicts) - len(ok),
+                         "mean_score": float(np.mean([v["score"] for v in ok])) if ok else float("nan"),
+                         "reference_similarity": float(np.mean(similarity)) if similarity else float("nan"),
+                         "judge": ", ".join(judges)})
+    return pd.DataFrame(rows)

@@ -85,11 +85,19 @@ def _read_samples(results_file: Path, timestamp: str) -> dict[str, list[dict[str
 
 
 def _read_verdicts(directory: Path) -> list[dict[str, Any]]:
+    """Every verdict `yapo-bench judge` wrote under `directory` (judge/verdicts.jsonl, at any depth)."""
     verdicts = []
     for path in sorted(directory.rglob("verdicts.jsonl")):
         with path.open() as handle:
             verdicts.extend(json.loads(line) for line in handle if line.strip())
     return verdicts
+
+
+def _verdicts_of(verdicts: list[dict[str, Any]], timestamp: str, only_run: bool) -> list[dict[str, Any]]:
+    """The verdicts on this results file's samples: their `source` samples file carries its timestamp (a verdict
+    without a source is kept only when the directory holds this run alone)."""
+    suffix = f"_{timestamp}.jsonl"
+    return [v for v in verdicts if str(v.get("source", "")).endswith(suffix) or (only_run and not v.get("source"))]
 
 
 def load_run(results_file: Path) -> EvalRun:
@@ -117,7 +125,8 @@ def load_run(results_file: Path) -> EvalRun:
                    model=str(_parse_model_args(config.get("model_args")).get("model")
                              or _parse_model_args(config.get("model_args")).get("pretrained") or config.get("model")),
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
-                   samples=_read_samples(results_file, timestamp), verdicts=_read_verdicts(run_root))
+                   samples=_read_samples(results_file, timestamp),
+                   verdicts=_verdicts_of(_read_verdicts(run_root), timestamp, only_run=True))
 
 
 def load_runs(paths: list[str | Path]) -> list[EvalRun]:
@@ -133,11 +142,12 @@ def load_runs(paths: list[str | Path]) -> list[EvalRun]:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("results_*.json") if _RESULTS_FILE.match(p.name))
         if not files:
             raise ReportError(f"run_dir: {path} holds no lm-eval results (results_*.json); pass an lm_eval --output_path")
+        verdicts = _read_verdicts(path) if path.is_dir() else []  # `yapo-bench judge RUN_DIR` writes under RUN_DIR
         for file in files:
             run = load_run(file)
             run.label = label
-            if len(files) == 1 and path.is_dir() and path != file.parent:  # `judge RUN_DIR` writes under RUN_DIR
-                run.verdicts = _read_verdicts(path)
+            if path.is_dir() and path != file.parent:
+                run.verdicts = _verdicts_of(verdicts, _RESULTS_FILE.match(file.name)[1], only_run=len(files) == 1)
             runs.append(run)
     _label(runs)
     return runs

@@ -216,7 +216,9 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
             ok = [v for v in verdicts if not v.get("error")]
             similarity = [v["reference_similarity"] for v in verdicts if isinstance(v.get("reference_similarity"), float)]
             judges = sorted({str((v.get("judge") or {}).get("model", "?")) for v in verdicts})
-            rows.append({"label": run.label, "task": task, "verdicts": len(verdicts), "errors": len(verdicts) - len(ok),
+            failed = sum(1 for v in verdicts if v.get("failed"))
+            rows.append({"label": run.label, "task": task, "verdicts": len(verdicts), "failed": failed,
+                         "errors": len(verdicts) - len(ok) - failed,
                          "mean_score": float(np.mean([v["score"] for v in ok])) if ok else float("nan"),
                          "reference_similarity": float(np.mean(similarity)) if similarity else float("nan"),
                          "judge": ", ".join(judges)})

@@ -371,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments passed to lm_eval")
     evaluate_cmd.set_defaults(func=_cmd_eval)
 
+    from yapo_bench.analysis.cli import add_analysis_commands
+    from yapo_bench.judge.cli import add_judge_commands
+
+    add_judge_commands(commands)
+    add_analysis_commands(commands)
+
     report = commands.add_parser(
         "report", help="tables, plots and an HTML page from lm-eval output (and judge verdicts)",
         description="Read lm-eval --output_path directories (results_*.json; per-item CIs and paired tests need "
@@ -379,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="lm-eval output dir or results file; "
                         "RUN_DIR=LABEL names its column")
     report.add_argument("--out", required=True, help="output directory, e.g. reports/<name>")
-    report.add_argument("--title", default=None)
+    report.add_argument("--title", default=None, help="page title (default: the models evaluated)")
     report.add_argument("--screenshot", metavar="PNG", default=None,
                         help="also render the page in headless Chromium and save a PNG")
     report.set_defaults(func=_cmd_report)

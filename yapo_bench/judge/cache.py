@@ -1,0 +1,72 @@
+"""On-disk sqlite cache of the judge server's answers (raw text + logprobs), one committed row per verdict.
+
+Keyed by judge model + sha256 of the rendered messages + the generation parameters that change the output, so a
+rerun makes no calls and a killed run loses nothing it had received. The answer is stored, not our reading of it:
+a change to the parser applies to cached rows too. Unparsable answers are answers and are cached; transport
+failures are not (they never reach `put`). The API key is never part of a row: nothing here receives it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, params TEXT NOT NULL,
+    content TEXT, tokens TEXT, created REAL NOT NULL)"""
+
+
+def prompt_sha256(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def cache_key(model: str, prompt_hash: str, params: dict[str, Any]) -> str:
+    blob = json.dumps({"model": model, "prompt": prompt_hash, "params": params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class AnswerCache:
+    """Thread-safe (one connection behind a lock; WAL so a reader elsewhere does not block the run)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def get(self, key: str) -> tuple[str | None, list[dict[str, Any]] | None] | None:
+        with self._lock:
+            row = self._db.execute("SELECT content, tokens FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return row[0], (json.loads(row[1]) if row[1] is not None else None)
+
+    def put(self, key: str, model: str, prompt_hash: str, params: dict[str, Any], content: str | None,
+            tokens: list[dict[str, Any]] | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, model, prompt_hash, json.dumps(params, sort_keys=True), content,
+                 None if tokens is None else json.dumps(tokens), time.time()))
+            self._db.commit()  # per verdict: a killed run keeps every answer it received
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,259 @@
+"""Analyses: activation patching, matched KL, multiplier selection, and their CLI (tiny models only)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_texts, tiny_tokenizer
+
+from yapo_bench.analysis.kl import mean_token_kl, multiplier_for_kl
+from yapo_bench.analysis.patching import (
+    PatchingError,
+    PatchingPair,
+    culture_patching_pairs,
+    last_token_states,
+    layer_patching,
+    option_batch,
+    option_probabilities,
+    patch_state,
+)
+from yapo_bench.analysis.selection import Split, select_multipliers, split_ids
+from yapo_bench.data.spec import culture_mini_items
+from yapo_bench.models import decoder_layers
+from yapo_bench.steering import SteeringVector
+
+# ----------------------------------------------------------------------------------------------------
+# Patching
+
+
+def _ids(tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor([tokenizer(text)["input_ids"]])
+
+
+def _pair(source: str, target: str) -> PatchingPair:
+    return PatchingPair(question_id="q", country="x", source_prompt=source, target_prompt=target,
+                        options=("w1 w2", "w3", "w4 w5 w6"), option_country=("x", "western", "y"))
+
+
+@torch.no_grad()
+def test_patching_last_layer_gives_the_source_next_token_distribution(tiny_model):
+    tokenizer = tiny_tokenizer()
+    source, target = _ids(tokenizer, "w5 w9 w11 w40 w2"), _ids(tokenizer, "w7 w8 w30 w31 w32 w33 w1")
+    states = last_token_states(tiny_model, source)
+    last = len(decoder_layers(tiny_model)) - 1
+    with patch_state(tiny_model, last, target.shape[1] - 1, states[last]):
+        patched = torch.log_softmax(tiny_model(input_ids=target).logits[0, -1], dim=-1)
+    expected = torch.log_softmax(tiny_model(input_ids=source).logits[0, -1], dim=-1)
+    torch.testing.assert_close(patched, expected, atol=1e-6, rtol=0)
+    unpatched = torch.log_softmax(tiny_model(input_ids=target).logits[0, -1], dim=-1)
+    assert not torch.allclose(unpatched, expected, atol=1e-3)
+    assert not decoder_layers(tiny_model)[last]._forward_hooks  # the hook is gone after the block
+
+
+@torch.no_grad()
+def test_patching_with_the_targets_own_state_changes_nothing(tiny_model):
+    tokenizer = tiny_tokenizer()
+    target = _ids(tokenizer, "w7 w8 w30 w31 w32 w33 w1")
+    own = last_token_states(tiny_model, target)
+    reference = tiny_model(input_ids=target).logits
+    for layer in range(own.shape[0]):
+        with patch_state(tiny_model, layer, target.shape[1] - 1, own[layer]):
+            torch.testing.assert_close(tiny_model(input_ids=target).logits, reference, atol=1e-6, rtol=0)
+
+
+def test_layer_patching_of_a_prompt_onto_itself_is_the_baseline_at_every_layer(tiny_model):
+    # Also checks the cached/replayed scorer against plain forwards: baseline = full-forward probabilities.
+    tokenizer = tiny_tokenizer()
+    pair = _pair("w3 w9 w11 w40 w2 w17", "w3 w9 w11 w40 w2 w17")
+    result = layer_patching(tiny_model, tokenizer, [pair])
+    with torch.no_grad():
+        full = option_probabilities(tiny_model, option_batch(tokenizer, pair.target_prompt, pair.options))
+    assert result.baseline_target[0] == pytest.approx(float(full[0]), abs=1e-6)
+    torch.testing.assert_close(result.p_target[0], result.baseline_target.expand(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.source_target, result.baseline_target, atol=1e-6, rtol=0)
+
+
+def test_layer_patching_matches_full_forward_patches_and_reports_a_table(tiny_model):
+    model, tokenizer = tiny_model, tiny_tokenizer()
+    pairs = [_pair("w5 w9 w11 w40", "w7 w8 w30 w31 w1"), _pair("w12 w13 w14", "w50 w51 w52 w53 w54 w55")]
+    result = layer_patching(model, tokenizer, pairs, layers=[0, 2, 3])
+    for i, pair in enumerate(pairs):
+        states = last_token_states(model, _ids(tokenizer, pair.source_prompt))
+        batch = option_batch(tokenizer, pair.target_prompt, pair.options)
+        for k, layer in enumerate([0, 2, 3]):
+            with torch.no_grad(), patch_state(model, layer, batch.prompt_last, states[layer]):
+                probs = option_probabilities(model, batch)
+            assert float(result.p_target[i, k]) == pytest.approx(float(probs[0]), abs=1e-6)
+            assert float(result.p_western[i, k]) == pytest.approx(float(probs[1]), abs=1e-6)
+    table = result.table()
+    assert [row["layer"] for row in table if row["country"] == "all"] == [0, 2, 3]
+    gains = [row["gain_target"] for row in table if row["country"] == "all"]
+    assert result.suggested_layer == [0, 2, 3][gains.index(max(gains))]
+
+
+def test_culture_pairs_are_paired_by_question_id():
+    items = culture_mini_items()
+    pairs = culture_patching_pairs(items, ["egypt", "usa"])
+    assert {p.country for p in pairs} == {"egypt", "usa"} and len(pairs) == 24
+    by_id = {item.id: item for item in items}
+    for pair in pairs:
+        assert by_id[f"{pair.question_id}-loc"].mcq_prompt == pair.source_prompt
+        assert by_id[f"{pair.question_id}-nonloc"].mcq_prompt == pair.target_prompt
+        assert pair.option_country[pair.target_index] == pair.country
+    with pytest.raises(PatchingError, match="countries: atlantis"):
+        culture_patching_pairs(items, ["atlantis"])
+
+
+def test_patch_state_rejects_bad_arguments():
+    model = tiny_llama()
+    with pytest.raises(PatchingError, match="position"), patch_state(model, 0, -1, torch.zeros(HIDDEN)):
+        pass
+    with pytest.raises(ValueError, match="layer"), patch_state(model, 9, 0, torch.zeros(HIDDEN)):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# Matched KL
+
+
+def _dense_vector(seed: int = 1) -> SteeringVector:
+    return SteeringVector.dense(torch.randn(HIDDEN, generator=torch.Generator().manual_seed(seed)), layer=1)
+
+
+def test_kl_is_exactly_zero_at_lambda_zero_and_positive_otherwise(tiny_model):
+    tokenizer, prompts = tiny_tokenizer(), tiny_texts(5)
+    assert mean_token_kl(tiny_model, tokenizer, prompts, _dense_vector(), 0.0, batch_size=2) == 0.0
+    assert mean_token_kl(tiny_model, tokenizer, prompts, _dense_vector(), 1.0, batch_size=2) > 0
+
+
+def test_kl_of_a_sparse_vector_is_zero_at_lambda_zero():
+    model, tokenizer, sae = tiny_llama(), tiny_tokenizer(), random_sae("jumprelu")
+    values = torch.zeros(D_SAE)
+    values[:5] = 1.0
+    vector = SteeringVector.sparse(values, layer=1, sae=sae)
+    assert mean_token_kl(model, tokenizer, tiny_texts(3), vector, 0.0, sae=sae) == 0.0
+    assert mean_token_kl(model, tokenizer, tiny_texts(3), vector, 4.0, sae=sae) > 0
+
+
+def test_kl_ignores_padding():
+    model, tokenizer, prompts = tiny_llama(), tiny_tokenizer(), tiny_texts(4)
+    batched = mean_token_kl(model, tokenizer, prompts, _dense_vector(), 1.0, batch_size=4)
+    counts = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    alone = [mean_token_kl(model, tokenizer, [p], _dense_vector(), 1.0) for p in prompts]
+    assert batched == pytest.approx(sum(c * k for c, k in zip(counts, alone)) / sum(counts), rel=1e-4)
+
+
+@pytest.mark.parametrize("target", [0.001, 0.01])
+def test_multiplier_for_kl_hits_the_target(target):
+    model, tokenizer, prompts = tiny_llama(), tiny_tokenizer(), tiny_texts(4)
+    match = multiplier_for_kl(target, model, tokenizer, prompts, _dense_vector(), rel_tol=0.05)
+    assert match.converged and abs(match.kl - target) <= 0.05 * target
+    assert mean_token_kl(model, tokenizer, prompts, _dense_vector(), match.multiplier) == pytest.approx(match.kl)
+    assert match.evaluations[-1] == (match.multiplier, match.kl)
+
+
+def test_multiplier_for_kl_names_an_unreachable_target():
+    model, tokenizer = tiny_llama(), tiny_tokenizer()
+    zero = SteeringVector.dense(torch.zeros(HIDDEN), layer=1)
+    with pytest.raises(ValueError, match="target: KL"):
+        multiplier_for_kl(0.1, model, tokenizer, tiny_texts(2), zero, max_multiplier=8.0)
+    with pytest.raises(ValueError, match="target"):
+        multiplier_for_kl(0.0, model, tokenizer, tiny_texts(2), zero)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multiplier selection
+
+
+def test_split_is_deterministic_disjoint_and_order_free():
+    ids = [f"q{i}" for i in range(40)]
+    split = split_ids(ids, 0.5, seed=3)
+    assert split == split_ids(list(reversed(ids)) + ids, 0.5, seed=3)
+    assert not split.validation & split.test and split.validation | split.test == set(ids)
+    assert len(split.validation) == 20 and split != split_ids(ids, 0.5, seed=4)
+    with pytest.raises(ValueError, match="validation/test: share"):
+        Split(frozenset({"a", "b"}), frozenset({"b"}), 0, 0.5)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        split_ids(ids, 1.0)
+
+
+def test_selection_follows_validation_never_test():
+    questions = [f"q{i}" for i in range(10)]
+    split = split_ids(questions, 0.5, seed=0)
+    items = [f"{q}-{variant}" for q in questions for variant in ("loc", "nonloc")]
+
+    def score(item: str, lam: float) -> float:
+        on_validation = item.rsplit("-", 1)[0] in split.validation
+        best = 2.0 if on_validation else 8.0  # test favours a different λ
+        return -abs(lam - best)
+
+    lambdas = [0.0, 1.0, 2.0, 4.0, 8.0]
+    scores = {(m, lam): {item: score(item, lam) for item in items} for m in ("caa", "yapo") for lam in lambdas}
+
+    def group(item: str) -> str:
+        return item.rsplit("-", 1)[0]
+
+    chosen = select_multipliers(scores, split, group_of=group)
+    assert {s.multiplier for s in chosen.values()} == {2.0}
+    assert chosen["caa"].validation_score == 0.0 and chosen["caa"].test_score == -6.0
+    assert chosen["caa"].n_validation == chosen["caa"].n_test == 10
+    # Test scores of λs that were not chosen are never read: poisoning them changes nothing.
+    poisoned = {key: {item: (math.nan if group(item) in split.test and key[1] != 2.0 else value)
+                      for item, value in items_scores.items()} for key, items_scores in scores.items()}
+    assert select_multipliers(poisoned, split, group_of=group) == chosen
+
+
+def test_selection_ties_go_to_the_smaller_lambda_and_bad_input_is_named():
+    split = Split(frozenset({"a"}), frozenset({"b"}), 0, 0.5)
+    scores = {("caa", 4.0): {"a": 1.0, "b": 0.0}, ("caa", 2.0): {"a": 1.0, "b": 5.0}}
+    assert select_multipliers(scores, split)["caa"].multiplier == 2.0
+    with pytest.raises(ValueError, match="neither split"):
+        select_multipliers({("caa", 1.0): {"a": 1.0, "c": 0.0}}, split)
+    with pytest.raises(ValueError, match="different items"):
+        select_multipliers({("caa", 1.0): {"a": 1.0, "b": 0.0}, ("caa", 2.0): {"a": 1.0}}, split)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_analyze_kl_command_writes_table_and_plot(tmp_path, monkeypatch):
+    from yapo_bench.analysis import cli as analysis_cli
+
+    model, tokenizer = tiny_llama(), tiny_tokenizer()
+    vector = _dense_vector()
+    vector.save(tmp_path / "vec")
+    monkeypatch.setattr(analysis_cli, "_load_model", lambda spec: (model, tokenizer))
+    parser = argparse.ArgumentParser()
+    analysis_cli.add_analysis_commands(parser.add_subparsers(dest="command"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n\n".join(tiny_texts(3)))
+    args = parser.parse_args(["analyze", "kl", "--vector", str(tmp_path / "vec"), "--target", "0.005",
+                              "--model", "tiny", "--prompts", str(prompts), "--out", str(tmp_path / "out")])
+    args.func(args)
+    summary = json.loads((tmp_path / "out" / "kl.json").read_text())
+    assert abs(summary["kl"] - 0.005) <= 0.05 * 0.005 and summary["converged"]
+    assert (tmp_path / "out" / "kl.csv").read_text().startswith("multiplier,kl")
+    assert (tmp_path / "out" / "kl.png").stat().st_size > 0
+
+
+def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
+    from yapo_bench.analysis import cli as analysis_cli
+
+    model, tokenizer = tiny_llama(), tiny_tokenizer()  # culture text is all <unk> to it: mechanics only
+    monkeypatch.setattr(analysis_cli, "_load_model", lambda spec: (model, tokenizer))
+    parser = argparse.ArgumentParser()
+    analysis_cli.add_analysis_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["analyze", "layers", "--model", "tiny", "--countries", "usa", "uk", "--max-pairs", "2",
+                              "--layers", "0", "3", "--out", str(tmp_path)])
+    args.func(args)
+    summary = json.loads((tmp_path / "layers.json").read_text())
+    assert summary["n_pairs"] == 4 and summary["suggested_layer"] in (0, 3)
+    assert [row["layer"] for row in summary["per_layer"]] == [0, 3]
+    lines = (tmp_path / "layers.csv").read_text().splitlines()
+    assert lines[0].startswith("country,layer,n_pairs,p_target") and len(lines) == 1 + 3 * 2
+    assert (tmp_path / "layers.png").stat().st_size > 0

@@ -1,0 +1,200 @@
+"""`yapo-bench analyze ...`: layer discovery by activation patching, matched-KL multipliers.
+
+Each command writes a CSV table, a JSON summary (with the config that made it) and a PNG plot into --out
+(default reports/analysis/<name>/), every file atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from yapo_bench.atomic import atomic_file
+from yapo_bench.models import DEFAULT_MODEL
+
+REPORT_ROOT = Path("reports/analysis")
+
+
+def _load_model(spec: str) -> tuple[Any, Any]:
+    from yapo_bench.models import load_model
+
+    loaded = load_model(spec)
+    return loaded.model, loaded.tokenizer
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(path, buffer.getvalue())
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _cmd_layers(args: argparse.Namespace) -> None:
+    from yapo_bench.analysis.patching import culture_patching_pairs, layer_patching
+    from yapo_bench.data.spec import culture_mini_items
+
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise ValueError(f"--max-pairs: {args.max_pairs}; expected a positive integer")
+    pairs = culture_patching_pairs(culture_mini_items(), args.countries)
+    if args.max_pairs is not None:
+        by_country: dict[str, list] = {}
+        for pair in pairs:  # sorted by country, then question_id: the first questions of each country
+            by_country.setdefault(pair.country, []).append(pair)
+        pairs = [pair for group in by_country.values() for pair in group[: args.max_pairs]]
+    model, tokenizer = _load_model(args.model)
+    result = layer_patching(model, tokenizer, pairs, layers=args.layers, normalization=args.normalization,
+                            progress=True)
+    out = args.out or REPORT_ROOT / "layers"
+    table = result.table()
+    _write_csv(out / "layers.csv", table)
+    summary = {
+        "model": args.model, "data": "culture-mini", "countries": sorted({p.country for p in pairs}),
+        "n_pairs": len(pairs), "suggested_layer": result.suggested_layer,
+        "max_gain": float(result.gain().max()), "localized_gain": float(
+            (result.source_target - result.baseline_target).nanmean()),
+        "criterion": "argmax over layers of mean_pairs(P(target answer | patched) - P(target answer | unpatched))",
+        "config": {**result.config, "layers": result.layers, "max_pairs_per_country": args.max_pairs},
+        "per_layer": [row for row in table if row["country"] == "all"],
+        "pairs": [{"question_id": p.question_id, "country": p.country,
+                   "p_target": result.p_target[i].tolist(), "baseline_target": float(result.baseline_target[i]),
+                   "source_target": float(result.source_target[i])} for i, p in enumerate(result.pairs)],
+    }
+    _write_text(out / "layers.json", json.dumps(summary, indent=2) + "\n")
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for country in ["all", *summary["countries"]]:
+        rows = [row for row in table if row["country"] == country]
+        line, = ax.plot([r["layer"] for r in rows], [r["p_target"] for r in rows], marker="o", ms=3,
+                        lw=2.5 if country == "all" else 1, label=f"{country}: P(country answer)")
+        ax.axhline(rows[0]["baseline_target"], color=line.get_color(), ls=":", lw=1)
+    overall = [row for row in table if row["country"] == "all"]
+    ax.plot([r["layer"] for r in overall], [r["p_western"] for r in overall], color="grey", ls="--",
+            label="all: P(Western answer)")
+    ax.axvline(result.suggested_layer, color="black", lw=0.8)
+    ax.set(xlabel="patched layer (last prompt token)", ylabel="mean probability among the options",
+           title=f"Activation patching, localized → non-localized ({args.model}); dotted: unpatched")
+    ax.legend(fontsize=7)
+    _save_figure(fig, out / "layers.png")
+    for row in overall:
+        print(f"layer {row['layer']:3d}  P(country) {row['p_target']:.4f}  gain {row['gain_target']:+.4f}  "
+              f"P(western) {row['p_western']:.4f}")
+    print(f"baseline P(country) {overall[0]['baseline_target']:.4f}, "
+          f"localized prompt {overall[0]['source_target']:.4f}")
+    if summary["max_gain"] <= 0 or summary["localized_gain"] <= 0:
+        # Patching can only carry over what the localized prompt adds; without that the argmax is noise.
+        print(f"warning: no signal (max patching gain {summary['max_gain']:+.4f}, localized prompt vs "
+              f"non-localized {summary['localized_gain']:+.4f}): the suggested layer is not meaningful")
+    print(f"suggested layer: {result.suggested_layer}; wrote {out}/layers.csv, layers.json, layers.png")
+
+
+def _cmd_kl(args: argparse.Namespace) -> None:
+    from yapo_bench.analysis.kl import multiplier_for_kl
+    from yapo_bench.corpus import load_corpus
+    from yapo_bench.steering import SteeringVector
+
+    vector = SteeringVector.load(args.vector)
+    model_spec = args.model or vector.model_id
+    if not model_spec:
+        raise ValueError("--model: the vector records no model; name the model it was made for")
+    sae = None
+    if vector.space == "sae":
+        from yapo_bench.sae import load_sae
+
+        sae = load_sae(args.sae or vector.sae_id)
+    model, tokenizer = _load_model(model_spec)
+    prompts = load_corpus(args.prompts, split="heldout")[: args.n_prompts]
+    match = multiplier_for_kl(args.target, model, tokenizer, prompts, vector, sae, args.direction,
+                              rel_tol=args.rel_tol, max_length=args.max_length)
+    out = args.out or REPORT_ROOT / "kl"
+    rows = [{"multiplier": lam, "kl": kl} for lam, kl in sorted(match.evaluations)]
+    _write_csv(out / "kl.csv", rows)
+    summary = {
+        "vector": str(args.vector), "method": vector.method, "space": vector.space, "layer": vector.layer,
+        "model": model_spec, "sae": getattr(sae, "yapo_sae_id", None), "target": match.target,
+        "multiplier": match.multiplier, "kl": match.kl, "converged": match.converged,
+        "config": {"direction": args.direction, "rel_tol": args.rel_tol, "prompts": args.prompts,
+                   "n_prompts": len(prompts), "max_length": args.max_length, "positions": "all",
+                   "kl": "mean over real tokens of KL(unsteered || steered), nats"},
+        "evaluations": rows,
+    }
+    _write_text(out / "kl.json", json.dumps(summary, indent=2) + "\n")
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["multiplier"] for r in rows], [r["kl"] for r in rows], marker="o")
+    ax.axhline(args.target, color="grey", ls="--", label=f"target {args.target}")
+    ax.axvline(match.multiplier, color="black", lw=0.8, label=f"λ = {match.multiplier:.4g}")
+    ax.set(xlabel="multiplier λ", ylabel="mean token KL (nats)", title=f"KL vs λ: {Path(args.vector).name}")
+    ax.legend()
+    _save_figure(fig, out / "kl.png")
+    print(f"λ = {match.multiplier:.6g} gives KL {match.kl:.6g} (target {match.target}, "
+          f"{'converged' if match.converged else 'NOT converged'}); wrote {out}/kl.csv, kl.json, kl.png")
+
+
+def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `analyze layers` and `analyze kl` to the `yapo-bench` sub-command parser."""
+    analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL",
+                                    description="Analyses of models and steering vectors; each writes CSV, JSON "
+                                    "and PNG into --out.")
+    commands = analyze.add_subparsers(dest="analyze_command", required=True, metavar="ANALYZE_COMMAND")
+
+    layers = commands.add_parser(
+        "layers", help="find the steering layer by activation patching (paper App. B)",
+        description="Patch the localized prompt's last-token state into its non-localized twin at each layer "
+        "and measure P(country answer) among the culture-mini options; suggests the layer with the largest gain.")
+    layers.add_argument("--model", default=DEFAULT_MODEL,
+                        help="preset, .gguf, local dir or hub id (default: %(default)s)")
+    layers.add_argument("--countries", nargs="+", default=["egypt", "morocco"],
+                        help="culture-mini countries (default: %(default)s, as in the paper)")
+    layers.add_argument("--layers", nargs="+", type=int, default=None, help="layers to patch (default: all)")
+    layers.add_argument("--max-pairs", type=int, default=None, help="at most this many questions per country")
+    layers.add_argument("--normalization", choices=["chars", "tokens", "none"], default="chars",
+                        help="option log-likelihood divided by its characters/tokens before the softmax "
+                        "(default: %(default)s, like acc_norm)")
+    layers.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/layers)")
+    layers.set_defaults(func=_cmd_layers)
+
+    kl = commands.add_parser(
+        "kl", help="the multiplier at which a vector reaches a target KL on neutral text",
+        description="Bracket and bisect λ until the mean token KL(unsteered || steered) on neutral prompts is "
+        "within --rel-tol of --target.")
+    kl.add_argument("--vector", type=Path, required=True, help="vector directory or .safetensors file")
+    kl.add_argument("--target", type=float, required=True, help="target mean token KL in nats, e.g. 0.1")
+    kl.add_argument("--model", default=None, help="model (default: the one the vector records)")
+    kl.add_argument("--sae", default=None, help="SAE for a sparse vector (default: the one the vector records)")
+    kl.add_argument("--direction", type=int, choices=[-1, 1], default=1, help="d (default: %(default)s)")
+    kl.add_argument("--prompts", default="python-stdlib",
+                    help="neutral text: a corpus spec as for `sae train` (default: %(default)s, held-out split)")
+    kl.add_argument("--n-prompts", type=int, default=32, help="documents used (default: %(default)s)")
+    kl.add_argument("--max-length", type=int, default=64, help="tokens per document (default: %(default)s)")
+    kl.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance on KL (default: %(default)s)")
+    kl.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/kl)")
+    kl.set_defaults(func=_cmd_kl)

@@ -143,3 +143,17 @@ def test_the_html_page_renders_in_headless_chromium(golden_runs: Path, tmp_path:
     page = build_report(_run_dirs(golden_runs), tmp_path)
     png = screenshot(page, tmp_path / "page.png", height=900)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_published_numbers_include_the_summarys_caa_and_sas_columns() -> None:
+    import pandas as pd
+
+    from yapo_bench.report.published_side import culture_with_paper
+
+    cells = pd.DataFrame([{"country": "egypt", "localization": loc, "method": method, "value": 0.0}
+                          for loc in ("both", "localized") for method in ("base", "caa", "sas", "yapo")])
+    merged, provenance = culture_with_paper(cells, "mcq")
+    paper = {(r.localization, r.method): r.paper_value for r in merged.itertuples()}
+    assert (paper[("both", "base")], paper[("both", "caa")], paper[("both", "sas")]) == (36.1, 44.7, 37.5)
+    assert paper[("localized", "yapo")] == 47.7 and math.isnan(paper[("localized", "caa")])
+    assert "gemma-2-2b-it" in provenance

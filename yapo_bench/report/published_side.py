@@ -25,6 +25,10 @@ def culture_with_paper(cells: pd.DataFrame, family: str) -> tuple[pd.DataFrame, 
     if cells.empty:
         return cells, ""
     table = load_published("table1" if family != "open" else "table2")
+    if family != "open":  # CAA/SAS MCQ numbers exist only in the summary, for the `both` setting (tested equal
+        summary = load_published("caa_sas_summary")  # to Table 1's `both` column where they overlap)
+        summary = summary[(summary["table"] == "summary_mcq_accuracy") & summary["method"].isin(["caa", "sas"])]
+        table = pd.concat([table, summary.assign(setting="both")], ignore_index=True)
     paper = table.assign(country_key=table["country"].str.lower(), localization=table["setting"])
     merged = cells.assign(country_key=cells["country"].map(display_country).str.lower()).merge(
         paper[["country_key", "localization", "method", "value"]].rename(columns={"value": "paper_value"}),

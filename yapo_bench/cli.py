@@ -199,6 +199,15 @@ def _default_layer(model: str, flag: str) -> int:
     raise ValueError(f"{flag}: required for model {model!r}, which is not a preset")
 
 
+def _cmd_run(args: argparse.Namespace) -> None:
+    from yapo_bench.experiment import RunConfig, run
+
+    config = RunConfig.from_yaml(args.config)
+    if args.out:
+        config.out = args.out
+    run(config, dry_run=args.dry_run, progress=not args.no_progress)
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from yapo_bench.report import build_report
 
@@ -376,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_judge_commands(commands)
     add_analysis_commands(commands)
+
+    run_cmd = commands.add_parser(
+        "run", help="the whole study from a YAML config: train, evaluate, judge, report (resumable)",
+        description="Train every vector the config names, evaluate base and every (method, λ) with lm-eval, judge "
+                    "the open-ended answers and write the report under the config's `out`. Each finished step "
+                    "leaves a marker in <out>/steps/: a rerun after a kill redoes nothing that finished.")
+    run_cmd.add_argument("config", help="YAML run config, e.g. configs/demo.yaml")
+    run_cmd.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost; run nothing")
+    run_cmd.add_argument("--out", default=None, help="output directory (default: the config's `out`)")
+    run_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_cmd.set_defaults(func=_cmd_run)
 
     report = commands.add_parser(
         "report", help="tables, plots and an HTML page from lm-eval output (and judge verdicts)",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from yapo_bench.models import DEFAULT_MODEL, cache_dir, load_model, model_identity
+from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
 from yapo_bench.steering import POSITIONS, SteeringVector, steer
 
 
@@ -65,33 +65,6 @@ class SteeredModelSpec:
         raise ValueError(f"train: {self.train!r}; expected <method>:<data> with method one of {', '.join(METHODS)}")
 
 
-def _trained_vector_dir(spec: SteeredModelSpec, loaded: Any, sae: torch.nn.Module | None, layer: int) -> Path:
-    """Train (or reuse) the vector train= asks for, in a directory named by a hash of everything that shapes
-    it; returns the directory (vector files, and for BiPO/YaPO the training log)."""
-    from yapo_bench.data import load_pairs
-    from yapo_bench.methods import get_method
-    from yapo_bench.sae import sae_hash
-
-    method_name, data = spec.training_method()
-    method = get_method(method_name)
-    if method_name in ("caa", "sas"):
-        fit_spec = method.Spec(layer=layer)
-    else:
-        fit_spec = method.Spec(layer=layer, steps=spec.steps, lr=spec.lr, seed=spec.seed, progress=True)
-    key = {"model": model_identity(loaded.model) or spec.model, "method": method_name, "data": data, "layer": layer,
-           "sae": sae_hash(sae) if sae is not None else None, "spec": fit_spec.config() if hasattr(fit_spec, "config")
-           else asdict(fit_spec)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    directory = cache_dir() / "vectors" / f"{method_name}-{digest}"
-    if (directory / "vector.json").exists():  # written last, once training has finished
-        return directory
-    pairs = load_pairs(data, spec.data_dir)
-    if method_name in ("bipo", "yapo"):  # a killed training resumes from its checkpoint
-        fit_spec.run_dir, fit_spec.resume = str(directory), True
-    method.fit(loaded, pairs, fit_spec, sae=sae).save(directory)
-    return directory
-
-
 class YapoSteeredLM(HFLM):
     """HFLM whose `_model_call` and `_model_generate` run inside `steer(vector, multiplier, direction, ...)`."""
 
@@ -99,11 +72,12 @@ class YapoSteeredLM(HFLM):
                  method: str | None = None, layer: int | None = None, sae: str | None = None,
                  multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
                  lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
-                 device: str | None = None, **kwargs: Any) -> None:
+                 device: str | None = None, loaded: LoadedModel | None = None, **kwargs: Any) -> None:
+        """`loaded`: an already loaded `model` (from Python, to evaluate several vectors without reloading)."""
         spec = SteeredModelSpec(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
-        loaded = load_model(spec.model)
+        loaded = loaded or load_model(spec.model)
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             device = None  # lm-eval's CLI defaults to cuda; on a CPU machine stay on the CPU
         if device:
@@ -130,7 +104,11 @@ class YapoSteeredLM(HFLM):
         if spec.train:
             if layer is None:
                 raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
-            return sae, _trained_vector_dir(spec, loaded, sae, layer)
+            from yapo_bench.methods.cached import trained_vector_dir
+
+            method_name, data = spec.training_method()
+            return sae, trained_vector_dir(method_name, data, loaded, sae, layer, steps=spec.steps, lr=spec.lr,
+                                           seed=spec.seed, data_dir=spec.data_dir)
         return sae, Path(spec.vector) if spec.vector else None
 
     def steering(self) -> AbstractContextManager:

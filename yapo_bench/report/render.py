@@ -171,7 +171,7 @@ def _runs_frame(runs: list[EvalRun]) -> pd.DataFrame:
 
 
 def _markdown(title: str, runs: pd.DataFrame, sections: list[Section], figures: dict[str, bytes]) -> str:
-    parts = [f"# {title}\n", "## Runs\n", runs.drop(columns=["results_file"]).to_markdown(index=False), ""]
+    parts = [f"# {title}\n", "## Runs\n", runs.drop(columns=["results_file"]).fillna("").to_markdown(index=False), ""]
     for section in sections:
         parts += [f"## {section.title}\n", *[f"- {note}" for note in section.notes], "",
                   section.display.reset_index().to_markdown(index=False), ""]

@@ -162,11 +162,15 @@ def _label(runs: list[EvalRun]) -> None:
         if not run.label:
             several = run.method != "base" and len(multipliers[run.method]) > 1
             run.label = f"{run.method}@{run.multiplier:g}" if several else run.method
-    seen: dict[str, int] = {}
-    for run in runs:  # two runs of the same config: keep both, numbered
-        seen[run.label] = seen.get(run.label, 0) + 1
-        if seen[run.label] > 1:
-            run.label = f"{run.label}#{seen[run.label]}"
+    claimed: dict[str, list[set[str]]] = {}  # the same config on other tasks (e.g. per country) shares a column;
+    for run in runs:                          # on overlapping tasks, the runs are numbered apart
+        groups = claimed.setdefault(run.label, [])
+        index = next((i for i, tasks in enumerate(groups) if not tasks & set(run.metrics)), len(groups))
+        if index == len(groups):
+            groups.append(set())
+        groups[index] |= set(run.metrics)
+        if index:
+            run.label = f"{run.label}#{index + 1}"
 
 
 def method_rank(label: str) -> tuple[int, str]:

@@ -257,3 +257,52 @@ def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
     lines = (tmp_path / "layers.csv").read_text().splitlines()
     assert lines[0].startswith("country,layer,n_pairs,p_target") and len(lines) == 1 + 3 * 2
     assert (tmp_path / "layers.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def test_feature_reading_finds_the_top_latents_their_tokens_and_their_strongest_contexts() -> None:
+    from yapo_bench.analysis.features import promoted_tokens, read_features, top_contexts, top_latents
+    from yapo_bench.models import layer_output
+    from yapo_bench.sae import token_windows, window_batches
+
+    model, tokenizer, sae = tiny_llama(), tiny_tokenizer(), random_sae("jumprelu")
+    values = torch.zeros(D_SAE)
+    values[[3, 7, 11]] = torch.tensor([0.5, -2.0, 1.0])
+    vector = SteeringVector.sparse(values, layer=1, sae=sae)
+    assert top_latents(vector, 2) == [(7, -2.0), (11, 1.0)]
+    # logit lens: the promoted token is the argmax of W_U·(norm scale ⊙ W_dec[7])
+    logits = (sae.W_dec[7] * model.model.norm.weight) @ model.lm_head.weight.T
+    promoted, suppressed = promoted_tokens(model, tokenizer, sae, [7], n=1)[7]
+    assert promoted == [tokenizer.decode([int(logits.argmax())])]
+    assert suppressed == [tokenizer.decode([int(logits.argmin())])]
+    # the strongest context is the brute-force maximum of a latent's code over the same windows
+    texts = tiny_texts(6)
+    windows = token_windows(tokenizer, texts, 16)
+    with torch.no_grad():
+        codes = torch.cat([(sae.encode(layer_output(model, 1, **enc).float()) * enc["attention_mask"][..., None])
+                           [:, 1:].flatten(0, 1) for enc in window_batches(tokenizer, windows, 4)])
+    latent = int(codes.max(dim=0).values.argmax())  # the latent that fires most on this text
+    best = float(codes[:, latent].max())
+    assert best > 0
+    contexts = top_contexts(model, tokenizer, sae, 1, texts, [latent], n=3, seq_len=16, batch_size=4)[latent]
+    assert contexts[0]["activation"] == pytest.approx(best, rel=1e-5)
+    assert [c["activation"] for c in contexts] == sorted((c["activation"] for c in contexts), reverse=True)
+    readings = read_features(model, tokenizer, sae, vector, texts, k=3, n_tokens=2, n_contexts=1)
+    assert [r.latent for r in readings] == [7, 11, 3] and all(len(r.promoted) == 2 for r in readings)
+
+
+def test_comparing_a_sparse_vector_with_its_own_decoded_direction() -> None:
+    from yapo_bench.analysis.features import compare_with_dense
+
+    sae = random_sae("jumprelu")
+    values = torch.zeros(D_SAE)
+    values[[2, 5]] = torch.tensor([1.0, 0.5])
+    sparse = SteeringVector.sparse(values, layer=1, sae=sae)
+    dense = SteeringVector.dense((values @ sae.W_dec).detach(), layer=1)
+    result = compare_with_dense(sparse, dense, sae, k=2)
+    assert result["cosine_decoded_vs_dense"] == pytest.approx(1.0, abs=1e-6)
+    assert 0 <= result["jaccard"] <= 1 and result["sparse_top"] == [2, 5]
+    with pytest.raises(ValueError, match="compare a sparse"):
+        compare_with_dense(dense, sparse, sae)

@@ -159,9 +159,51 @@ def _cmd_kl(args: argparse.Namespace) -> None:
           f"{'converged' if match.converged else 'NOT converged'}); wrote {out}/kl.csv, kl.json, kl.png")
 
 
+def _cmd_features(args: argparse.Namespace) -> None:
+    from yapo_bench.analysis.features import compare_with_dense, read_features
+    from yapo_bench.corpus import load_corpus
+    from yapo_bench.sae import load_sae
+    from yapo_bench.steering import SteeringVector
+
+    vector = SteeringVector.load(args.vector)
+    if vector.space != "sae":
+        raise ValueError(f"--vector: {args.vector} is dense; feature reading needs a sparse (SAE-space) vector")
+    model_spec = args.model or vector.model_id
+    if not model_spec:
+        raise ValueError("--model: the vector records no model; name the model it was made for")
+    sae = load_sae(args.sae or vector.sae_id)
+    model, tokenizer = _load_model(model_spec)
+    texts = load_corpus(args.corpus, split="heldout")[: args.n_docs]
+    readings = read_features(model, tokenizer, sae, vector, texts, k=args.k)
+    out = args.out or REPORT_ROOT / "features"
+    summary: dict[str, Any] = {"vector": str(args.vector), "method": vector.method, "l0": vector.l0,
+                               "norm": vector.norm, "corpus": args.corpus, "documents": len(texts),
+                               "latents": [reading.__dict__ for reading in readings]}
+    if args.compare:
+        summary["comparison"] = compare_with_dense(vector, SteeringVector.load(args.compare), sae, k=args.k)
+        summary["comparison"]["dense_vector"] = str(args.compare)
+    _write_text(out / "features.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    _write_csv(out / "features.csv", [{"latent": r.latent, "weight": r.weight, "promoted": " ".join(r.promoted),
+                                       "suppressed": " ".join(r.suppressed),
+                                       "top_context": r.contexts[0]["context"] if r.contexts else ""}
+                                      for r in readings])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.barh([str(r.latent) for r in readings][::-1], [r.weight for r in readings][::-1])
+    ax.set(xlabel="weight in v", ylabel="latent", title=f"Top latents: {Path(args.vector).name}")
+    _save_figure(fig, out / "features.png")
+    for r in readings:
+        print(f"latent {r.latent:>5} weight {r.weight:+.3f}  promotes {' '.join(map(repr, r.promoted[:5]))}")
+    if args.compare:
+        c = summary["comparison"]
+        print(f"vs {args.compare}: cosine(W_dec^T v, dense) {c['cosine_decoded_vs_dense']:.3f}; "
+              f"top-{c['k']} overlap {c['top_k_overlap']} (Jaccard {c['jaccard']:.3f})")
+    print(f"wrote {out}/features.json, features.csv, features.png")
+
+
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `analyze layers` and `analyze kl` to the `yapo-bench` sub-command parser."""
-    analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL",
+    """Add `analyze layers`, `analyze kl` and `analyze features` to the `yapo-bench` sub-command parser."""
+    analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL, feature reading",
                                     description="Analyses of models and steering vectors; each writes CSV, JSON "
                                     "and PNG into --out.")
     commands = analyze.add_subparsers(dest="analyze_command", required=True, metavar="ANALYZE_COMMAND")
@@ -198,3 +240,20 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     kl.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance on KL (default: %(default)s)")
     kl.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/kl)")
     kl.set_defaults(func=_cmd_kl)
+
+    features = commands.add_parser(
+        "features", help="read a sparse vector: top latents, promoted tokens, top-activating contexts",
+        description="The top latents of an SAE-space vector by |weight|, the tokens each one's decoder direction "
+        "promotes and suppresses through the unembedding, and the corpus tokens where each fires most; with "
+        "--compare, the overlap with a dense vector trained on the same data.")
+    features.add_argument("--vector", type=Path, required=True, help="sparse vector directory or .safetensors file")
+    features.add_argument("--compare", type=Path, default=None, help="a dense vector (e.g. BiPO) to compare with")
+    features.add_argument("--k", type=int, default=10, help="latents read (default: %(default)s)")
+    features.add_argument("--model", default=None, help="model (default: the one the vector records)")
+    features.add_argument("--sae", default=None, help="SAE (default: the one the vector records)")
+    features.add_argument("--corpus", default="python-stdlib",
+                          help="text for top-activating contexts: a corpus spec (default: %(default)s, held-out)")
+    features.add_argument("--n-docs", type=int, default=200, help="documents scanned (default: %(default)s)")
+    features.add_argument("--out", type=Path, default=None,
+                          help="output directory (default: reports/analysis/features)")
+    features.set_defaults(func=_cmd_features)

@@ -171,3 +171,23 @@ def test_runs_of_one_config_on_different_tasks_share_a_column(golden_runs: Path,
         data["results"] = {f"other_{task}": values for task, values in data["results"].items()}
         results.write_text(json.dumps(data))
     assert sorted(run.label for run in load_runs([tmp_path / "bipo", tmp_path / "bipo2"])) == ["bipo", "bipo"]
+
+
+def test_mmlu_kl_to_base_is_the_mean_per_item_kl_of_the_option_distributions() -> None:
+    from yapo_bench.report.runs import EvalRun
+    from yapo_bench.report.tables import mmlu_table
+
+    def run(method: str, logliks: list[list[float]]) -> EvalRun:
+        samples = [{"doc_id": i, "acc": 0.0, "filtered_resps": [[str(v), "False"] for v in row]}
+                   for i, row in enumerate(logliks)]
+        return EvalRun(path=Path("x"), method=method, multiplier=0.0 if method == "base" else 1.0, model="m",
+                       steering=None, vector=None, metrics={"mmlu_cloze_anatomy": {"acc": 0.0}}, stderrs={},
+                       samples={"mmlu_cloze_anatomy": samples}, label=method)
+
+    base = [[0.0, 0.0], [math.log(3), 0.0]]
+    steered = [[math.log(3), 0.0], [math.log(3), 0.0]]
+    table = mmlu_table([run("base", base), run("yapo", steered)])
+    kl = table[(table["metric"] == "kl_to_base_mnat") & (table["label"] == "yapo")]["value"].item()
+    p, q = [0.5, 0.5], [0.75, 0.25]
+    expected = sum(a * math.log(a / b) for a, b in zip(p, q)) / 2  # item 0 differs, item 1 is identical
+    assert kl == pytest.approx(1000 * expected)

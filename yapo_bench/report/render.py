@@ -129,7 +129,8 @@ def build_sections(runs: list[EvalRun]) -> list[Section]:
     mmlu = mmlu_table(runs)
     if not mmlu.empty:
         published, provenance = mmlu_paper()
-        notes = ["Pooled over subjects; accuracy and mean probability on the gold option (%).",
+        notes = ["Pooled over subjects; accuracy and mean probability on the gold option (%); kl_to_base_mnat: "
+                 "mean per-item KL(base ‖ steered) of the answer distribution over the options, millinats.",
                  "Paper (" + provenance + "): " + ", ".join(
                      f"{r.method} {r.value_min:.2f}" + (f"–{r.value_max:.2f}" if r.value_max != r.value_min else "")
                      for r in published.itertuples()) + " (5-shot accuracy, %)."]

@@ -179,10 +179,50 @@ def _mmlu_group(task: str) -> str | None:
     return "mmlu" if task.startswith("mmlu_") and not task.startswith("mmlu_local") else None
 
 
+def _option_distributions(run: EvalRun, task: str) -> dict[Any, np.ndarray]:
+    """Per doc, the model's distribution over the options (softmax of the logged option log-likelihoods)."""
+    result = {}
+    for sample in run.samples.get(task, []):
+        logliks = np.array([float(r[0]) for r in sample.get("filtered_resps", [])], dtype=float)
+        if logliks.size:
+            weights = np.exp(logliks - logliks.max())
+            result[sample["doc_id"]] = weights / weights.sum()
+    return result
+
+
+def _kl_rows(runs: list[EvalRun]) -> list[dict[str, Any]]:
+    """Mean per-item KL(base ‖ steered) between the answer distributions over the options, per MMLU family:
+    damage that accuracy cannot show on a model at chance."""
+    base = next((run for run in runs if run.method == "base"), None)
+    rows = []
+    for run in runs:
+        if base is None or run is base:
+            continue
+        groups: dict[str, list[float]] = {}
+        for task in run.tasks:
+            group = _mmlu_group(task)
+            if not group:
+                continue
+            ours, reference = _option_distributions(run, task), _option_distributions(base, task)
+            for doc_id in ours.keys() & reference.keys():
+                p, q = reference[doc_id], ours[doc_id]
+                if p.shape == q.shape:
+                    groups.setdefault(group, []).append(float(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)))))
+        for group, values in sorted(groups.items()):
+            series = pd.Series(values, dtype=float)
+            rows.append({"group": group, "metric": "kl_to_base_mnat", "tasks": float("nan"), "method": run.method,
+                         "label": run.label, "multiplier": run.multiplier,
+                         **_cell(float(series.mean()), series, None, 1000.0)})
+    return rows
+
+
 def mmlu_table(runs: list[EvalRun]) -> pd.DataFrame:
-    """MMLU per family (standard letters, rotated letters, cloze) and run: accuracy and P(gold), pooled over
-    subjects, in %."""
-    return _pooled_table(runs, _mmlu_group, ("acc", "p_gold", "p_gold_norm"), 100.0)
+    """MMLU per family (standard letters, rotated letters, cloze) and run: accuracy and P(gold) pooled over
+    subjects, in %, and for steered runs the mean per-item KL (millinats) of their answer distribution from the
+    base run's (needs --log_samples)."""
+    frame = _pooled_table(runs, _mmlu_group, ("acc", "p_gold", "p_gold_norm"), 100.0)
+    kl = _kl_rows(runs)
+    return pd.concat([frame, pd.DataFrame(kl)], ignore_index=True) if kl else frame
 
 
 def behaviour_table(runs: list[EvalRun]) -> pd.DataFrame:

@@ -76,7 +76,8 @@ def _numbers(report_json: Path) -> dict[str, float]:
         for row in rows:
             key = "/".join(str(row[k]) for k in ("label", "language", "country", "localization", "group", "metric",
                                                   "task") if k in row and row[k] is not None)
-            for field in ("value", "ci_low", "ci_high", "delta", "p_value", "mean_score", "errors", "verdicts"):
+            for field in ("value", "ci_low", "ci_high", "delta", "p_value", "mean_score", "errors", "verdicts",
+                          "chosen_multiplier", "validation_score", "test_score", "base_test_score"):
                 if isinstance(row.get(field), (int, float)):
                     flat[f"{table}/{key}/{field}"] = float(row[field])
     return flat
@@ -121,6 +122,9 @@ def test_tables_follow_the_papers_definitions(golden_runs: Path, tmp_path: Path)
     assert (judge["verdicts"], judge["errors"], judge["judge"]) == (3, 1, "stub-judge")
     assert {r["label"] for r in tables["table1_mcq"]} == {"base", "bipo@1", "bipo@2"}
     assert (tmp_path / "plots" / "multiplier_sweep.png").stat().st_size > 1000
+    (selection,) = tables["multiplier_selection"]  # bipo ran at λ 1 and 2: chosen on validation, scored on test
+    assert selection["method"] == "bipo" and selection["chosen_multiplier"] in (1.0, 2.0)
+    assert selection["n_validation"] > 0 and selection["n_test"] > 0
     # the paper's numbers sit beside ours, for the same cell
     egypt = next(r for r in tables["table1_mcq"] if (r["label"], r["country"], r["localization"]) ==
                  ("base", "egypt", "localized"))

@@ -28,6 +28,7 @@ from yapo_bench.report.tables import (
     culture_table,
     judge_summary,
     mmlu_table,
+    multiplier_selection,
     rca_pnlg_table,
 )
 
@@ -126,6 +127,10 @@ def build_sections(runs: list[EvalRun]) -> list[Section]:
                                     ["RCA = harmonic mean of localized and non-localized scores; PNLG_1 = (loc − "
                                      "nonloc) / mean(loc, nonloc); both on aggregate scores, as in the paper.",
                                      f"paper:<method> columns: {provenance}."]))
+    selection, note = multiplier_selection(runs)
+    if not selection.empty or note:
+        sections.append(Section("multiplier_selection", "Multiplier selection (validation → test)", selection,
+                                selection.set_index("method") if not selection.empty else selection, [note]))
     mmlu = mmlu_table(runs)
     if not mmlu.empty:
         published, provenance = mmlu_paper()

@@ -263,3 +263,43 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
                          "reference_similarity": float(np.mean(similarity)) if similarity else float("nan"),
                          "judge": ", ".join(judges)})
     return pd.DataFrame(rows)
+
+
+def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """For methods run at several λ: the λ chosen on a validation half of the culture MCQ questions (split by
+    question_id, so a question's localized and non-localized variants stay together) and its score on the
+    other half, beside the base run's score on that same half. Returns the table and a note ('' when no
+    method was swept, or why the selection could not be made)."""
+    from yapo_bench.analysis.selection import select_multipliers, split_ids
+
+    scores: dict[tuple[str, float], dict[str, float]] = {}
+    question_of: dict[str, str] = {}
+    for run in runs:
+        for task in run.tasks:
+            parsed = culture_task(task)
+            if not parsed or parsed[0] != "mcq":
+                continue
+            for sample in run.samples.get(task, []):
+                if isinstance(sample.get(metric), (int, float)):
+                    item = f"{task}/{sample['doc_id']}"
+                    question_of[item] = str(sample.get("doc", {}).get("question_id", item))
+                    scores.setdefault((run.method, run.multiplier), {})[item] = 100.0 * float(sample[metric])
+    swept = {m for m, _ in scores if m != "base" and sum(1 for k in scores if k[0] == m) > 1}
+    if not swept:
+        return pd.DataFrame(), ""
+    base_items = scores.get(("base", 0.0), {})
+    try:
+        split = split_ids(question_of.values(), 0.5, seed)
+        chosen = select_multipliers({k: v for k, v in scores.items() if k[0] in swept}, split, question_of.get)
+    except ValueError as err:  # e.g. λs scored on different items: say so in the report instead of guessing
+        return pd.DataFrame(), f"Multiplier selection not possible: {err}"
+    rows = []
+    for method, selection in chosen.items():
+        test_base = [base_items[i] for i in base_items if question_of[i] in split.test]
+        rows.append({"method": method, "label": method, "metric": metric, "chosen_multiplier": selection.multiplier,
+                     "validation_score": selection.validation_score, "test_score": selection.test_score,
+                     "base_test_score": float(np.mean(test_base)) if test_base else float("nan"),
+                     "n_validation": selection.n_validation, "n_test": selection.n_test,
+                     "validation_curve": " ".join(f"{lam:g}:{score:.2f}" for lam, score in selection.validation_curve)})
+    return pd.DataFrame(rows), (f"λ chosen per method on {len(split.validation)} validation questions and scored "
+                                f"on the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %.")

@@ -25,10 +25,9 @@ TASKS = ["culture_mcq_egypt_localized", "culture_mcq_egypt_nonlocalized", "cultu
 def _evaluate(model_dir: Path, out: Path, **model_args) -> None:
     """One lm-eval run written exactly as `lm_eval --output_path out --log_samples` writes it."""
     from lm_eval import simple_evaluate
-    from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
-    from yapo_bench.lm_eval_plugin import register
+    from yapo_bench.lm_eval_plugin import register, save_results
     from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
     register()
@@ -36,11 +35,7 @@ def _evaluate(model_dir: Path, out: Path, **model_args) -> None:
     results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True, task_manager=TaskManager(),
                               random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     results["config"]["model_args"] = {"model": "tiny-llama", **{k: str(v) for k, v in model_args.items()}}
-    samples = results.pop("samples")
-    tracker = EvaluationTracker(output_path=str(out))
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task in results["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
+    save_results(results, out)
 
 
 @pytest.fixture(scope="module")

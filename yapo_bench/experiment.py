@@ -251,10 +251,9 @@ class Runner:
 
     def evaluate(self, step: Step, vectors: dict[tuple[str, str], str]) -> dict[str, Any]:
         from lm_eval import simple_evaluate
-        from lm_eval.loggers import EvaluationTracker
         from lm_eval.tasks import TaskManager
 
-        from yapo_bench.lm_eval_plugin import register
+        from yapo_bench.lm_eval_plugin import register, save_results
         from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
         register()
@@ -270,12 +269,8 @@ class Runner:
                                   task_manager=TaskManager(metadata=metadata))
         results["config"]["model"] = "yapo_steered"
         results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
-        samples = results.pop("samples")
         out = self.out / "evals" / step.key
-        tracker = EvaluationTracker(output_path=str(out))
-        tracker.save_results_aggregated(results=results, samples=samples)
-        for task in results["configs"]:
-            tracker.save_results_samples(task_name=task, samples=samples[task])
+        save_results(results, out)
         return {"output": str(out)}
 
     def judge(self, step: Step, judge_url: str) -> dict[str, Any]:

@@ -416,6 +416,7 @@ def steer(
     coefficient = float(direction * multiplier)
     layer_module = get_layer(model, vector.layer)
     gathered: dict[torch.device, SparseWeights | None] = {}  # v and its SAE columns, read once per device
+    gathers = vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae)
 
     def before_decoder(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = kwargs.get("input_ids", args[0] if args else None)
@@ -431,7 +432,7 @@ def steer(
         mask = handle._mask
         if mask is None or mask.shape != hidden.shape[:2]:
             raise SteeringError("steer: layer ran outside a model forward pass; call the model, not the layer")
-        if vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae):
+        if gathers:
             key = hidden.device
             if key not in gathered:
                 gathered[key] = SparseWeights.gather(sae, vector.values.to(hidden.device).float())

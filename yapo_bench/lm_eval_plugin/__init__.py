@@ -61,3 +61,15 @@ def _cache_per_steering_config() -> None:
 
     init_per_config._yapo_bench = True
     CachingLM.__init__ = init_per_config
+
+
+def save_results(results: dict, output_path: str | Path) -> None:
+    """Write `simple_evaluate(..., log_samples=True)` output exactly as `lm_eval --output_path --log_samples`
+    does (results_<time>.json and samples_<task>_<time>.jsonl), through lm-eval's own tracker."""
+    from lm_eval.loggers import EvaluationTracker
+
+    samples = results.pop("samples")
+    tracker = EvaluationTracker(output_path=str(output_path))
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])

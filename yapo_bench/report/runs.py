@@ -100,8 +100,10 @@ def _verdicts_of(verdicts: list[dict[str, Any]], timestamp: str, only_run: bool)
     return [v for v in verdicts if str(v.get("source", "")).endswith(suffix) or (only_run and not v.get("source"))]
 
 
-def load_run(results_file: Path) -> EvalRun:
-    """One EvalRun from an lm-eval `results_<timestamp>.json` (samples and verdicts found beside it)."""
+def load_run(results_file: Path, verdicts: list[dict[str, Any]] | None = None, only_run: bool = True) -> EvalRun:
+    """One EvalRun from an lm-eval `results_<timestamp>.json`, with the samples beside it and those of
+    `verdicts` (default: the ones under its directory) that judged its samples (`only_run`: the directory
+    holds this run alone, so verdicts without a source are its own too)."""
     try:
         data = json.loads(results_file.read_text())
         results, config = data["results"], data.get("config", {})
@@ -120,13 +122,14 @@ def load_run(results_file: Path) -> EvalRun:
                 metrics.setdefault(task, {})[name] = float(value)
     method, multiplier, steering, vector = _steering_of(config)
     timestamp = _RESULTS_FILE.match(results_file.name)[1]
-    run_root = results_file.parent
+    args = _parse_model_args(config.get("model_args"))
+    if verdicts is None:
+        verdicts = _read_verdicts(results_file.parent)
     return EvalRun(path=results_file, method=method, multiplier=multiplier,
-                   model=str(_parse_model_args(config.get("model_args")).get("model")
-                             or _parse_model_args(config.get("model_args")).get("pretrained") or config.get("model")),
+                   model=str(args.get("model") or args.get("pretrained") or config.get("model")),
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
                    samples=_read_samples(results_file, timestamp),
-                   verdicts=_verdicts_of(_read_verdicts(run_root), timestamp, only_run=True))
+                   verdicts=_verdicts_of(verdicts, timestamp, only_run))
 
 
 def load_runs(paths: list[str | Path]) -> list[EvalRun]:
@@ -142,12 +145,10 @@ def load_runs(paths: list[str | Path]) -> list[EvalRun]:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("results_*.json") if _RESULTS_FILE.match(p.name))
         if not files:
             raise ReportError(f"run_dir: {path} holds no lm-eval results (results_*.json); pass an lm_eval --output_path")
-        verdicts = _read_verdicts(path) if path.is_dir() else []  # `yapo-bench judge RUN_DIR` writes under RUN_DIR
+        verdicts = _read_verdicts(path if path.is_dir() else path.parent)  # `judge RUN_DIR` writes under RUN_DIR
         for file in files:
-            run = load_run(file)
+            run = load_run(file, verdicts, only_run=len(files) == 1)
             run.label = label
-            if path.is_dir() and path != file.parent:
-                run.verdicts = _verdicts_of(verdicts, _RESULTS_FILE.match(file.name)[1], only_run=len(files) == 1)
             runs.append(run)
     _label(runs)
     return runs

@@ -49,8 +49,8 @@ def _cell(value: float, items: pd.Series, stderr: float | None, scale: float) ->
     return {"value": value * scale, "ci_low": low * scale, "ci_high": high * scale, "n": len(items) or float("nan")}
 
 
-def _with_deltas(frame: pd.DataFrame, keys: list[str], items: dict[tuple, pd.Series], scale: float) -> pd.DataFrame:
-    """Add delta vs the base run and the paired test's p-value (items matched by id)."""
+def _with_deltas(frame: pd.DataFrame, keys: list[str], items: dict[tuple, pd.Series]) -> pd.DataFrame:
+    """Add delta vs the base run and the paired test's p-value (items matched by id; NaN without items)."""
     if frame.empty:
         return frame
     base = frame[frame["method"] == "base"].drop_duplicates(keys).set_index(keys)
@@ -99,7 +99,7 @@ def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None =
                          "metric": name, "method": run.method, "label": run.label, "multiplier": run.multiplier,
                          **cell})
     frame = pd.DataFrame(rows)
-    return _with_deltas(frame, ["language", "country", "localization"], items, 1.0) if rows else frame
+    return _with_deltas(frame, ["language", "country", "localization"], items) if rows else frame
 
 
 def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -130,7 +130,7 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
                     .mean())
     overall = per_language.groupby(["metric", "family", "method", "label"], as_index=False)["value"].mean()
     per_language = pd.concat([per_language, overall.assign(language="Overall")], ignore_index=True)
-    return _add_base_delta(per_country, ["country", "metric"]), _add_base_delta(per_language, ["language", "metric"])
+    return _with_deltas(per_country, ["country", "metric"], {}), _with_deltas(per_language, ["language", "metric"], {})
 
 
 def _series_for(run: EvalRun, family: str, country: str, localization: str, metric: str | None) -> pd.Series:
@@ -138,13 +138,6 @@ def _series_for(run: EvalRun, family: str, country: str, localization: str, metr
     if family == "open":
         return _verdict_values(run, task)
     return _item_values(run, task, metric or PRIMARY_METRIC[family]) * 100.0
-
-
-def _add_base_delta(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    base = frame[frame["method"] == "base"].drop_duplicates(keys).set_index(keys)["value"]
-    return frame.assign(delta=[row.value - base[tuple(getattr(row, k) for k in keys)]
-                               if row.method != "base" and tuple(getattr(row, k) for k in keys) in base.index
-                               else float("nan") for row in frame.itertuples(index=False)])
 
 
 def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metrics: tuple[str, ...],
@@ -169,7 +162,7 @@ def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metr
                 rows.append({"group": group, "metric": metric, "tasks": len(present), "method": run.method,
                              "label": run.label, "multiplier": run.multiplier, **_cell(value, values, stderr, scale)})
     frame = pd.DataFrame(rows)
-    return _with_deltas(frame, ["group", "metric"], items, scale) if rows else frame
+    return _with_deltas(frame, ["group", "metric"], items) if rows else frame
 
 
 def _mmlu_group(task: str) -> str | None:

@@ -71,6 +71,6 @@ def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> 
                         "report"]
     assert run(config, progress=False) == []  # everything finished: a rerun does nothing
     out = Path(config.out)
-    tables = json.loads((out / "report" / "report.json").read_text())["tables"]
+    tables = json.loads((out / "report.json").read_text())["tables"]
     assert {r["label"] for r in tables["table1_mcq"]} == {"base", "caa", "bipo@1", "bipo@2"}
-    assert (out / "report" / "index.html").is_file() and (out / "plan.json").is_file()
+    assert (out / "index.html").is_file() and (out / "plan.json").is_file()

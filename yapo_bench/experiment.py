@@ -287,7 +287,7 @@ class Runner:
         from yapo_bench.report import build_report
 
         evals = sorted((self.out / "evals").iterdir())
-        page = build_report(evals, self.out / "report", title=f"{self.config.name}: {self.config.model}")
+        page = build_report(evals, self.out, title=f"{self.config.name}: {self.config.model}")
         return {"page": str(page)}
 
 

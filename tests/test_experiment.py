@@ -74,3 +74,26 @@ def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> 
     tables = json.loads((out / "report.json").read_text())["tables"]
     assert {r["label"] for r in tables["table1_mcq"]} == {"base", "caa", "bipo@1", "bipo@2"}
     assert (out / "index.html").is_file() and (out / "plan.json").is_file()
+
+
+def test_layer_auto_needs_an_sae_template_for_sparse_methods(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sae: with layer: auto, yapo need an SAE .*\{layer\}"):
+        _config(tmp_path, layer="auto", methods=["base", "yapo"])
+    with pytest.raises(ValueError, match="layer: 'top'"):
+        _config(tmp_path, layer="top")
+    config = _config(tmp_path, layer="auto", methods=["yapo"], sae="release/layer_{layer}/width_16k")
+    assert plan(config)[0].key == "layers"
+
+
+def test_layer_auto_steers_at_the_discovered_layer(tmp_path: Path) -> None:
+    config = _config(tmp_path, layer="auto", methods=["base", "caa"])
+    assert [s.key for s in run(config, progress=False)] == ["layers", "train-caa-culture-egypt", "eval-base",
+                                                             "eval-caa-culture-egypt-x1", "report"]
+    out = Path(config.out)
+    found = json.loads((out / "layers" / "layers.json").read_text())
+    marker = json.loads((out / "steps" / "layers.json").read_text())
+    assert marker["layer"] == found["suggested_layer"] and (out / "layers" / "layers.png").is_file()
+    vector_dir = json.loads((out / "steps" / "train-caa-culture-egypt.json").read_text())["vector"]
+    from yapo_bench.steering import SteeringVector
+
+    assert SteeringVector.load(vector_dir).layer == found["suggested_layer"]

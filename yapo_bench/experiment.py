@@ -20,6 +20,7 @@ import yaml
 from yapo_bench.atomic import atomic_file
 
 METHODS = ("base", "caa", "sas", "bipo", "yapo")
+SPARSE_METHODS = ("sas", "yapo")
 CULTURE_FAMILIES = ("mcq", "letter", "boxed", "open")
 BEHAVIOURS = ("power-seeking", "wealth-seeking", "hallucination")
 # Rough CPU seconds on the default 135M model (2 cores), for --dry-run: measured by benchmarks P1/P3/P5.
@@ -28,6 +29,7 @@ SECONDS_PER_MEAN_DIFF_PAIR = 0.15
 SECONDS_PER_LOGLIK_REQUEST = 0.15
 SECONDS_PER_GENERATION = 4.0
 SECONDS_PER_VERDICT = 1.6
+SECONDS_PER_PATCHED_COUNTRY = 60.0  # 12 culture-mini questions patched at every layer (`analyze layers`)
 
 
 @dataclass
@@ -66,8 +68,8 @@ class RunConfig:
     name: str
     out: str
     model: str = "smollm2-135m"
-    sae: str | None = None
-    layer: int | None = None
+    sae: str | None = None  # with `layer: auto`, a template such as "...layer_{layer}..." for sparse methods
+    layer: int | str | None = None  # an index, null (the SAE's / preset's), or "auto" (layer discovery)
     countries: list[str] = field(default_factory=list)
     behaviours: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -104,8 +106,17 @@ class RunConfig:
         for method, values in self.multipliers.items():
             if method not in METHODS[1:] or not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
                 raise ValueError(f"multipliers.{method}: expected a method of {METHODS[1:]} with a list of numbers >= 0")
-        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
-            raise ValueError(f"layer: {self.layer!r}; expected a non-negative integer or null (the SAE's / preset's)")
+        if self.layer is not None and self.layer != "auto" and (not isinstance(self.layer, int) or self.layer < 0):
+            raise ValueError(f"layer: {self.layer!r}; expected a non-negative integer, \"auto\" (layer discovery) "
+                             "or null (the SAE's / preset's)")
+        if self.layer == "auto":
+            if not self.countries:
+                raise ValueError("layer: auto patches culture prompts; expected at least one country")
+            sparse = [m for m in self.methods if m in SPARSE_METHODS]
+            if sparse and "{layer}" not in (self.sae or ""):
+                raise ValueError(f"sae: with layer: auto, {', '.join(sparse)} need an SAE for whichever layer is "
+                                 "found; expected an SAE id with {layer}, e.g. "
+                                 "gemma-scope-2b-pt-res-canonical/layer_{layer}/width_16k/canonical")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"limit: {self.limit!r}; expected a positive integer or null")
 
@@ -131,7 +142,7 @@ class Step:
     """One unit of work; `key` names its marker and output directory."""
 
     key: str
-    kind: str  # train | eval | judge | report
+    kind: str  # layers | train | eval | judge | report
     method: str = "base"
     unit: str = ""  # culture:<country> or behaviour:<name>
     multiplier: float = 0.0
@@ -165,6 +176,8 @@ def plan(config: RunConfig) -> list[Step]:
     """The steps of a run, in order: train, evaluate (base once, then every vector × λ), judge, report."""
     units = [f"culture:{c}" for c in config.countries] + [f"behaviour:{b}" for b in config.behaviours]
     steps: list[Step] = []
+    if config.layer == "auto":
+        steps.append(Step("layers", "layers", estimate_s=SECONDS_PER_PATCHED_COUNTRY * len(config.countries)))
     learned = [m for m in config.methods if m != "base"]
     for method in learned:
         for unit in units:
@@ -195,7 +208,8 @@ def plan(config: RunConfig) -> list[Step]:
 
 def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
     done = {s.key for s in steps if (out / "steps" / f"{s.key}.json").exists()}
-    lines = [f"run {config.name}: model {config.model}, layer {config.layer if config.layer is not None else 'SAE/preset default'}"
+    layer = {None: "SAE/preset default", "auto": "auto (found by step `layers`)"}.get(config.layer, config.layer)
+    lines = [f"run {config.name}: model {config.model}, layer {layer}"
              f", methods {', '.join(config.methods)}, out {out}"]
     for step in steps:
         mark = "done" if step.key in done else f"~{step.estimate_s / 60:.1f} min"
@@ -224,10 +238,23 @@ class Runner:
             self._loaded = load_model(self.config.model)
         return self._loaded
 
+    def layer(self) -> int | None:
+        """The configured layer, or with `layer: auto` the one the `layers` step found."""
+        if self.config.layer != "auto":
+            return self.config.layer
+        if self._layer is None:
+            self._layer = int(json.loads((self.out / "steps" / "layers.json").read_text())["layer"])
+        return self._layer
+
+    def sae_spec(self) -> str | None:
+        if self.config.layer == "auto" and self.config.sae:
+            return self.config.sae.format(layer=self.layer())
+        return self.config.sae
+
     def sae_and_layer(self, needs_sae: bool) -> tuple[Any, int]:
         from yapo_bench.sae import resolve_sae_and_layer
 
-        sae, layer = resolve_sae_and_layer(self.config.model, self.config.sae, self.config.layer, needs_sae)
+        sae, layer = resolve_sae_and_layer(self.config.model, self.sae_spec(), self.layer(), needs_sae)
         if layer is None:
             raise ValueError(f"layer: required for model {self.config.model!r}, which is not a preset")
         return sae, layer
@@ -236,6 +263,14 @@ class Runner:
         return self.out / "vectors" / f"{method}-{unit.replace(':', '-')}"
 
     # -- steps --------------------------------------------------------------------------------------------
+
+    def discover_layer(self) -> dict[str, Any]:
+        from yapo_bench.analysis.cli import discover_layer
+
+        loaded = self.model()
+        summary = discover_layer(loaded.model, loaded.tokenizer, self.config.model, list(self.config.countries),
+                                 self.out / "layers", progress=self.progress)
+        return {"layer": summary["suggested_layer"], "signal": summary["signal"]}
 
     def train(self, step: Step) -> dict[str, Any]:
         from yapo_bench.methods import get_method
@@ -260,8 +295,8 @@ class Runner:
         args: dict[str, Any] = {"model": self.config.model}
         if step.method != "base":
             args.update(vector=vectors[(step.method, step.unit)], multiplier=step.multiplier)
-            if self.config.sae:
-                args["sae"] = self.config.sae
+            if self.sae_spec():
+                args["sae"] = self.sae_spec()
         lm = YapoSteeredLM(loaded=self.model(), batch_size=4, **args)
         metadata = {"data_dir": self.config.data_dir} if self.config.data_dir else None
         results = simple_evaluate(model=lm, tasks=list(step.tasks), limit=self.config.limit, log_samples=True,
@@ -329,7 +364,9 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
         for step in bar:
             bar.set_postfix_str(step.key)
             started = time.perf_counter()
-            if step.kind == "train":
+            if step.kind == "layers":
+                result = runner.discover_layer()
+            elif step.kind == "train":
                 result = runner.train(step)
                 vectors[(step.method, step.unit)] = result["vector"]
             elif step.kind == "eval":

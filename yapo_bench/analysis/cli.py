@@ -56,31 +56,36 @@ def _pyplot() -> Any:
     return plt
 
 
-def _cmd_layers(args: argparse.Namespace) -> None:
+def discover_layer(model: Any, tokenizer: Any, model_name: str, countries: list[str], out: Path,
+                   layers: list[int] | None = None, max_pairs: int | None = None, normalization: str = "chars",
+                   progress: bool = True) -> dict[str, Any]:
+    """Layer discovery by activation patching on culture-mini's localized/non-localized pairs of `countries`;
+    writes layers.csv, layers.json and layers.png into `out` and returns the summary (with the suggested
+    layer and whether there was any signal to suggest it from)."""
     from yapo_bench.analysis.patching import culture_patching_pairs, layer_patching
     from yapo_bench.data.spec import culture_mini_items
 
-    if args.max_pairs is not None and args.max_pairs < 1:
-        raise ValueError(f"--max-pairs: {args.max_pairs}; expected a positive integer")
-    pairs = culture_patching_pairs(culture_mini_items(), args.countries)
-    if args.max_pairs is not None:
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"--max-pairs: {max_pairs}; expected a positive integer")
+    pairs = culture_patching_pairs(culture_mini_items(), countries)
+    if max_pairs is not None:
         by_country: dict[str, list] = {}
         for pair in pairs:  # sorted by country, then question_id: the first questions of each country
             by_country.setdefault(pair.country, []).append(pair)
-        pairs = [pair for group in by_country.values() for pair in group[: args.max_pairs]]
-    model, tokenizer = _load_model(args.model)
-    result = layer_patching(model, tokenizer, pairs, layers=args.layers, normalization=args.normalization,
-                            progress=True)
-    out = args.out or REPORT_ROOT / "layers"
+        pairs = [pair for group in by_country.values() for pair in group[:max_pairs]]
+    result = layer_patching(model, tokenizer, pairs, layers=layers, normalization=normalization, progress=progress)
     table = result.table()
     _write_csv(out / "layers.csv", table)
+    max_gain = float(result.gain().max())
+    localized_gain = float((result.source_target - result.baseline_target).nanmean())
     summary = {
-        "model": args.model, "data": "culture-mini", "countries": sorted({p.country for p in pairs}),
+        "model": model_name, "data": "culture-mini", "countries": sorted({p.country for p in pairs}),
         "n_pairs": len(pairs), "suggested_layer": result.suggested_layer,
-        "max_gain": float(result.gain().max()), "localized_gain": float(
-            (result.source_target - result.baseline_target).nanmean()),
+        # Patching can only carry over what the localized prompt adds; without that the argmax is noise.
+        "signal": max_gain > 0 and localized_gain > 0,
+        "max_gain": max_gain, "localized_gain": localized_gain,
         "criterion": "argmax over layers of mean_pairs(P(target answer | patched) - P(target answer | unpatched))",
-        "config": {**result.config, "layers": result.layers, "max_pairs_per_country": args.max_pairs},
+        "config": {**result.config, "layers": result.layers, "max_pairs_per_country": max_pairs},
         "per_layer": [row for row in table if row["country"] == "all"],
         "pairs": [{"question_id": p.question_id, "country": p.country,
                    "p_target": result.p_target[i].tolist(), "baseline_target": float(result.baseline_target[i]),
@@ -95,24 +100,32 @@ def _cmd_layers(args: argparse.Namespace) -> None:
         line, = ax.plot([r["layer"] for r in rows], [r["p_target"] for r in rows], marker="o", ms=3,
                         lw=2.5 if country == "all" else 1, label=f"{country}: P(country answer)")
         ax.axhline(rows[0]["baseline_target"], color=line.get_color(), ls=":", lw=1)
-    overall = [row for row in table if row["country"] == "all"]
+    overall = summary["per_layer"]
     ax.plot([r["layer"] for r in overall], [r["p_western"] for r in overall], color="grey", ls="--",
             label="all: P(Western answer)")
     ax.axvline(result.suggested_layer, color="black", lw=0.8)
     ax.set(xlabel="patched layer (last prompt token)", ylabel="mean probability among the options",
-           title=f"Activation patching, localized → non-localized ({args.model}); dotted: unpatched")
+           title=f"Activation patching, localized → non-localized ({model_name}); dotted: unpatched")
     ax.legend(fontsize=7)
     _save_figure(fig, out / "layers.png")
+    if not summary["signal"]:
+        print(f"warning: no signal (max patching gain {max_gain:+.4f}, localized prompt vs non-localized "
+              f"{localized_gain:+.4f}): the suggested layer is not meaningful")
+    return summary
+
+
+def _cmd_layers(args: argparse.Namespace) -> None:
+    model, tokenizer = _load_model(args.model)
+    out = args.out or REPORT_ROOT / "layers"
+    summary = discover_layer(model, tokenizer, args.model, args.countries, out, layers=args.layers,
+                             max_pairs=args.max_pairs, normalization=args.normalization)
+    overall = summary["per_layer"]
     for row in overall:
         print(f"layer {row['layer']:3d}  P(country) {row['p_target']:.4f}  gain {row['gain_target']:+.4f}  "
               f"P(western) {row['p_western']:.4f}")
     print(f"baseline P(country) {overall[0]['baseline_target']:.4f}, "
           f"localized prompt {overall[0]['source_target']:.4f}")
-    if summary["max_gain"] <= 0 or summary["localized_gain"] <= 0:
-        # Patching can only carry over what the localized prompt adds; without that the argmax is noise.
-        print(f"warning: no signal (max patching gain {summary['max_gain']:+.4f}, localized prompt vs "
-              f"non-localized {summary['localized_gain']:+.4f}): the suggested layer is not meaningful")
-    print(f"suggested layer: {result.suggested_layer}; wrote {out}/layers.csv, layers.json, layers.png")
+    print(f"suggested layer: {summary['suggested_layer']}; wrote {out}/layers.csv, layers.json, layers.png")
 
 
 def _cmd_kl(args: argparse.Namespace) -> None:

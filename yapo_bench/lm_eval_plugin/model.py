@@ -5,20 +5,25 @@ Model args: model (preset | GGUF | local dir | hub id), vector=PATH or train=<me
 through `methods/`, cached by a hash of its full config and reused), layer, sae, multiplier, direction,
 positions, steps/lr/seed (training budget for train=), data_dir. No vector or multiplier 0 is the
 unsteered baseline through the same code path.
+
+Under `accelerate launch -m lm_eval` (several processes) the requests are split between the ranks and
+gathered on rank 0, which alone writes the results, as lm-eval's `hf` does on GPUs; here on the CPU too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from lm_eval.models.huggingface import HFLM
 
+from yapo_bench.distributed import alone, launched_world_size
 from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
 from yapo_bench.steering import POSITIONS, SteeringVector, steer
 
@@ -77,15 +82,27 @@ class YapoSteeredLM(HFLM):
         spec = SteeredModelSpec(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
+        accelerator = _data_parallel_accelerator()
+        if accelerator is not None:
+            device = str(accelerator.device)  # this rank's device (cuda:<local rank>, or the CPU)
         loaded = loaded or load_model(spec.model)
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             device = None  # lm-eval's CLI defaults to cuda; on a CPU machine stay on the CPU
         if device:
             loaded.model.to(device)
         super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
+        if accelerator is not None:
+            # HFLM sets up data parallelism only for a model it loads itself and only with several GPUs; we pass
+            # it a loaded model, so set what it would: lm-eval then splits requests by rank, gathers on rank 0.
+            # The global index, not HFLM's local one, which repeats on every node of a multi-node launch.
+            self.accelerator = accelerator
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
         self.spec = spec
         self.loaded = loaded
-        self.sae, self.vector_dir = self._resolve_vector(spec, loaded)
+        # with several ranks, rank 0 trains (alone) or finds a train= vector first; the others then reuse it
+        with accelerator.main_process_first() if accelerator is not None else nullcontext(), alone():
+            self.sae, self.vector_dir = self._resolve_vector(spec, loaded)
         self.steering_vector = SteeringVector.load(self.vector_dir) if self.vector_dir else None
         if self.steering_vector is not None:
             self.steering_vector.check_compatible(loaded.model, self.sae)
@@ -145,3 +162,12 @@ class YapoSteeredLM(HFLM):
         vector = self.steering_vector
         return {**asdict(self.spec), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
                 "vector_method": vector.method if vector else None}
+
+
+def _data_parallel_accelerator() -> Accelerator | None:
+    """An `accelerate.Accelerator` when this process is one of several launched together, else None (a single
+    process never starts one). On a machine without CUDA its ranks talk over gloo on the CPU."""
+    if launched_world_size() <= 1:
+        return None
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    return accelerator if accelerator.num_processes > 1 else None

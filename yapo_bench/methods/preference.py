@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo_bench.atomic import atomic_file
+from yapo_bench.distributed import DataParallel, data_parallel
 from yapo_bench.models import LoadedModel, decoder_layers, get_layer, hidden_size, layer_output
 from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response
 from yapo_bench.steering import SteeringVector, steer
@@ -331,18 +332,20 @@ def evaluate_heldout(scorer: PreferenceBatchScorer, pairs: Sequence[EncodedPair]
 
 
 class _RunFiles:
-    """The run directory: JSONL log and checkpoint, both safe against a kill at any point."""
+    """The run directory: JSONL log and checkpoint, both safe against a kill at any point. `writer` is False
+    on data-parallel ranks other than 0, which write nothing (rank 0 writes for all)."""
 
-    def __init__(self, run_dir: str | None) -> None:
+    def __init__(self, run_dir: str | None, writer: bool = True) -> None:
         self.dir = Path(run_dir) if run_dir else None
+        self.writer = writer
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.dir:
+        if self.dir and self.writer:
             with open(self.dir / LOG, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        if self.dir:
+        if self.dir and self.writer:
             with atomic_file(self.dir / CHECKPOINT) as tmp:
                 torch.save(state, tmp)
 
@@ -385,21 +388,28 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     """Learn v with the bi-directional preference loss: dense when `sae` is None (BiPO), else in the SAE's
     latent space through eq. 3 (YaPO). v starts at 0 in fp32; with a run_dir, logs and checkpoints go there
     and the finished vector is saved beside them. `on_step` sees each step's log record and may return True
-    to stop early (the schedule is unchanged, so the steps run are those of the full run)."""
+    to stop early (the schedule is unchanged, so the steps run are those of the full run).
+
+    Under `accelerate launch` (or any torch.distributed group of several processes) training is data
+    parallel: each rank scores its share of every step's batch and the gradient of v is summed over the
+    ranks, so every rank takes the single-process step on the whole batch and ends with the same v; rank 0
+    alone reads and writes the run directory and evaluates the held-out pairs."""
+    group = data_parallel()
     encoded, truncated = encode_pairs(loaded, pairs, spec.max_length)
     train_rows, heldout_rows = split_heldout(len(encoded), spec.heldout_fraction, spec.seed)
     if not train_rows:
         raise ValueError("pairs: expected at least one training pair")
     train = [encoded[i] for i in train_rows]
     heldout = [encoded[i] for i in heldout_rows]
-    run = _RunFiles(spec.run_dir)
-    state = run.start(spec.resume, spec.config())
-    if truncated:
+    run = _RunFiles(spec.run_dir, writer=group.is_main)
+    state = group.on_main(lambda: run.start(spec.resume, spec.config()))
+    progress = spec.progress and group.is_main
+    if truncated and group.is_main:
         print(f"{truncated} of {2 * len(encoded)} sequences were longer than max_length={spec.max_length} "
               "and were truncated")
 
     scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive)
-    scorer.prepare([s for p in encoded for s in (p.chosen, p.rejected)], progress=spec.progress)
+    scorer.prepare([s for p in encoded for s in (p.chosen, p.rejected)], progress=progress)
     dim = sae.cfg.d_sae if sae is not None else hidden_size(loaded.model)
     values = torch.zeros(dim, dtype=torch.float32, requires_grad=True)
     metadata = dict(model_id=loaded.model_id, method=method)
@@ -417,16 +427,20 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     last_good = first_step if state is not None else None
 
     bar = tqdm(range(first_step, spec.steps), initial=first_step, total=spec.steps, desc=f"{method} training",
-               disable=not spec.progress)
+               disable=not progress)
     loss_value, steps_done = float("nan"), first_step
     for step in bar:
         started = time.perf_counter()
         rows, directions = step_batch(step, len(train), spec)
-        loss, stats = preference_loss(scorer, [train[i] for i in rows], vector, directions, spec.beta)
-        loss_value = float(loss.detach())
         optimizer.zero_grad()
-        if math.isfinite(loss_value):
-            loss.backward()
+        if group.active:
+            loss_value, stats = _data_parallel_backward(scorer, [train[i] for i in rows], vector, values,
+                                                        directions, spec.beta, group)
+        else:
+            loss, stats = preference_loss(scorer, [train[i] for i in rows], vector, directions, spec.beta)
+            loss_value = float(loss.detach())
+            if math.isfinite(loss_value):
+                loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([values], spec.grad_clip)) if values.grad is not None else float("nan")
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             what, value = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", grad_norm)
@@ -444,8 +458,10 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         run.log(record)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         stop_early = bool(on_step and on_step(record))  # called on every step, the last one included
+        if group.active:  # all ranks leave the loop at the same step: the first one any rank stops at
+            stop_early = bool(group.all_reduce_sum_(torch.tensor([float(stop_early)])).item())
         done = step + 1 == spec.steps or stop_early
-        if heldout and ((spec.eval_every and (step + 1) % spec.eval_every == 0) or done):
+        if group.is_main and heldout and ((spec.eval_every and (step + 1) % spec.eval_every == 0) or done):
             run.log({"step": step + 1, "kind": "heldout", **evaluate_heldout(scorer, heldout, vector, spec)})
         if (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0) or done:
             run.save_checkpoint({"step": step + 1, "values": values.detach().clone(), "config": spec.config(),
@@ -461,6 +477,34 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
                     "truncated_sequences": truncated, "steps_run": steps_done,
                     "final_loss": loss_value if math.isfinite(loss_value) else None},
     )
-    if run.dir:
+    if run.dir and run.writer:
         result.save(run.dir)
+    group.barrier()  # with several ranks, none returns before the vector is on disk
     return result
+
+
+def _data_parallel_backward(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair], vector: SteeringVector,
+                            values: torch.Tensor, directions: Sequence[int], beta: float,
+                            group: DataParallel) -> tuple[float, dict[str, float]]:
+    """One rank's part of a step: its contiguous share of `batch`, its mean loss weighted by share/len(batch)
+    (shares may differ in size, or be empty), so that the sums over ranks of loss, stats and v's gradient are
+    the whole batch's mean loss, stats and gradient, as one process computes them. Returns the summed loss and
+    stats; the gradient of `values` (v's trained leaf) is summed unless the loss is not finite (then it stays
+    None on every rank)."""
+    part = group.shard(len(batch))
+    share = batch[part]
+    loss = None
+    totals = torch.zeros(3, dtype=torch.float64)
+    if share:
+        loss, stats = preference_loss(scorer, share, vector, list(directions[part]), beta)
+        weight = len(share) / len(batch)
+        loss = loss * weight
+        totals = torch.tensor([float(loss.detach()), stats["accuracy"] * weight, stats["reward_margin"] * weight],
+                              dtype=torch.float64)
+    loss_value, accuracy, margin = group.all_reduce_sum_(totals).tolist()
+    if not math.isfinite(loss_value):  # the same decision on every rank: no backward, no collective
+        return loss_value, {"accuracy": accuracy, "reward_margin": margin}
+    if loss is not None:
+        loss.backward()
+    values.grad = group.all_reduce_sum_(values.grad if values.grad is not None else torch.zeros_like(values))
+    return loss_value, {"accuracy": accuracy, "reward_margin": margin}

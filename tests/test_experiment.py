@@ -32,6 +32,8 @@ def test_bad_config_fields_are_named(tmp_path: Path) -> None:
         _config(tmp_path, training={"steps": 0})
     with pytest.raises(ValueError, match="judge: give"):
         _config(tmp_path, judge={})
+    with pytest.raises(ValueError, match="judge.concurrency: 0"):
+        _config(tmp_path, judge={"local": True, "concurrency": 0})
     (tmp_path / "c.yaml").write_text("name: x\nout: y\ncountries: [egypt]\ncolour: blue\n")
     with pytest.raises(ValueError, match="unknown field.*colour"):
         RunConfig.from_yaml(tmp_path / "c.yaml")

@@ -79,6 +79,7 @@ def _cmd_vector_export(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.data import load_pairs
+    from yapo_bench.distributed import data_parallel
     from yapo_bench.methods import get_method
     from yapo_bench.models import load_model
     from yapo_bench.pairs import PairSet
@@ -107,6 +108,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
         )
     vector = method.fit(loaded, pairs, spec, sae=sae)
+    if not data_parallel().is_main:  # under a multi-process launch rank 0 writes and reports for all
+        return
     if getattr(spec, "run_dir", None) is None:  # the preference loop saves its vector beside its log
         vector.save(args.out)
     summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"

@@ -53,8 +53,11 @@ class JudgeSpec:
     url: str | None = None
     model: str | None = None
     gguf: str | None = None
+    concurrency: int = 4  # requests in flight; raise it for a large vLLM server or a hosted API
 
     def __post_init__(self) -> None:
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ValueError(f"judge.concurrency: {self.concurrency!r}; expected an integer >= 1")
         if self.local == bool(self.url):
             raise ValueError("judge: give `local: true` or `url` and `model`, not both or neither")
         if self.url and not self.model:
@@ -150,7 +153,7 @@ class Step:
     estimate_s: float = 0.0
 
 
-def _unit_tasks(config: RunConfig, unit: str) -> list[str]:
+def unit_tasks(config: RunConfig, unit: str) -> list[str]:
     kind, name = unit.split(":", 1)
     if kind == "culture":
         return [f"culture_{family}_{name}_{loc}" for family in config.families
@@ -186,12 +189,12 @@ def plan(config: RunConfig) -> list[Step]:
             steps.append(Step(f"train-{method}-{unit.replace(':', '-')}", "train", method, unit, estimate_s=cost))
     evals = []
     if "base" in config.methods:
-        tasks = tuple(t for unit in units for t in _unit_tasks(config, unit))
+        tasks = tuple(t for unit in units for t in unit_tasks(config, unit))
         evals.append(Step("eval-base", "eval", "base", "", 0.0, tasks, _estimate_eval(config, list(tasks))))
     for method in learned:
         for unit in units:
             for multiplier in config.multipliers_for(method):
-                tasks = tuple(_unit_tasks(config, unit))
+                tasks = tuple(unit_tasks(config, unit))
                 evals.append(Step(f"eval-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit,
                                   multiplier, tasks, _estimate_eval(config, list(tasks))))
     steps += evals
@@ -223,9 +226,11 @@ def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
 class Runner:
     """Carries out a plan; one model load for the whole run."""
 
-    def __init__(self, config: RunConfig, out: Path, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, out: Path, progress: bool = True, loaded: Any = None,
+                 evals_dir: Path | None = None) -> None:
         self.config, self.out, self.progress = config, out, progress
-        self._loaded: Any = None
+        self.evals_dir = evals_dir or out / "evals"  # analyses evaluate beside the run, not inside its report
+        self._loaded: Any = loaded
         self._sae: Any = None
         self._layer: int | None = None
 
@@ -304,7 +309,7 @@ class Runner:
                                   task_manager=TaskManager(metadata=metadata))
         results["config"]["model"] = "yapo_steered"
         results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
-        out = self.out / "evals" / step.key
+        out = self.evals_dir / step.key
         save_results(results, out)
         return {"output": str(out)}
 
@@ -315,7 +320,7 @@ class Runner:
         spec = self.config.judge
         model = spec.model or Path(spec.gguf or "SmolLM2-135M-Instruct.Q4_1.gguf").stem
         summary = judge_run(self.out / "evals" / f"eval-{step.key[len('judge-'):]}",
-                            JudgeConfig(base_url=judge_url, model=model), progress=self.progress)
+                            JudgeConfig(base_url=judge_url, model=model, concurrency=spec.concurrency), progress=self.progress)
         return {"scored": summary["scored"], "errors": summary["errors"], "failed": summary["failed"]}
 
     def report(self) -> dict[str, Any]:
@@ -340,6 +345,13 @@ def _judge_server(config: RunConfig, needed: bool) -> Iterator[str | None]:
         yield url
 
 
+def trained_vectors(config: RunConfig, steps: list[Step] | None = None) -> dict[tuple[str, str], str]:
+    """{(method, unit): vector directory} for every training step of the run that has finished."""
+    markers = Path(config.out) / "steps"
+    return {(s.method, s.unit): json.loads((markers / f"{s.key}.json").read_text())["vector"]
+            for s in (steps or plan(config)) if s.kind == "train" and (markers / f"{s.key}.json").exists()}
+
+
 def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
         on_step: Callable[[Step], None] | None = None) -> list[Step]:
     """Carry out (or with dry_run only print) the plan; returns the steps done now (skipped ones excluded)."""
@@ -354,8 +366,7 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
     runner = Runner(config, out, progress)
     markers = {s.key: out / "steps" / f"{s.key}.json" for s in steps}
     todo = [s for s in steps if not markers[s.key].exists()]
-    vectors = {(s.method, s.unit): json.loads(markers[s.key].read_text())["vector"]
-               for s in steps if s.kind == "train" and markers[s.key].exists()}
+    vectors = trained_vectors(config, steps)
     from tqdm import tqdm
 
     done: list[Step] = []

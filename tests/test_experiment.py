@@ -76,6 +76,10 @@ def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> 
     tables = json.loads((out / "report.json").read_text())["tables"]
     assert {r["label"] for r in tables["table1_mcq"]} == {"base", "caa", "bipo@1", "bipo@2"}
     assert (out / "index.html").is_file() and (out / "plan.json").is_file()
+    config.multipliers["caa"] = [1.0, 3.0]  # a λ added later: only its evaluation runs, and the report again
+    assert [s.key for s in run(config, progress=False)] == ["eval-caa-culture-egypt-x3", "report"]
+    labels = {r["label"] for r in json.loads((out / "report.json").read_text())["tables"]["table1_mcq"]}
+    assert {"caa@1", "caa@3"} <= labels
 
 
 def test_layer_auto_needs_an_sae_template_for_sparse_methods(tmp_path: Path) -> None:

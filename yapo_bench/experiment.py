@@ -366,6 +366,8 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
     runner = Runner(config, out, progress)
     markers = {s.key: out / "steps" / f"{s.key}.json" for s in steps}
     todo = [s for s in steps if not markers[s.key].exists()]
+    if todo and steps[-1] not in todo:  # steps added to the config since: the report must include them
+        todo.append(steps[-1])
     vectors = trained_vectors(config, steps)
     from tqdm import tqdm
 

@@ -306,3 +306,91 @@ def test_comparing_a_sparse_vector_with_its_own_decoded_direction() -> None:
     assert 0 <= result["jaccard"] <= 1 and result["sparse_top"] == [2, 5]
     with pytest.raises(ValueError, match="compare a sparse"):
         compare_with_dense(dense, sparse, sae)
+
+
+# ------------------------------------------------------------------------------------------------- sweep
+
+
+def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path, monkeypatch):
+    import pandas as pd
+    import yaml
+
+    from yapo_bench.analysis import cli as analysis_cli
+    from yapo_bench.experiment import Runner
+
+    import dataclasses
+    import zlib
+
+    from yapo_bench.data import spec
+
+    def tiny_words(text: str) -> str:  # culture text in the tiny vocabulary, so that vectors are not ~0
+        return " ".join(f"w{zlib.crc32(word.encode()) % 124}" for word in text.split())
+
+    items = [dataclasses.replace(item, mcq_prompt=tiny_words(item.mcq_prompt),
+                                 options=tuple(tiny_words(o) for o in item.options))
+             for item in culture_mini_items() if item.country == "egypt"]
+    monkeypatch.setattr(spec, "culture_mini_items", lambda: items)
+    model_dir = tmp_path / "model"
+    tiny_llama().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    mmlu = tmp_path / "mmlu"
+    for split, rows in (("test", 3), ("dev", 1)):
+        (mmlu / split).mkdir(parents=True)
+        (mmlu / split / f"anatomy_{split}.csv").write_text(
+            "".join(f"the cat sat {i},on,a,mat {i},the,B\n" for i in range(rows)))
+    monkeypatch.setenv("YAPO_BENCH_MMLU", str(mmlu))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n\n".join(tiny_texts(3)))
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny-sweep", "out": str(tmp_path / "run"), "model": str(model_dir), "layer": 1,
+        "countries": ["egypt"], "methods": ["base", "caa", "bipo"], "families": ["mcq"], "limit": 3,
+        "training": {"steps": 2, "lr": 0.01}, "multipliers": {"caa": [0.5, 2.0], "bipo": [1.0, 4.0]}}))
+    parser = argparse.ArgumentParser()
+    analysis_cli.add_analysis_commands(parser.add_subparsers(dest="command"))
+    out = tmp_path / "analysis"
+    argv = ["analyze", "sweep", str(config), "--kl-target", "0.002", "--max-kl", "0.0003", "--prompts", str(prompts),
+            "--mmlu-tasks", "mmlu_cloze_anatomy", "--mmlu-limit", "2", "--out", str(out), "--no-progress"]
+    args = parser.parse_args(argv)
+    args.func(args)
+
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert sorted(zip(sweep["method"], sweep["multiplier"])) == [
+        ("base", 0.0), ("bipo", 1.0), ("bipo", 4.0), ("caa", 0.5), ("caa", 2.0)]
+    assert (sweep.loc[sweep["method"] == "base", "answer_kl_mnat"] == 0).all()
+    comparison = pd.read_csv(out / "comparison.csv").set_index("method")
+    assert (sweep["neutral_kl"] > 0.0003).any() and (sweep["neutral_kl"] <= 0.0003).any()  # the budget bites
+    for method, curve in sweep[sweep["method"] != "base"].groupby("method"):
+        candidates = curve[curve["neutral_kl"] <= 0.0003]  # within the disruption budget ...
+        if candidates.empty:
+            assert math.isnan(comparison.loc[method, "chosen_multiplier"])
+            continue
+        best = candidates["validation_mean"].max()  # ... chosen on validation alone (ties: the smaller λ) ...
+        chosen = candidates[candidates["validation_mean"] == best]["multiplier"].min()
+        assert comparison.loc[method, "chosen_multiplier"] == chosen
+        # ... and reported on test: the score of the chosen λ on the other questions
+        assert comparison.loc[method, "test_at_chosen"] == pytest.approx(
+            curve.loc[curve["multiplier"] == chosen, "test_mean"].iloc[0])
+        assert comparison.loc[method, "neutral_kl_at_chosen"] <= 0.0003
+
+    matched = pd.read_csv(out / "matched_kl.csv")
+    assert sorted(matched["method"]) == ["bipo", "caa"] and matched["converged"].all()
+    from yapo_bench.models import load_model
+
+    loaded = load_model(str(model_dir))
+    for row in matched.itertuples():
+        kl = mean_token_kl(loaded.model, loaded.tokenizer, tiny_texts(3), SteeringVector.load(row.vector),
+                           row.multiplier, max_length=64)
+        assert abs(kl - 0.002) <= 0.05 * 0.002  # the λ found reaches the target, recomputed independently
+    assert comparison["test_at_matched_kl"].notna().all()
+
+    mmlu_table = pd.read_csv(out / "mmlu.csv")  # the base and every method with a chosen λ
+    assert set(mmlu_table["method"]) == {"base"} | set(comparison.dropna(subset=["chosen_multiplier"]).index)
+    assert (mmlu_table[mmlu_table["metric"] == "kl_to_base_mnat"]["method"] != "base").all()
+    assert (out / "sweep.png").stat().st_size > 0 and json.loads((out / "sweep.json").read_text())["kl"]
+
+    def no_evaluation(*_args, **_kwargs):
+        raise AssertionError("a rerun must reuse every evaluation")
+
+    monkeypatch.setattr(Runner, "evaluate", no_evaluation)
+    parser.parse_args(argv).func(parser.parse_args(argv))

@@ -1,4 +1,5 @@
-"""`yapo-bench analyze ...`: layer discovery by activation patching, matched-KL multipliers.
+"""`yapo-bench analyze ...`: layer discovery by activation patching, matched-KL multipliers, feature reading,
+and the λ sweep (selection on validation, comparison at matched KL, MMLU preservation).
 
 Each command writes a CSV table, a JSON summary (with the config that made it) and a PNG plot into --out
 (default reports/analysis/<name>/), every file atomically.
@@ -214,9 +215,180 @@ def _cmd_features(args: argparse.Namespace) -> None:
     print(f"wrote {out}/features.json, features.csv, features.png")
 
 
+def _evaluate_once(runner: Any, step: Any, vectors: dict[tuple[str, str], str]) -> Path:
+    """Evaluate unless lm-eval's results file is already there (it is written last: a killed eval redoes)."""
+    directory = runner.evals_dir / step.key
+    if not any(directory.rglob("results_*.json")):
+        runner.evaluate(step, vectors)
+    return directory
+
+
+class _NeutralKL:
+    """Per vector, the neutral-text KL machinery of `analyze sweep`: the KL at each λ of the sweep and the λ
+    that reaches a target, each cached as JSON under `work/kl/`, so a rerun recomputes only what is new."""
+
+    def __init__(self, runner: Any, args: argparse.Namespace, work: Path) -> None:
+        from yapo_bench.corpus import load_corpus
+
+        self.runner, self.args, self.dir = runner, args, work / "kl"
+        self.prompts = load_corpus(args.prompts, split="heldout")[: args.n_prompts]
+
+    def _vector(self, path: str) -> tuple[Any, Any, Any]:
+        from yapo_bench.steering import SteeringVector
+
+        vector = SteeringVector.load(path)
+        sae, _ = self.runner.sae_and_layer(vector.space == "sae")
+        return self.runner.model(), vector, sae
+
+    def curve(self, method: str, unit: str, path: str, multipliers: list[float]) -> dict[float, float]:
+        from yapo_bench.analysis.kl import kl_curve
+
+        cache = self.dir / f"curve-{method}-{unit.replace(':', '-')}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        known = {float(k): v for k, v in json.loads(cache.read_text()).items()} if cache.is_file() else {}
+        missing = [m for m in multipliers if m not in known]
+        if missing:
+            loaded, vector, sae = self._vector(path)
+            known.update(kl_curve(loaded.model, loaded.tokenizer, self.prompts, vector, missing, sae,
+                                  max_length=self.args.max_length))
+            _write_text(cache, json.dumps({f"{k:g}": v for k, v in sorted(known.items())}) + "\n")
+        return {m: known[m] for m in multipliers}
+
+    def match(self, method: str, unit: str, path: str) -> dict[str, Any]:
+        from yapo_bench.analysis.kl import multiplier_for_kl
+
+        target = self.args.kl_target
+        cache = self.dir / f"{method}-{unit.replace(':', '-')}-kl{target:g}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        loaded, vector, sae = self._vector(path)
+        found = multiplier_for_kl(target, loaded.model, loaded.tokenizer, self.prompts, vector, sae,
+                                  max_length=self.args.max_length)
+        row = {"method": method, "unit": unit, "vector": path, "target": target, "multiplier": found.multiplier,
+               "kl": found.kl, "converged": found.converged, "evaluations": len(found.evaluations)}
+        _write_text(cache, json.dumps(row) + "\n")
+        return row
+
+
+def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path) -> None:
+    from yapo_bench.report.runs import method_rank
+
+    plt = _pyplot()
+    fig, (score_ax, kl_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    base = sweep[sweep["method"] == "base"]
+    chosen = dict(zip(comparison["method"], comparison["chosen_multiplier"])) if not comparison.empty else {}
+    for method in sorted(set(sweep["method"]) - {"base"}, key=method_rank):
+        curve = sweep[sweep["method"] == method].sort_values("multiplier")
+        line, = score_ax.plot(curve["multiplier"], curve["mean"], marker="o", label=method)
+        score_ax.fill_between(curve["multiplier"], curve["ci_low"], curve["ci_high"], color=line.get_color(), alpha=0.12)
+        kl_ax.plot(curve["multiplier"], curve["answer_kl_mnat"], marker="o", color=line.get_color(),
+                   label=f"{method}: culture answers")
+        if "neutral_kl" in curve:
+            kl_ax.plot(curve["multiplier"], 1000 * curve["neutral_kl"], marker=".", ls="--", color=line.get_color(),
+                       label=f"{method}: neutral text, per token")
+        if method in chosen:
+            picked = curve[curve["multiplier"] == chosen[method]]
+            score_ax.plot(picked["multiplier"], picked["mean"], marker="*", ms=16, color=line.get_color(), ls="")
+    if not base.empty:
+        score_ax.axhline(float(base["mean"].iloc[0]), color="black", ls="--", lw=1, label="base")
+        score_ax.axhspan(float(base["ci_low"].iloc[0]), float(base["ci_high"].iloc[0]), color="black", alpha=0.06)
+    score_ax.set(xscale="log", xlabel="multiplier λ (log)", ylabel=f"{metric}, % (all items; band: 95 % CI)",
+                 title=f"{title}: score vs λ (★ chosen on validation)")
+    kl_ax.set(xscale="log", yscale="log", xlabel="multiplier λ (log)", ylabel="mean KL(base ‖ steered), millinats",
+              title="How far steering moves the model")
+    score_ax.legend(fontsize=8)
+    kl_ax.legend(fontsize=8)
+    _save_figure(fig, path)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from yapo_bench.analysis.sweep import comparison_table, culture_split, sweep_table
+    from yapo_bench.experiment import RunConfig, Runner, Step, run, trained_vectors, unit_tasks
+    from yapo_bench.report.runs import load_runs
+    from yapo_bench.report.tables import mmlu_table, multiplier_selection
+
+    config = RunConfig.from_yaml(args.config)
+    run(config, progress=not args.no_progress)  # resumable: a finished run only prints its plan
+    run_out = Path(config.out)
+    work = run_out / "sweep-work"  # the analysis's own evaluations and KL searches, beside the run's
+    out = args.out or REPORT_ROOT / "sweep"
+    runs = load_runs(sorted((run_out / "evals").iterdir()))
+    sweep = sweep_table(runs, args.metric, args.seed)
+    if sweep.empty:
+        raise ValueError(f"config: {args.config} evaluates no culture MCQ task with {args.metric}; expected "
+                         "`families` to include mcq")
+    runner = Runner(config, run_out, not args.no_progress, evals_dir=work / "evals")
+    vectors = {key: path for key, path in trained_vectors(config).items() if key[1].startswith("culture:")}
+    neutral = _NeutralKL(runner, args, work) if args.kl_target is not None or args.max_kl is not None else None
+
+    allowed = None
+    if neutral is not None:  # the neutral-text KL of every (method, λ): mean over the method's vectors
+        per_vector = {(method, unit): neutral.curve(method, unit, path, config.multipliers_for(method))
+                      for (method, unit), path in sorted(vectors.items())}
+        neutral_kl = {(method, m): float(pd.Series([curve[m] for (meth, _), curve in per_vector.items()
+                                                    if meth == method]).mean())
+                      for method in {meth for meth, _ in per_vector} for m in config.multipliers_for(method)}
+        sweep["neutral_kl"] = [0.0 if r.method == "base" else neutral_kl.get((r.method, r.multiplier), float("nan"))
+                               for r in sweep.itertuples()]
+        if args.max_kl is not None:
+            def allowed(method: str, multiplier: float) -> bool:
+                return neutral_kl.get((method, multiplier), float("inf")) <= args.max_kl
+    selection, note = multiplier_selection(runs, args.metric, args.seed, allowed)
+    if args.max_kl is not None:
+        note += f" Candidates: λ whose mean neutral-text KL is at most {args.max_kl} nats."
+    split, question_of = culture_split(runs, args.metric, args.seed)
+
+    matched_kl, matched_runs = pd.DataFrame(), []
+    if args.kl_target is not None:
+        matched_kl = pd.DataFrame([neutral.match(method, unit, path) for (method, unit), path in sorted(vectors.items())])
+        directories = []
+        for row in matched_kl.itertuples():
+            tasks = tuple(t for t in unit_tasks(config, row.unit) if t.startswith("culture_mcq_"))
+            step = Step(f"eval-{row.method}-{row.unit.replace(':', '-')}-kl{args.kl_target:g}", "eval", row.method,
+                        row.unit, float(row.multiplier), tasks)
+            directories.append(_evaluate_once(runner, step, vectors))
+        matched_runs = load_runs(directories)
+    comparison = comparison_table(sweep, selection, matched_runs, matched_kl, split, question_of, args.metric)
+
+    mmlu = pd.DataFrame()
+    chosen = {r.method: r.chosen_multiplier for r in comparison.itertuples() if pd.notna(r.chosen_multiplier)}
+    if args.mmlu_tasks:
+        unit = min(unit for _, unit in vectors)  # one context's vectors: MMLU measures damage, not culture
+        mmlu_runner = Runner(replace(config, limit=args.mmlu_limit), run_out, not args.no_progress,
+                             loaded=runner.model(), evals_dir=work / "evals")
+        tasks = tuple(args.mmlu_tasks)
+        steps = [Step("mmlu-base", "eval", "base", "", 0.0, tasks)] + [
+            Step(f"mmlu-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit, multiplier, tasks)
+            for method, multiplier in chosen.items() if (method, unit) in vectors]
+        mmlu = mmlu_table(load_runs([_evaluate_once(mmlu_runner, step, vectors) for step in steps]))
+
+    tables = {"sweep": sweep, "selection": selection, "matched_kl": matched_kl, "comparison": comparison,
+              "mmlu": mmlu}
+    for name, frame in tables.items():
+        if not frame.empty:
+            _write_csv(out / f"{name}.csv", frame.to_dict("records"))
+    summary = {"config": str(args.config), "run": str(run_out), "model": config.model, "metric": args.metric,
+               "selection_note": note, "split": {"seed": split.seed, "validation_questions": len(split.validation),
+                                                  "test_questions": len(split.test)},
+               "kl": {"target": args.kl_target, "max_kl": args.max_kl, "prompts": args.prompts,
+                      "n_prompts": args.n_prompts, "max_length": args.max_length} if neutral is not None else None,
+               "mmlu": {"tasks": args.mmlu_tasks, "limit": args.mmlu_limit} if args.mmlu_tasks else None,
+               **{name: frame.to_dict("records") for name, frame in tables.items()}}
+    _write_text(out / "sweep.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _sweep_plot(sweep, comparison, args.metric, config.name, out / "sweep.png")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(sweep.drop(columns=["metric"]).round(3).to_string(index=False))
+        print(comparison.round(3).to_string(index=False))
+        if not mmlu.empty:
+            print(mmlu[["group", "metric", "label", "value", "ci_low", "ci_high"]].round(3).to_string(index=False))
+    print(f"wrote {out}/sweep.csv, comparison.csv, sweep.json, sweep.png" + (f" ({note})" if note else ""))
+
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `analyze layers`, `analyze kl` and `analyze features` to the `yapo-bench` sub-command parser."""
-    analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL, feature reading",
+    """Add `analyze layers|kl|features|sweep` to the `yapo-bench` sub-command parser."""
+    analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL, feature reading, λ sweep",
                                     description="Analyses of models and steering vectors; each writes CSV, JSON "
                                     "and PNG into --out.")
     commands = analyze.add_subparsers(dest="analyze_command", required=True, metavar="ANALYZE_COMMAND")
@@ -270,3 +442,29 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--out", type=Path, default=None,
                           help="output directory (default: reports/analysis/features)")
     features.set_defaults(func=_cmd_features)
+
+    sweep = commands.add_parser(
+        "sweep", help="λ sweep with selection on validation, comparison at matched KL, MMLU preservation",
+        description="Run (or resume) the study in CONFIG — list several multipliers per method in it — then: "
+        "score vs λ per method (culture MCQ, all items, validation and test halves, and the answer KL to the "
+        "base); λ chosen per method on the validation questions and reported on the test questions; with "
+        "--kl-target, each vector also evaluated at the λ where its neutral-text KL reaches the target; with "
+        "--mmlu-tasks, MMLU for the base and each method at its chosen λ.")
+    sweep.add_argument("config", type=Path, help="a `yapo-bench run` YAML config")
+    sweep.add_argument("--metric", default="p_gold_norm", choices=["p_gold_norm", "p_gold", "acc", "acc_norm"],
+                       help="culture MCQ score per item (default: %(default)s)")
+    sweep.add_argument("--seed", type=int, default=0, help="validation/test split seed (default: %(default)s)")
+    sweep.add_argument("--kl-target", type=float, default=None, help="neutral-text mean token KL to match, nats")
+    sweep.add_argument("--max-kl", type=float, default=None,
+                       help="choose λ only among those whose neutral-text KL is at most this (nats): a disruption "
+                       "budget, so that a wrecked model cannot win on noise")
+    sweep.add_argument("--prompts", default="python-stdlib",
+                       help="neutral text for the KL: a corpus spec (default: %(default)s, held-out split)")
+    sweep.add_argument("--n-prompts", type=int, default=32, help="documents for the KL (default: %(default)s)")
+    sweep.add_argument("--max-length", type=int, default=64, help="tokens per document (default: %(default)s)")
+    sweep.add_argument("--mmlu-tasks", nargs="+", default=None,
+                       help="lm-eval MMLU tasks for the preservation check, e.g. mmlu_cloze_anatomy")
+    sweep.add_argument("--mmlu-limit", type=int, default=None, help="items per MMLU task (default: all)")
+    sweep.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/sweep)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sweep.set_defaults(func=_cmd_sweep)

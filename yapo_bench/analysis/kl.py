@@ -73,7 +73,15 @@ def mean_token_kl(model: nn.Module, tokenizer: Any, prompts: Sequence[str], vect
                   multiplier: float, sae: nn.Module | None = None, direction: int = 1, batch_size: int = 8,
                   max_length: int = 128) -> float:
     """Mean over real tokens of KL(unsteered ‖ steered) next-token distributions (nats); exactly 0 at λ = 0."""
-    return _KLProbe(model, tokenizer, prompts, vector, sae, direction, batch_size, max_length).kl(multiplier)
+    return kl_curve(model, tokenizer, prompts, vector, [multiplier], sae, direction, batch_size, max_length)[multiplier]
+
+
+def kl_curve(model: nn.Module, tokenizer: Any, prompts: Sequence[str], vector: SteeringVector,
+             multipliers: Sequence[float], sae: nn.Module | None = None, direction: int = 1, batch_size: int = 8,
+             max_length: int = 128) -> dict[float, float]:
+    """`mean_token_kl` at each of `multipliers`, with the unsteered pass done once for all."""
+    probe = _KLProbe(model, tokenizer, prompts, vector, sae, direction, batch_size, max_length)
+    return {float(multiplier): probe.kl(multiplier) for multiplier in multipliers}
 
 
 def multiplier_for_kl(target: float, model: nn.Module, tokenizer: Any, prompts: Sequence[str],

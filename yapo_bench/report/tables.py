@@ -183,9 +183,20 @@ def _option_distributions(run: EvalRun, task: str) -> dict[Any, np.ndarray]:
     return result
 
 
+def answer_kl(base: EvalRun, run: EvalRun, task: str) -> list[float]:
+    """Per item of `task` scored by both runs, KL(base ‖ run) in nats between their answer distributions over
+    the options: how far steering moves the answer, which accuracy on a model at chance cannot show."""
+    ours, reference = _option_distributions(run, task), _option_distributions(base, task)
+    values = []
+    for doc_id in sorted(ours.keys() & reference.keys()):
+        p, q = reference[doc_id], ours[doc_id]
+        if p.shape == q.shape:
+            values.append(float(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)))))
+    return values
+
+
 def _kl_rows(runs: list[EvalRun]) -> list[dict[str, Any]]:
-    """Mean per-item KL(base ‖ steered) between the answer distributions over the options, per MMLU family:
-    damage that accuracy cannot show on a model at chance."""
+    """Mean per-item KL(base ‖ steered) between the answer distributions over the options, per MMLU family."""
     base = next((run for run in runs if run.method == "base"), None)
     rows = []
     for run in runs:
@@ -194,13 +205,8 @@ def _kl_rows(runs: list[EvalRun]) -> list[dict[str, Any]]:
         groups: dict[str, list[float]] = {}
         for task in run.tasks:
             group = _mmlu_group(task)
-            if not group:
-                continue
-            ours, reference = _option_distributions(run, task), _option_distributions(base, task)
-            for doc_id in ours.keys() & reference.keys():
-                p, q = reference[doc_id], ours[doc_id]
-                if p.shape == q.shape:
-                    groups.setdefault(group, []).append(float(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)))))
+            if group:
+                groups.setdefault(group, []).extend(answer_kl(base, run, task))
         for group, values in sorted(groups.items()):
             series = pd.Series(values, dtype=float)
             rows.append({"group": group, "metric": "kl_to_base_mnat", "tasks": float("nan"), "method": run.method,
@@ -258,32 +264,45 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0) -> tuple[pd.DataFrame, str]:
+def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str]) -> dict[str, float]:
+    """`metric` (×100) per culture MCQ item of one run, keyed "<task>/<doc_id>"; records each item's split id
+    (its question_id, shared by a question's localized and non-localized variants) in `question_of`."""
+    scores = {}
+    for task in run.tasks:
+        parsed = culture_task(task)
+        if not parsed or parsed[0] != "mcq":
+            continue
+        for sample in run.samples.get(task, []):
+            if isinstance(sample.get(metric), (int, float)):
+                item = f"{task}/{sample['doc_id']}"
+                question_of[item] = str(sample.get("doc", {}).get("question_id", item))
+                scores[item] = 100.0 * float(sample[metric])
+    return scores
+
+
+def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
+                         allowed: Callable[[str, float], bool] | None = None) -> tuple[pd.DataFrame, str]:
     """For methods run at several λ: the λ chosen on a validation half of the culture MCQ questions (split by
     question_id, so a question's localized and non-localized variants stay together) and its score on the
-    other half, beside the base run's score on that same half. Returns the table and a note ('' when no
-    method was swept, or why the selection could not be made)."""
+    other half, beside the base run's score on that same half. `allowed(method, λ)` restricts the candidates
+    (e.g. to a disruption budget); a method with no allowed λ gets no row. Returns the table and a note ('' when
+    no method was swept, or why the selection could not be made)."""
     from yapo_bench.analysis.selection import select_multipliers, split_ids
 
     scores: dict[tuple[str, float], dict[str, float]] = {}
     question_of: dict[str, str] = {}
     for run in runs:
-        for task in run.tasks:
-            parsed = culture_task(task)
-            if not parsed or parsed[0] != "mcq":
-                continue
-            for sample in run.samples.get(task, []):
-                if isinstance(sample.get(metric), (int, float)):
-                    item = f"{task}/{sample['doc_id']}"
-                    question_of[item] = str(sample.get("doc", {}).get("question_id", item))
-                    scores.setdefault((run.method, run.multiplier), {})[item] = 100.0 * float(sample[metric])
+        items = culture_item_scores(run, metric, question_of)
+        if items:
+            scores.setdefault((run.method, run.multiplier), {}).update(items)
     swept = {m for m, _ in scores if m != "base" and sum(1 for k in scores if k[0] == m) > 1}
     if not swept:
         return pd.DataFrame(), ""
     base_items = scores.get(("base", 0.0), {})
     try:
         split = split_ids(question_of.values(), 0.5, seed)
-        chosen = select_multipliers({k: v for k, v in scores.items() if k[0] in swept}, split, question_of.get)
+        chosen = select_multipliers({k: v for k, v in scores.items()
+                                     if k[0] in swept and (allowed is None or allowed(*k))}, split, question_of.get)
     except ValueError as err:  # e.g. λs scored on different items: say so in the report instead of guessing
         return pd.DataFrame(), f"Multiplier selection not possible: {err}"
     rows = []

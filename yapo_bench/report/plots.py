@@ -81,4 +81,6 @@ def per_country_bars(cells: pd.DataFrame, title: str) -> bytes | None:
     figure, axis = plt.subplots(figsize=(max(6.4, 0.9 * len(table)), 3.6))
     table.plot.bar(ax=axis, rot=0)
     axis.set(xlabel="", ylabel=f"{cells['metric'].iloc[0]} ({setting})", title=title)
+    # beside the axes, in as many columns as it takes: a sweep has dozens of runs
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, ncol=1 + (len(table.columns) - 1) // 14)
     return _png(figure)

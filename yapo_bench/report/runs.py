@@ -174,6 +174,12 @@ def _label(runs: list[EvalRun]) -> None:
             run.label = f"{run.label}#{index + 1}"
 
 
-def method_rank(label: str) -> tuple[int, str]:
-    method = label.split("@")[0].split("#")[0]
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
+def method_rank(label: str) -> tuple[int, str, float, str]:
+    """Sort key for run labels: the paper's method order, then λ numerically (so 2.5 comes before 10)."""
+    name, _, rest = label.partition("#")[0].partition("@")
+    try:
+        multiplier = float(rest) if rest else 0.0
+    except ValueError:
+        multiplier = 0.0
+    rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, name, multiplier, label)

@@ -270,6 +270,9 @@ class _NeutralKL:
 
 
 def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path) -> None:
+    """Score vs λ on the validation questions (what the selection sees) and on the test questions (what it is
+    reported on), and how far each λ moves the model: the gap between the two shows a wrecked model winning on
+    noise."""
     from yapo_bench.report.runs import method_rank
 
     plt = _pyplot()
@@ -278,25 +281,25 @@ def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path
     chosen = dict(zip(comparison["method"], comparison["chosen_multiplier"])) if not comparison.empty else {}
     for method in sorted(set(sweep["method"]) - {"base"}, key=method_rank):
         curve = sweep[sweep["method"] == method].sort_values("multiplier")
-        line, = score_ax.plot(curve["multiplier"], curve["mean"], marker="o", label=method)
-        score_ax.fill_between(curve["multiplier"], curve["ci_low"], curve["ci_high"], color=line.get_color(), alpha=0.12)
+        line, = score_ax.plot(curve["multiplier"], curve["validation_mean"], marker="o", label=f"{method}: validation")
+        score_ax.plot(curve["multiplier"], curve["test_mean"], marker=".", ls="--", color=line.get_color(),
+                      label=f"{method}: test")
         kl_ax.plot(curve["multiplier"], curve["answer_kl_mnat"], marker="o", color=line.get_color(),
                    label=f"{method}: culture answers")
         if "neutral_kl" in curve:
             kl_ax.plot(curve["multiplier"], 1000 * curve["neutral_kl"], marker=".", ls="--", color=line.get_color(),
                        label=f"{method}: neutral text, per token")
-        if method in chosen:
-            picked = curve[curve["multiplier"] == chosen[method]]
-            score_ax.plot(picked["multiplier"], picked["mean"], marker="*", ms=16, color=line.get_color(), ls="")
+        picked = curve[curve["multiplier"] == chosen.get(method)]
+        score_ax.plot(picked["multiplier"], picked["validation_mean"], marker="*", ms=16, color=line.get_color(), ls="")
     if not base.empty:
-        score_ax.axhline(float(base["mean"].iloc[0]), color="black", ls="--", lw=1, label="base")
-        score_ax.axhspan(float(base["ci_low"].iloc[0]), float(base["ci_high"].iloc[0]), color="black", alpha=0.06)
-    score_ax.set(xscale="log", xlabel="multiplier λ (log)", ylabel=f"{metric}, % (all items; band: 95 % CI)",
+        score_ax.axhline(float(base["validation_mean"].iloc[0]), color="black", lw=1, label="base: validation")
+        score_ax.axhline(float(base["test_mean"].iloc[0]), color="black", ls="--", lw=1, label="base: test")
+    score_ax.set(xscale="log", xlabel="multiplier λ (log)", ylabel=f"mean {metric}, %",
                  title=f"{title}: score vs λ (★ chosen on validation)")
     kl_ax.set(xscale="log", yscale="log", xlabel="multiplier λ (log)", ylabel="mean KL(base ‖ steered), millinats",
               title="How far steering moves the model")
-    score_ax.legend(fontsize=8)
-    kl_ax.legend(fontsize=8)
+    score_ax.legend(fontsize=7, ncol=2)
+    kl_ax.legend(fontsize=7)
     _save_figure(fig, path)
 
 

@@ -350,8 +350,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         directories = []
         for row in matched_kl.itertuples():
             tasks = tuple(t for t in unit_tasks(config, row.unit) if t.startswith("culture_mcq_"))
-            step = Step(f"eval-{row.method}-{row.unit.replace(':', '-')}-kl{args.kl_target:g}", "eval", row.method,
-                        row.unit, float(row.multiplier), tasks)
+            step = Step(f"eval-{row.method}-{row.unit.replace(':', '-')}-x{row.multiplier:.6g}", "eval", row.method,
+                        row.unit, float(row.multiplier), tasks)  # keyed by λ: another target or prompt set may match it
             directories.append(_evaluate_once(runner, step, vectors))
         matched_runs = load_runs(directories)
     comparison = comparison_table(sweep, selection, matched_runs, matched_kl, split, question_of, args.metric)

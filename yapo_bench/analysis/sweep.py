@@ -4,7 +4,8 @@
 - The sweep: per method and λ, the culture MCQ score over all items (with a bootstrap CI), on the validation
   and on the test half of the questions, and the mean per-item KL(base ‖ steered) of the answer distribution,
   which shows where a method starts to move (and then wreck) the model when the score itself cannot.
-- The selection: λ chosen per method on validation only (`report.tables.multiplier_selection`).
+- The selection: λ chosen per method on validation only, optionally among the λ within a neutral-text KL
+  budget (`report.tables.multiplier_selection`).
 - Matched KL: each method's vectors evaluated at the λ where their mean token KL on neutral text reaches one
   target, so methods are compared at equal disruption as well as at their best λ.
 """

@@ -312,16 +312,15 @@ def test_comparing_a_sparse_vector_with_its_own_decoded_direction() -> None:
 
 
 def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path, monkeypatch):
+    import dataclasses
+    import zlib
+
     import pandas as pd
     import yaml
 
     from yapo_bench.analysis import cli as analysis_cli
-    from yapo_bench.experiment import Runner
-
-    import dataclasses
-    import zlib
-
     from yapo_bench.data import spec
+    from yapo_bench.experiment import Runner
 
     def tiny_words(text: str) -> str:  # culture text in the tiny vocabulary, so that vectors are not ~0
         return " ".join(f"w{zlib.crc32(word.encode()) % 124}" for word in text.split())

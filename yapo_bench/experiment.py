@@ -212,8 +212,7 @@ def plan(config: RunConfig) -> list[Step]:
 def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
     done = {s.key for s in steps if (out / "steps" / f"{s.key}.json").exists()}
     layer = {None: "SAE/preset default", "auto": "auto (found by step `layers`)"}.get(config.layer, config.layer)
-    lines = [f"run {config.name}: model {config.model}, layer {layer}"
-             f", methods {', '.join(config.methods)}, out {out}"]
+    lines = [f"run {config.name}: model {config.model}, layer {layer}, methods {', '.join(config.methods)}, out {out}"]
     for step in steps:
         mark = "done" if step.key in done else f"~{step.estimate_s / 60:.1f} min"
         lines.append(f"  {step.key:<60} {mark}")

@@ -131,7 +131,6 @@ def _cmd_layers(args: argparse.Namespace) -> None:
 
 def _cmd_kl(args: argparse.Namespace) -> None:
     from yapo_bench.analysis.kl import multiplier_for_kl
-    from yapo_bench.corpus import load_corpus
     from yapo_bench.steering import SteeringVector
 
     vector = SteeringVector.load(args.vector)
@@ -144,7 +143,7 @@ def _cmd_kl(args: argparse.Namespace) -> None:
 
         sae = load_sae(args.sae or vector.sae_id)
     model, tokenizer = _load_model(model_spec)
-    prompts = load_corpus(args.prompts, split="heldout")[: args.n_prompts]
+    prompts = _neutral_prompts(args)
     match = multiplier_for_kl(args.target, model, tokenizer, prompts, vector, sae, args.direction,
                               rel_tol=args.rel_tol, max_length=args.max_length)
     out = args.out or REPORT_ROOT / "kl"
@@ -228,10 +227,8 @@ class _NeutralKL:
     that reaches a target, each cached as JSON under `work/kl/`, so a rerun recomputes only what is new."""
 
     def __init__(self, runner: Any, args: argparse.Namespace, work: Path) -> None:
-        from yapo_bench.corpus import load_corpus
-
         self.runner, self.args, self.dir = runner, args, work / "kl"
-        self.prompts = load_corpus(args.prompts, split="heldout")[: args.n_prompts]
+        self.prompts = _neutral_prompts(args)
 
     def _vector(self, path: str) -> tuple[Any, Any, Any]:
         from yapo_bench.steering import SteeringVector
@@ -319,21 +316,19 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     work = run_out / "sweep-work"  # the analysis's own evaluations and KL searches, beside the run's
     out = args.out or REPORT_ROOT / "sweep"
     runs = load_runs(sorted((run_out / "evals").iterdir()))
-    sweep = sweep_table(runs, args.metric, args.seed)
-    if sweep.empty:
-        raise ValueError(f"config: {args.config} evaluates no culture MCQ task with {args.metric}; expected "
-                         "`families` to include mcq")
+    split, question_of = culture_split(runs, args.metric, args.seed)
+    sweep = sweep_table(runs, split, question_of, args.metric)
     runner = Runner(config, run_out, not args.no_progress, evals_dir=work / "evals")
     vectors = {key: path for key, path in trained_vectors(config).items() if key[1].startswith("culture:")}
     neutral = _NeutralKL(runner, args, work) if args.kl_target is not None or args.max_kl is not None else None
 
     allowed = None
     if neutral is not None:  # the neutral-text KL of every (method, λ): mean over the method's vectors
-        per_vector = {(method, unit): neutral.curve(method, unit, path, config.multipliers_for(method))
-                      for (method, unit), path in sorted(vectors.items())}
-        neutral_kl = {(method, m): float(pd.Series([curve[m] for (meth, _), curve in per_vector.items()
-                                                    if meth == method]).mean())
-                      for method in {meth for meth, _ in per_vector} for m in config.multipliers_for(method)}
+        per_vector: dict[tuple[str, float], list[float]] = {}
+        for (method, unit), path in sorted(vectors.items()):
+            for multiplier, kl in neutral.curve(method, unit, path, config.multipliers_for(method)).items():
+                per_vector.setdefault((method, multiplier), []).append(kl)
+        neutral_kl = {key: sum(values) / len(values) for key, values in per_vector.items()}
         sweep["neutral_kl"] = [0.0 if r.method == "base" else neutral_kl.get((r.method, r.multiplier), float("nan"))
                                for r in sweep.itertuples()]
         if args.max_kl is not None:
@@ -342,7 +337,6 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     selection, note = multiplier_selection(runs, args.metric, args.seed, allowed)
     if args.max_kl is not None:
         note += f" Candidates: λ whose mean neutral-text KL is at most {args.max_kl} nats."
-    split, question_of = culture_split(runs, args.metric, args.seed)
 
     matched_kl, matched_runs = pd.DataFrame(), []
     if args.kl_target is not None:
@@ -389,6 +383,20 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
             print(mmlu[["group", "metric", "label", "value", "ci_low", "ci_high"]].round(3).to_string(index=False))
     print(f"wrote {out}/sweep.csv, comparison.csv, sweep.json, sweep.png" + (f" ({note})" if note else ""))
 
+def _add_neutral_text_arguments(parser: argparse.ArgumentParser) -> None:
+    """The neutral text that `kl` and `sweep` measure KL on."""
+    parser.add_argument("--prompts", default="python-stdlib",
+                        help="neutral text: a corpus spec as for `sae train` (default: %(default)s, held-out split)")
+    parser.add_argument("--n-prompts", type=int, default=32, help="documents used (default: %(default)s)")
+    parser.add_argument("--max-length", type=int, default=64, help="tokens per document (default: %(default)s)")
+
+
+def _neutral_prompts(args: argparse.Namespace) -> list[str]:
+    from yapo_bench.corpus import load_corpus
+
+    return load_corpus(args.prompts, split="heldout")[: args.n_prompts]
+
+
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `analyze layers|kl|features|sweep` to the `yapo-bench` sub-command parser."""
     analyze = subparsers.add_parser("analyze", help="analyses: layer discovery, matched KL, feature reading, λ sweep",
@@ -421,10 +429,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     kl.add_argument("--model", default=None, help="model (default: the one the vector records)")
     kl.add_argument("--sae", default=None, help="SAE for a sparse vector (default: the one the vector records)")
     kl.add_argument("--direction", type=int, choices=[-1, 1], default=1, help="d (default: %(default)s)")
-    kl.add_argument("--prompts", default="python-stdlib",
-                    help="neutral text: a corpus spec as for `sae train` (default: %(default)s, held-out split)")
-    kl.add_argument("--n-prompts", type=int, default=32, help="documents used (default: %(default)s)")
-    kl.add_argument("--max-length", type=int, default=64, help="tokens per document (default: %(default)s)")
+    _add_neutral_text_arguments(kl)
     kl.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance on KL (default: %(default)s)")
     kl.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/kl)")
     kl.set_defaults(func=_cmd_kl)
@@ -461,10 +466,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--max-kl", type=float, default=None,
                        help="choose λ only among those whose neutral-text KL is at most this (nats): a disruption "
                        "budget, so that a wrecked model cannot win on noise")
-    sweep.add_argument("--prompts", default="python-stdlib",
-                       help="neutral text for the KL: a corpus spec (default: %(default)s, held-out split)")
-    sweep.add_argument("--n-prompts", type=int, default=32, help="documents for the KL (default: %(default)s)")
-    sweep.add_argument("--max-length", type=int, default=64, help="tokens per document (default: %(default)s)")
+    _add_neutral_text_arguments(sweep)
     sweep.add_argument("--mmlu-tasks", nargs="+", default=None,
                        help="lm-eval MMLU tasks for the preservation check, e.g. mmlu_cloze_anatomy")
     sweep.add_argument("--mmlu-limit", type=int, default=None, help="items per MMLU task (default: all)")

@@ -33,6 +33,8 @@ def culture_split(runs: Sequence[EvalRun], metric: str = "p_gold_norm", seed: in
     question_of: dict[str, str] = {}
     for run in runs:
         culture_item_scores(run, metric, question_of)
+    if not question_of:
+        raise ValueError(f"runs: no culture MCQ item scored with {metric}; expected the run's `families` to include mcq")
     return split_ids(question_of.values(), 0.5, seed), question_of
 
 
@@ -46,10 +48,11 @@ def pooled_scores(runs: Sequence[EvalRun], metric: str, key: str = "multiplier")
     return pooled
 
 
-def sweep_table(runs: Sequence[EvalRun], metric: str = "p_gold_norm", seed: int = 0) -> pd.DataFrame:
+def sweep_table(runs: Sequence[EvalRun], split: Split, question_of: Mapping[str, str],
+                metric: str = "p_gold_norm") -> pd.DataFrame:
     """One row per (method, λ), the base as λ = 0: n items, mean score over all items with its 95 % CI, the
-    means on the validation and test questions, accuracy, and the mean answer KL to the base (millinats)."""
-    split, question_of = culture_split(runs, metric, seed)
+    means on the validation and test questions (`culture_split`), accuracy, and the mean answer KL to the base
+    (millinats)."""
     scores = pooled_scores(runs, metric)
     accuracy = pooled_scores(runs, "acc")
     base = next((run for run in runs if run.method == "base"), None)

@@ -59,7 +59,9 @@ def timed_run(loaded: Any, sae: torch.nn.Module | None, pairs: PairSet, method: 
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    from yapo_bench.environment import versions
+
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": versions(),
             "python": platform.python_version(), "platform": platform.platform()}
 
 

@@ -6,7 +6,8 @@ import pytest
 from conftest import tiny_gemma3, tiny_llama, tiny_tokenizer
 
 from yapo_bench import models
-from yapo_bench.models import ModelLoadError, Preset, get_layer, get_preset, hidden_size, load_model, num_layers
+from yapo_bench.internals import get_layer, hidden_size, num_layers
+from yapo_bench.models import ModelLoadError, Preset, get_preset, load_model
 
 
 def test_local_directory_loads(tmp_path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import D_SAE, HIDDEN, random_sae, tiny_gemma3, tiny_llama
 
-from yapo_bench.models import get_layer
+from yapo_bench.internals import get_layer
 from yapo_bench.sae import SAELoadError, sae_hash
 from yapo_bench.steering import (
     SteeringError,
@@ -233,6 +233,9 @@ def test_save_load_round_trip_is_exact(tmp_path, space: str) -> None:
     loaded = SteeringVector.load(tmp_path / "vec")
     assert torch.equal(loaded.values, vector.values)
     assert loaded.metadata() == vector.metadata()
+    recorded = loaded.provenance["versions"]  # what made it, read back
+    assert set(recorded) >= {"yapo-bench", "torch", "transformers", "lm_eval", "sae-lens", "git_commit"}
+    assert recorded["torch"] == torch.__version__
     assert (tmp_path / "vec" / "vector.json").is_file()
     # also by file path, and without the JSON sidecar (metadata lives in the safetensors header too)
     (tmp_path / "vec" / "vector.json").unlink()

@@ -8,6 +8,7 @@ and would dominate both training and variance explained.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -24,7 +25,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo_bench.atomic import atomic_dir, atomic_file
-from yapo_bench.models import PRESETS, get_layer, hidden_size, layer_output, layer_output_tensor
+from yapo_bench.environment import versions
+from yapo_bench.internals import edit_layer_output, get_layer, hidden_size, layer_output
+from yapo_bench.models import PRESETS
 from yapo_bench.resources import resource_dir
 
 SHIPPED_SAE_DIR = resource_dir("data") / "saes"
@@ -380,29 +383,22 @@ def _summed_ce(
 ) -> tuple[float, int]:
     """Summed next-token CE and token count with layer `layer`'s output passed through `replace` at every
     real position except the first and, when `sink_factor` is set, except massive-norm (sink) tokens."""
-    handle = None
-    if replace is not None:
-        real = enc["attention_mask"].bool()
-        first = real.float().argmax(dim=1)
+    real = enc["attention_mask"].bool()
+    first = real.float().argmax(dim=1)
 
-        def hook(_m: nn.Module, _i: object, output: object) -> object:
-            hidden = layer_output_tensor(output)
-            keep = real.clone()
-            keep[torch.arange(keep.shape[0]), first] = False
-            if sink_factor is not None:
-                sink = torch.zeros_like(keep)
-                sink[real] = massive_norm_mask(hidden[real], sink_factor)
-                keep &= ~sink
-            new = hidden.clone()
-            new[keep] = replace(hidden[keep].float()).to(hidden.dtype)
-            return (new, *output[1:]) if isinstance(output, tuple) else new
+    def replaced(hidden: torch.Tensor) -> torch.Tensor:
+        keep = real.clone()
+        keep[torch.arange(keep.shape[0]), first] = False
+        if sink_factor is not None:
+            sink = torch.zeros_like(keep)
+            sink[real] = massive_norm_mask(hidden[real], sink_factor)
+            keep &= ~sink
+        new = hidden.clone()
+        new[keep] = replace(hidden[keep].float()).to(hidden.dtype)
+        return new
 
-        handle = get_layer(model, layer).register_forward_hook(hook)
-    try:
+    with edit_layer_output(model, layer, replaced) if replace is not None else contextlib.nullcontext():
         logits = model(**enc).logits[:, :-1].float()
-    finally:
-        if handle is not None:
-            handle.remove()
     labels = enc["input_ids"][:, 1:]
     mask = enc["attention_mask"][:, 1:].bool() & enc["attention_mask"][:, :-1].bool()
     loss = torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="sum")
@@ -535,8 +531,7 @@ def build_sae(spec: SAETrainSpec, out: Path, command: str = "", progress: bool =
         "dead_fraction_training_window": sae.cfg.metadata.num_dead_features / spec.d_sae,
         "eval": {"corpus_split": "heldout", **evaluation.to_dict()},
         "command": command,
-        "sae_lens_version": _version("sae-lens"),
-        "torch_version": torch.__version__,
+        "versions": versions(),
     }
     save_sae(sae, out, card, spec.save_dtype)
     return inference, evaluation
@@ -562,12 +557,3 @@ def _corpus_description(corpus: str) -> str:
             "every third document rendered as a chat turn; documents cut into windows of seq_len tokens"
         )
     return corpus
-
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -28,7 +28,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from yapo_bench.atomic import atomic_file
-from yapo_bench.models import decoder_owner, get_layer, hidden_size, model_identity
+from yapo_bench.internals import (
+    cache_argument,
+    cached_tokens,
+    decoder_owner,
+    forward_arguments,
+    get_layer,
+    hidden_size,
+    layer_hidden,
+    with_hidden,
+)
+from yapo_bench.models import model_identity
 
 SPACES = ("dense", "sae")
 POSITIONS = ("all", "prompt", "response", "generated")
@@ -172,12 +182,12 @@ class SteeringVector:
         ends in .safetensors). Both are written atomically; returns the safetensors path."""
         tensor_path, json_path = self._paths(path)
         if "created" not in self.provenance:
-            from yapo_bench import __version__
+            from yapo_bench.environment import versions
 
             self.provenance = {
                 **self.provenance,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "yapo_bench_version": __version__,
+                "versions": versions(),
             }
         meta = self.metadata()
         values = self.values.detach().to(torch.float32).cpu().contiguous()
@@ -357,9 +367,9 @@ class SteeringHandle:
         """Index of each row's first response token, for `positions` = prompt / response."""
         self.response_start = None if response_start is None else torch.as_tensor(response_start).long()
 
-    def _begin_forward(self, length: int, past: int, attention_mask: torch.Tensor | None, batch: int) -> None:
+    def _begin_forward(self, length: int, past: int, attention_mask: Any, batch: int) -> None:
         real = torch.ones(batch, length, dtype=torch.bool)
-        if attention_mask is not None and attention_mask.dim() == 2:
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:  # 4-D / dict masks: no padding info
             real = attention_mask[:, -length:].bool().cpu()
         absolute = torch.arange(past, past + length)
         if isinstance(self.positions, torch.Tensor):
@@ -418,17 +428,16 @@ def steer(
     gathered: dict[torch.device, SparseWeights | None] = {}  # v and its SAE columns, read once per device
     gathers = vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae)
 
-    def before_decoder(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        inputs = kwargs.get("input_ids", args[0] if args else None)
+    def before_decoder(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        arguments = forward_arguments(module, args, kwargs)
+        inputs = arguments.get("input_ids")
         if inputs is None:
-            inputs = kwargs["inputs_embeds"]
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
-        attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        handle._begin_forward(inputs.shape[1], int(past), attention_mask, inputs.shape[0])
+            inputs = arguments["inputs_embeds"]
+        past = cached_tokens(cache_argument(arguments))  # never from position_ids (left padding shifts them)
+        handle._begin_forward(inputs.shape[1], past, arguments.get("attention_mask"), inputs.shape[0])
 
-    def after_layer(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
+    def after_layer(module: nn.Module, _inputs: tuple, output: Any) -> Any:
+        hidden = layer_hidden(output, module)
         mask = handle._mask
         if mask is None or mask.shape != hidden.shape[:2]:
             raise SteeringError("steer: layer ran outside a model forward pass; call the model, not the layer")
@@ -439,8 +448,7 @@ def steer(
             if gathered[key] is None:  # v = 0: nothing to add
                 return output
         delta = steering_delta(hidden, vector, coefficient, sae, sparse_form, gathered.get(hidden.device))
-        steered = hidden + (delta * mask.to(hidden.device)[..., None]).to(hidden.dtype)
-        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+        return with_hidden(output, hidden + (delta * mask.to(hidden.device)[..., None]).to(hidden.dtype))
 
     hooks = [
         decoder_owner(model).register_forward_pre_hook(before_decoder, with_kwargs=True),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yapo_bench.models import layer_output
+from yapo_bench.internals import layer_output
 from yapo_bench.sae import token_windows, window_batches
 from yapo_bench.steering import SteeringError, SteeringVector
 

@@ -24,8 +24,15 @@ import torch
 from torch import nn
 
 from yapo_bench.data.culture import WESTERN, CultureItem
-from yapo_bench.methods.preference import replay_layer_output
-from yapo_bench.models import get_layer, layer_output_tensor, num_layers
+from yapo_bench.internals import (
+    cache_keyword,
+    edit_layer_output,
+    get_layer,
+    num_layers,
+    output_cache,
+    record_layer_outputs,
+    replay_layer_output,
+)
 
 NORMALIZATIONS = ("chars", "tokens", "none")
 
@@ -102,20 +109,10 @@ def last_token_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor
     [n_layers, d_model]. Read with forward hooks, so the last entry is before the final norm."""
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise PatchingError(f"input_ids: expected one unpadded sequence [1, seq], got shape {tuple(input_ids.shape)}")
-    states: list[torch.Tensor | None] = [None] * num_layers(model)
-
-    def recorder(layer: int) -> Any:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            states[layer] = layer_output_tensor(output)[0, -1].detach().clone()
-        return hook
-
-    handles = [get_layer(model, layer).register_forward_hook(recorder(layer)) for layer in range(len(states))]
-    try:
+    layers = range(num_layers(model))
+    with record_layer_outputs(model, layers, select=lambda hidden: hidden[0, -1]) as states:
         model(input_ids=input_ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(states)  # type: ignore[arg-type]
+    return torch.stack([states[layer] for layer in layers])
 
 
 @contextlib.contextmanager
@@ -124,23 +121,19 @@ def patch_state(model: nn.Module, layer: int, position: int, state: torch.Tensor
     in every row of every forward pass; the hook is removed on exit, also on error."""
     if isinstance(position, bool) or not isinstance(position, int) or position < 0:
         raise PatchingError(f"position: {position!r}; expected a non-negative integer index")
-    module = get_layer(model, layer)
+    get_layer(model, layer)
     if state.dim() != 1:
         raise PatchingError(f"state: expected a 1-D [d_model] tensor, got shape {tuple(state.shape)}")
 
-    def hook(_module: nn.Module, _inputs: object, output: Any) -> Any:
-        hidden = layer_output_tensor(output)
+    def patch(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[1] <= position:
             raise PatchingError(f"position: {position} is beyond this forward pass's {hidden.shape[1]} positions")
         patched = hidden.clone()
         patched[:, position] = state.to(device=hidden.device, dtype=hidden.dtype)
-        return (patched, *output[1:]) if isinstance(output, tuple) else patched
+        return patched
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with edit_layer_output(model, layer, patch):
         yield
-    finally:
-        handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -215,33 +208,22 @@ class _PatchedScorer:
         cut = batch.prompt_last
         self.suffix = batch.input_ids[:, cut:]
         self.continuation = batch.continuation[:, cut:]
-        self.prefix_cache = model(input_ids=batch.input_ids[:, :cut], attention_mask=batch.attention_mask[:, :cut],
-                                  use_cache=True).past_key_values
-        states: list[torch.Tensor | None] = [None] * num_layers(model)
-
-        def recorder(layer: int) -> Any:
-            def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-                states[layer] = layer_output_tensor(output).detach().clone()
-            return hook
-
-        handles = [get_layer(model, layer).register_forward_hook(recorder(layer)) for layer in range(len(states))]
-        try:
+        self.prefix_cache = output_cache(model(input_ids=batch.input_ids[:, :cut],
+                                               attention_mask=batch.attention_mask[:, :cut], use_cache=True))
+        with record_layer_outputs(model, range(num_layers(model))) as states:
             self.baseline = self._probabilities()
-        finally:
-            for handle in handles:
-                handle.remove()
         self.states = states
 
     def _probabilities(self) -> torch.Tensor:
         # Each run appends to the cache in place: give it a copy, so the prefix cache stays the prefix's.
-        logits = self.model(input_ids=self.suffix, attention_mask=self.batch.attention_mask,
-                            past_key_values=copy.deepcopy(self.prefix_cache)).logits
+        cache = {cache_keyword(self.model): copy.deepcopy(self.prefix_cache)}
+        logits = self.model(input_ids=self.suffix, attention_mask=self.batch.attention_mask, **cache).logits
         return _option_probabilities(logits, self.suffix, self.continuation, self.batch.lengths)
 
     @torch.no_grad()
     def patched(self, layer: int, state: torch.Tensor) -> torch.Tensor:
         """Option probabilities with the last prompt token's state after `layer` set to `state`."""
-        replayed = self.states[layer].clone()  # type: ignore[union-attr]
+        replayed = self.states[layer].clone()
         replayed[:, 0] = state.to(replayed.dtype)
         with replay_layer_output(self.model, layer, replayed):
             return self._probabilities()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from yapo_bench.models import LoadedModel, layer_output
+from yapo_bench.internals import layer_output
+from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, encode_with_response
 
 AGGREGATIONS = ("response_mean", "last")

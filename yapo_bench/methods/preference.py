@@ -12,11 +12,11 @@ Both go through the one `steer(...)`; they agree to float precision (tested).
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from yapo_bench.atomic import atomic_file
 from yapo_bench.distributed import DataParallel, data_parallel
-from yapo_bench.models import LoadedModel, decoder_layers, get_layer, hidden_size, layer_output
+from yapo_bench.internals import get_layer, hidden_size, layer_output, replay_layer_output
+from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response
 from yapo_bench.steering import SteeringVector, steer
 
@@ -62,37 +63,6 @@ def encode_pairs(loaded: LoadedModel, pairs: Sequence[PreferencePair], max_lengt
             sides.append(EncodedSequence(len(encoded) * 2 + len(sides), ids, start))
         encoded.append(EncodedPair(*sides))
     return encoded, truncated
-
-
-class _Passthrough(nn.Module):
-    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return hidden_states
-
-
-class _Replay(nn.Module):
-    """Stands in for layer L: returns the cached A_L(x) whatever it is given."""
-
-    def __init__(self, cached: torch.Tensor) -> None:
-        super().__init__()
-        self.cached = cached
-
-    def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        return self.cached.to(hidden_states.dtype)
-
-
-@contextlib.contextmanager
-def replay_layer_output(model: nn.Module, layer: int, cached: torch.Tensor) -> Iterator[None]:
-    """Within the block, the model's layers 0..layer are replaced by the cached output of `layer`."""
-    layers = decoder_layers(model)
-    originals = [layers[i] for i in range(layer + 1)]
-    try:
-        for i in range(layer):
-            layers[i] = _Passthrough()
-        layers[layer] = _Replay(cached)
-        yield
-    finally:
-        for i, module in enumerate(originals):
-            layers[i] = module
 
 
 def _pad(sequences: Sequence[EncodedSequence], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,11 +9,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pandas as pd
 
 from yapo_bench.atomic import atomic_file
+from yapo_bench.environment import describe, versions
 from yapo_bench.report import plots
 from yapo_bench.report.published_side import (
     behaviours_paper,
@@ -188,6 +190,13 @@ def _markdown(title: str, runs: pd.DataFrame, sections: list[Section], figures: 
     return "\n".join(parts)
 
 
+def _version_footer(run_versions: list[dict[str, Any]]) -> str:
+    """Which software built the report and which the evaluations it reads ran under."""
+    evaluated = "; ".join(describe(found) if "yapo-bench" in found else
+                          ", ".join(f"{k} {v}" for k, v in sorted(found.items())) for found in run_versions if found)
+    return f"Report built with {describe()}." + (f" Evaluations ran under: {evaluated}." if evaluated else "")
+
+
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None) -> Path:
     """Write index.html, report.md, report.json, tables/*.csv and plots/*.png under `out_dir`; returns the
     HTML page. `run_dirs`: lm-eval `--output_path` directories or results files (`PATH=LABEL` to name one)."""
@@ -206,11 +215,14 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
         with atomic_file(out / "plots" / f"{name}.png") as tmp:
             tmp.write_bytes(png)
     with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(_markdown(title, runs_frame, sections, figures))
+        tmp.write_text(_markdown(title, runs_frame, sections, figures) + f"\n---\n{footer}\n")
     numbers = {section.key: json.loads(section.frame.to_json(orient="records")) for section in sections}
+    run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
+    footer = _version_footer(run_versions)
     with atomic_file(out / "report.json") as tmp:
         tmp.write_text(json.dumps({"title": title, "runs": json.loads(runs_frame.to_json(orient="records")),
-                                   "tables": numbers}, indent=1, sort_keys=True) + "\n")
+                                   "tables": numbers, "versions": {"report": versions(), "runs": run_versions}},
+                                  indent=1, sort_keys=True) + "\n")
     template = jinja2.Environment(loader=jinja2.PackageLoader("yapo_bench.report", "templates"),
                                   autoescape=jinja2.select_autoescape()).get_template("report.html.j2")
     html = template.render(
@@ -218,7 +230,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
         runs=runs_frame.drop(columns=["results_file"]).to_html(index=False, na_rep="", border=0),
         sections=[{"title": s.title, "notes": s.notes, "table": s.display.reset_index().to_html(index=False, border=0, na_rep="")}
                   for s in sections],
-        figures={name: base64.b64encode(png).decode() for name, png in figures.items()})
+        figures={name: base64.b64encode(png).decode() for name, png in figures.items()}, versions=footer)
     with atomic_file(out / "index.html") as tmp:
         tmp.write_text(html)
     return out / "index.html"

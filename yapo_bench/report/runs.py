@@ -37,6 +37,7 @@ class EvalRun:
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""
+    versions: dict[str, Any] = field(default_factory=dict)  # what the evaluation ran under
 
     @property
     def tasks(self) -> list[str]:
@@ -129,7 +130,15 @@ def load_run(results_file: Path, verdicts: list[dict[str, Any]] | None = None, o
                    model=str(args.get("model") or args.get("pretrained") or config.get("model")),
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
                    samples=_read_samples(results_file, timestamp),
-                   verdicts=_verdicts_of(verdicts, timestamp, only_run))
+                   verdicts=_verdicts_of(verdicts, timestamp, only_run), versions=_versions_of(data, config))
+
+
+def _versions_of(data: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The versions a results file records: yapo_steered's own record, else what lm-eval itself writes."""
+    if config.get("yapo_versions"):
+        return dict(config["yapo_versions"])
+    return {name: data[key] for name, key in (("transformers", "transformers_version"), ("lm_eval", "lm_eval_version"))
+            if data.get(key)}
 
 
 def load_runs(paths: list[str | Path]) -> list[EvalRun]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import transformers
 from conftest import tiny_llama, tiny_tokenizer
 
 from yapo_bench.cli import main
@@ -76,6 +77,10 @@ def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> 
     tables = json.loads((out / "report.json").read_text())["tables"]
     assert {r["label"] for r in tables["table1_mcq"]} == {"base", "caa", "bipo@1", "bipo@2"}
     assert (out / "index.html").is_file() and (out / "plan.json").is_file()
+    recorded = json.loads((out / "plan.json").read_text())["versions"]
+    assert recorded["transformers"] == transformers.__version__ and recorded["yapo-bench"]
+    assert json.loads((out / "report.json").read_text())["versions"]["runs"] == [recorded]  # each eval recorded them
+    assert f"transformers {transformers.__version__}" in (out / "index.html").read_text()
     config.multipliers["caa"] = [1.0, 3.0]  # a λ added later: only its evaluation runs, and the report again
     assert [s.key for s in run(config, progress=False)] == ["eval-caa-culture-egypt-x3", "report"]
     labels = {r["label"] for r in json.loads((out / "report.json").read_text())["tables"]["table1_mcq"]}

@@ -127,3 +127,51 @@ def test_yapo_bench_eval_front_runs_lm_eval(model_dir: Path, capsys: pytest.Capt
 
     assert main(["eval", "--model_args", f"model={model_dir}", "--tasks", "culture_mcq_usa_both", "--limit", "1"]) == 0
     assert "culture_mcq_usa_both" in capsys.readouterr().out
+
+
+def _manual_loglikelihood(lm: YapoSteeredLM, context: str, continuation: str, **steering) -> float:
+    """Σ log p(continuation | context) by one plain forward under `steer`, with lm-eval's own tokenization."""
+    from yapo_bench.steering import steer
+
+    context_enc, continuation_enc = lm._encode_pair(context, continuation)
+    ids = torch.tensor([context_enc + continuation_enc])
+    with torch.no_grad(), steer(lm.loaded.model, **steering):
+        logprobs = lm.loaded.model(ids[:, :-1]).logits.log_softmax(-1)[0]
+    targets = ids[0, len(context_enc):]
+    return float(logprobs[len(context_enc) - 1:].gather(-1, targets[:, None]).sum())
+
+
+@pytest.mark.parametrize("positions", ["prompt", "response", "generated"])
+def test_loglikelihood_steers_exactly_the_requested_positions(model_dir: Path, tmp_path: Path, positions: str) -> None:
+    """With prompt/response positions, each request's continuation boundary reaches steer(): the scores equal a
+    plain forward steered at the same positions, and differ from both the base and all-positions runs."""
+    torch.manual_seed(0)
+    vector = SteeringVector.dense(torch.randn(HIDDEN) * 3, layer=1)
+    vector.save(tmp_path / "v")
+    lm = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=1.0, positions=positions,
+                       batch_size=2)
+    scores = _loglikelihoods(lm)
+    base = _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2))
+    every = _loglikelihoods(YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=1.0,
+                                          batch_size=2))
+    for (context, continuation), score, plain, everywhere in zip(REQUESTS, scores, base, every):
+        context_enc, continuation_enc = lm._encode_pair(context, continuation)
+        expected = _manual_loglikelihood(lm, context, continuation, vector=vector, multiplier=1.0,
+                                         positions=positions, response_start=[len(context_enc)])
+        assert score == pytest.approx(expected, abs=1e-4)
+        if positions != "prompt" or len(continuation_enc) > 1:  # else the window is all prompt: as "all"
+            assert score != pytest.approx(everywhere, abs=1e-3)
+        if positions == "prompt" or len(continuation_enc) > 1:
+            assert score != pytest.approx(plain, abs=1e-3)
+        else:  # response steering of a one-token continuation: its log-prob comes from the unsteered prompt
+            assert score == pytest.approx(plain, abs=1e-5)
+
+
+def test_a_layer_other_than_the_vectors_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    SteeringVector.dense(torch.ones(HIDDEN), layer=1).save(tmp_path / "v")
+    with pytest.raises(ValueError, match="layer: 3 but the vector .* was made at layer 1"):
+        YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), layer=3)
+    with pytest.raises(ValueError, match="layer: -1; expected a non-negative integer"):
+        YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), layer=-1)
+    lm = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"))  # recorded: the layer that ran
+    assert lm.get_model_info()["yapo_steering"]["layer"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -80,6 +81,7 @@ def _cmd_vector_export(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.data import load_pairs
     from yapo_bench.distributed import data_parallel
+    from yapo_bench.locking import exclusive
     from yapo_bench.methods import get_method
     from yapo_bench.models import load_model
     from yapo_bench.pairs import PairSet
@@ -87,7 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     method = get_method(args.method)
     sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, method.NEEDS_SAE, sae_field="--sae",
-                                       purpose=f"method {args.method}")
+                                       purpose=f"method {args.method}", layer_field="--layer")
     if layer is None:
         layer = _default_layer(args.model, "--layer")
     pairs = load_pairs(args.data, args.data_dir)
@@ -98,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
     loaded = load_model(args.model)
     if args.method in ("caa", "sas"):
-        spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k)
+        spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k, max_length=args.max_length)
     else:
         spec = method.Spec(
             layer=layer, steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
@@ -107,11 +109,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
             heldout_fraction=args.heldout_fraction, eval_every=args.eval_every,
             checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
         )
-    vector = method.fit(loaded, pairs, spec, sae=sae)
-    if not data_parallel().is_main:  # under a multi-process launch rank 0 writes and reports for all
+    main_rank = data_parallel().is_main  # under a multi-process launch rank 0 writes and reports for all
+    with exclusive(args.out, "--out") if main_rank else contextlib.nullcontext():
+        vector = method.fit(loaded, pairs, spec, sae=sae)
+        if getattr(spec, "run_dir", None) is None and main_rank:  # the preference loop saves beside its log
+            vector.save(args.out)
+    if not main_rank:
         return
-    if getattr(spec, "run_dir", None) is None:  # the preference loop saves its vector beside its log
-        vector.save(args.out)
     summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"
     summary += f", L0 {vector.l0})" if vector.space == "sae" else ")"
     if vector.provenance.get("final_loss") is not None:
@@ -214,12 +218,25 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from yapo_bench.report import build_report
 
-    page = build_report(args.run_dirs, args.out, title=args.title)
+    from yapo_bench.locking import exclusive
+
+    with exclusive(args.out, "--out"):
+        page = build_report(args.run_dirs, args.out, title=args.title)
     print(f"wrote {page} (+ report.md, report.json, tables/, plots/ in {page.parent})")
     if args.screenshot:
         from yapo_bench.report.screenshot import screenshot
 
         print(f"wrote {screenshot(page, args.screenshot)}")
+
+
+def _multiplier(text: str) -> float:
+    """argparse type for λ: a finite number >= 0, refused before any work is done."""
+    from yapo_bench.steering import SteeringError, check_multiplier
+
+    try:
+        return check_multiplier(float(text))
+    except (ValueError, SteeringError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number >= 0") from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(PRESETS),
                       help="preset model with a shipped SAE (default: %(default)s)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default: %(default)s)")
-    demo.add_argument("--multiplier-dense", type=float, default=1.5, help="λ for the CAA vector (default: %(default)s)")
-    demo.add_argument("--multiplier-sparse", type=float, default=4.0, help="λ for the SAS vector (default: %(default)s)")
+    demo.add_argument("--multiplier-dense", type=_multiplier, default=1.5, help="λ for the CAA vector (default: %(default)s)")
+    demo.add_argument("--multiplier-sparse", type=_multiplier, default=4.0, help="λ for the SAS vector (default: %(default)s)")
     demo.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
 
@@ -308,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (default: all)")
     fit_parser.add_argument("--out", type=Path, required=True, help="run directory: vector, log, checkpoint")
     fit_parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    fit_parser.add_argument("--max-length", type=int, default=256, help="tokens per sequence (at most the model's "
+                            "positions); longer ones keep their first tokens, are counted and recorded, and a "
+                            "sequence that would lose its whole response is refused (default: %(default)s)")
     mean_diff = fit_parser.add_argument_group("caa / sas")
     mean_diff.add_argument("--aggregation", default="response_mean", choices=["response_mean", "last"],
                            help="token positions averaged: all response tokens or the last one (default: %(default)s)")
@@ -325,8 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--direction-mode", default="batch", choices=["batch", "example"],
                       help="draw d ∈ {−1,+1} once per batch or per pair (default: %(default)s)")
     loop.add_argument("--seed", type=int, default=0, help="seed for the split, batches and directions (default: %(default)s)")
-    loop.add_argument("--max-length", type=int, default=256, help="tokens per sequence; longer ones are truncated "
-                      "and counted (default: %(default)s)")
     loop.add_argument("--heldout-fraction", type=float, default=0.1, help="pairs held out for evaluation (default: %(default)s)")
     loop.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval in steps (default: %(default)s)")
     loop.add_argument("--checkpoint-every", type=int, default=25, help="checkpoint interval in steps (default: %(default)s)")
@@ -425,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         description="Export a dense vector for lm-eval's built-in `steered` model.")
     export.add_argument("path", type=Path, help="vector directory, .safetensors or .json")
     export.add_argument("--out", type=Path, required=True, help="output .pt file")
-    export.add_argument("--multiplier", type=float, default=1.0, help="λ folded into the coefficient (default: %(default)s)")
+    export.add_argument("--multiplier", type=_multiplier, default=1.0, help="λ folded into the coefficient (default: %(default)s)")
     export.add_argument("--direction", type=int, default=1, choices=[-1, 1], help="d (default: %(default)s)")
     export.set_defaults(func=_cmd_vector_export)
     return parser
@@ -441,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ValueError as err:  # our spec/validation errors: one clear line, no traceback
         print(f"yapo-bench: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full disk, a missing file: which file, and why
+        where = f" {err.filename}" if err.filename else ""
+        print(f"yapo-bench: error: cannot access{where}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from yapo_bench.atomic import atomic_file
+from yapo_bench.environment import versions
+from yapo_bench.locking import exclusive
 
 METHODS = ("base", "caa", "sas", "bipo", "yapo")
 SPARSE_METHODS = ("sas", "yapo")
@@ -86,6 +88,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS
+        from yapo_bench.steering import check_multiplier
 
         if isinstance(self.training, dict):
             self.training = TrainingBudget(**self.training)
@@ -107,8 +110,10 @@ class RunConfig:
             if family not in CULTURE_FAMILIES:
                 raise ValueError(f"families: {family!r}; expected some of {', '.join(CULTURE_FAMILIES)}")
         for method, values in self.multipliers.items():
-            if method not in METHODS[1:] or not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
+            if method not in METHODS[1:] or not isinstance(values, list) or not values:
                 raise ValueError(f"multipliers.{method}: expected a method of {METHODS[1:]} with a list of numbers >= 0")
+            for value in values:
+                check_multiplier(value, f"multipliers.{method}")
         if self.layer is not None and self.layer != "auto" and (not isinstance(self.layer, int) or self.layer < 0):
             raise ValueError(f"layer: {self.layer!r}; expected a non-negative integer, \"auto\" (layer discovery) "
                              "or null (the SAE's / preset's)")
@@ -138,6 +143,11 @@ class RunConfig:
 
     def multipliers_for(self, method: str) -> list[float]:
         return [float(v) for v in self.multipliers.get(method, [1.0])]
+
+
+class StepIncomplete(ValueError):
+    """A step that ran but did not finish its work (e.g. judge requests that failed): it is left unmarked, so a
+    rerun does it again, and the run reports it instead of a report built on partial results."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +330,8 @@ class Runner:
         model = spec.model or Path(spec.gguf or "SmolLM2-135M-Instruct.Q4_1.gguf").stem
         summary = judge_run(self.out / "evals" / f"eval-{step.key[len('judge-'):]}",
                             JudgeConfig(base_url=judge_url, model=model, concurrency=spec.concurrency), progress=self.progress)
+        if summary["failed"]:  # not done: a rerun retries exactly the failed requests (they are never cached)
+            raise StepIncomplete(f"{step.key}: {summary['failed']} of {summary['n']} judge requests failed")
         return {"scored": summary["scored"], "errors": summary["errors"], "failed": summary["failed"]}
 
     def report(self) -> dict[str, Any]:
@@ -359,9 +371,16 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
     print(describe_plan(config, steps, out), flush=True)
     if dry_run:
         return []
+    with exclusive(out, "out"):  # one writer: a second run on this directory would redo and interleave steps
+        return _execute(config, steps, out, progress, on_step)
+
+
+def _execute(config: RunConfig, steps: list[Step], out: Path, progress: bool,
+             on_step: Callable[[Step], None] | None) -> list[Step]:
     (out / "steps").mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "plan.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(config), "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"config": asdict(config), "versions": versions(),
+                                   "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
     runner = Runner(config, out, progress)
     markers = {s.key: out / "steps" / f"{s.key}.json" for s in steps}
     todo = [s for s in steps if not markers[s.key].exists()]
@@ -371,26 +390,36 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
     from tqdm import tqdm
 
     done: list[Step] = []
+    incomplete: list[str] = []
     with _judge_server(config, any(s.kind == "judge" for s in todo)) as judge_url, \
             tqdm(todo, desc=f"run {config.name}", unit="step", disable=not progress) as bar:
         for step in bar:
             bar.set_postfix_str(step.key)
             started = time.perf_counter()
-            if step.kind == "layers":
-                result = runner.discover_layer()
-            elif step.kind == "train":
-                result = runner.train(step)
-                vectors[(step.method, step.unit)] = result["vector"]
-            elif step.kind == "eval":
-                result = runner.evaluate(step, vectors)
-            elif step.kind == "judge":
-                result = runner.judge(step, judge_url)
-            else:
-                result = runner.report()
+            try:
+                if step.kind == "layers":
+                    result = runner.discover_layer()
+                elif step.kind == "train":
+                    result = runner.train(step)
+                    vectors[(step.method, step.unit)] = result["vector"]
+                elif step.kind == "eval":
+                    result = runner.evaluate(step, vectors)
+                elif step.kind == "judge":
+                    result = runner.judge(step, judge_url)
+                elif incomplete:  # a report on partial results would average in what is missing
+                    continue
+                else:
+                    result = runner.report()
+            except StepIncomplete as err:
+                incomplete.append(str(err))
+                continue
             result["seconds"] = round(time.perf_counter() - started, 1)
             with atomic_file(markers[step.key]) as tmp:
                 tmp.write_text(json.dumps(result) + "\n")
             done.append(step)
             if on_step:
                 on_step(step)
+    if incomplete:
+        raise StepIncomplete(f"run {config.name} is incomplete ({'; '.join(incomplete)}); no report was written. "
+                             "Run it again to retry what failed: finished steps are kept")
     return done

@@ -68,6 +68,14 @@ def hidden_size(model: nn.Module) -> int:
     return int(text_config.hidden_size)
 
 
+def max_positions(model: nn.Module) -> int | None:
+    """How many positions the model can attend over (its config's max_position_embeddings), if it says."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text_config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
 def get_layer(model: nn.Module, layer: int) -> nn.Module:
     """Decoder layer `layer` (0-based); its output is the residual stream A_layer(x)."""
     n = num_layers(model)

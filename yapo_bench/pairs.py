@@ -39,6 +39,27 @@ def describe_pairs(pairs: Sequence[PreferencePair]) -> dict[str, object]:
             "skipped_rows": getattr(pairs, "skipped", [])}
 
 
+def length_limit(model: torch.nn.Module, requested: int) -> int:
+    """The token limit for inputs to `model`: `requested`, or the model's own position count when smaller."""
+    from yapo_bench.internals import max_positions
+
+    positions = max_positions(model)
+    return min(requested, positions) if positions else requested
+
+
+def truncate(ids: torch.Tensor, limit: int, response_start: int | None = None,
+             what: str = "a sequence") -> tuple[torch.Tensor, bool]:
+    """The one rule for over-long inputs (training, mean-difference fitting, analyses): keep the first `limit`
+    tokens, and refuse a sequence whose response would lose every token. Returns the ids and whether they were
+    cut, for the caller to count and record."""
+    if len(ids) <= limit:
+        return ids, False
+    if response_start is not None and response_start >= limit:
+        raise ValueError(f"max_length: {limit} leaves no response token for {what} (its prompt has "
+                         f"{response_start} tokens); raise max_length or shorten the prompt")
+    return ids[:limit], True
+
+
 def render_prompt(tokenizer: object, prompt: str) -> str:
     """The prompt as the model sees it: through its chat template when it has one."""
     if getattr(tokenizer, "chat_template", None):

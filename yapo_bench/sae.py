@@ -28,6 +28,7 @@ from yapo_bench.atomic import atomic_dir, atomic_file
 from yapo_bench.environment import versions
 from yapo_bench.internals import edit_layer_output, get_layer, hidden_size, layer_output
 from yapo_bench.models import PRESETS
+from yapo_bench.pairs import length_limit
 from yapo_bench.resources import resource_dir
 
 SHIPPED_SAE_DIR = resource_dir("data") / "saes"
@@ -104,17 +105,23 @@ def sae_layer(sae: nn.Module) -> int | None:
 
 
 def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, needs_sae: bool,
-                          sae_field: str = "sae", purpose: str = "a sparse vector") -> tuple[nn.Module | None, int | None]:
+                          sae_field: str = "sae", purpose: str = "a sparse vector",
+                          layer_field: str = "layer") -> tuple[nn.Module | None, int | None]:
     """The SAE (`sae_spec`, else the preset's shipped one when `needs_sae`) and the layer to steer: explicit,
-    else the SAE's own layer, else the preset's default; None when nothing says (callers name their field)."""
+    else the SAE's own layer, else the preset's default; None when nothing says (callers name their field).
+    An explicit layer that is not the SAE's own is refused: the SAE would encode a layer it was not trained on."""
     preset = PRESETS.get(model)
     sae = None
     if sae_spec or needs_sae:
         if not sae_spec and not (preset and preset.shipped_sae):
             raise SAELoadError(f"{sae_field}: required for {purpose} with model {model!r}, which has no shipped SAE")
         sae = load_sae(sae_spec or model)
-    if layer is None and sae is not None:
-        layer = sae_layer(sae)
+    own = sae_layer(sae) if sae is not None else None
+    if layer is not None and own is not None and layer != own:
+        raise SAELoadError(f"{layer_field}: {layer} but the SAE {sae_identity(sae)} reads layer {own}; pass an SAE "
+                           f"for layer {layer} ({sae_field}) or leave {layer_field} unset")
+    if layer is None:
+        layer = own
     if layer is None and preset:
         layer = preset.default_layer
     return sae, layer
@@ -168,7 +175,8 @@ def render_documents(tokenizer: object, texts: Sequence[str], chat_every: int = 
 
 def token_windows(tokenizer: object, texts: Sequence[str], seq_len: int) -> list[list[int]]:
     """Each document's tokens cut into consecutive windows of at most `seq_len` (no text is lost to
-    truncation); windows shorter than 8 tokens are dropped."""
+    truncation; callers pass `pairs.length_limit(model, seq_len)`, so no window exceeds the model's positions);
+    windows shorter than 8 tokens are dropped."""
     windows = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -208,7 +216,8 @@ def collect_activations(
     total = 0
     bar = tqdm(total=n_tokens, desc=f"collect layer {layer}", unit="tok", disable=not progress)
     try:
-        for enc in window_batches(tokenizer, token_windows(tokenizer, texts, seq_len), batch_size):
+        windows = token_windows(tokenizer, texts, length_limit(model, seq_len))
+        for enc in window_batches(tokenizer, windows, batch_size):
             enc = {k: v.to(block_device(model)) for k, v in enc.items()}
             hidden = layer_output(model, layer, **enc)
             keep = enc["attention_mask"].bool().clone()
@@ -436,7 +445,8 @@ def evaluate_sae(
         runs += [(name, replace, massive_norm_factor), (f"{name}_all", replace, None)]
     ce = {name: [0.0, 0] for name, _, _ in runs}
     seen = 0
-    batches = window_batches(tokenizer, token_windows(tokenizer, texts, seq_len), batch_size)
+    windows = token_windows(tokenizer, texts, length_limit(model, seq_len))
+    batches = window_batches(tokenizer, windows, batch_size)
     for enc in tqdm(batches, desc="CE eval", disable=not progress):
         for name, replace, sink_factor in runs:
             loss, count = _summed_ce(model, enc, replace, layer, sink_factor)

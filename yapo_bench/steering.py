@@ -54,6 +54,21 @@ class VectorFileError(SteeringError):
     """A vector file that is missing, corrupt or not a yapo-bench vector."""
 
 
+def check_multiplier(value: Any, field: str = "multiplier") -> float:
+    """λ as a float, or a SteeringError naming `field`: every entry point (run configs, the CLI, yapo_steered's
+    model args, exports, steer) checks with this, before any work is done."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise SteeringError(f"{field}: {value!r}; expected a finite number >= 0")
+    return float(value)
+
+
+def check_direction(value: Any, field: str = "direction") -> int:
+    """d as an int, or a SteeringError naming `field`."""
+    if isinstance(value, bool) or value not in (-1, 1):
+        raise SteeringError(f"{field}: {value!r}; expected -1 or 1")
+    return int(value)
+
+
 # ----------------------------------------------------------------------------------------------------
 # SteeringVector
 
@@ -228,10 +243,11 @@ class SteeringVector:
         (`--model steered --model_args steer_path=...`; it steers every position)."""
         if self.space != "dense":
             raise SteeringError("space: only dense vectors can be exported to lm-eval's `steered` format")
+        coefficient = check_direction(direction) * check_multiplier(multiplier)
         config = {
             f"layers.{self.layer}": {
                 "steering_vector": self.values.detach().to(torch.float32).cpu(),
-                "steering_coefficient": float(direction * multiplier),
+                "steering_coefficient": coefficient,
                 "action": "add",
                 "bias": None,
                 "head_index": None,
@@ -409,10 +425,7 @@ def steer(
     prefill), or a bool mask [batch, total length]. Padding (attention mask 0) is never steered.
     `vector=None` installs nothing, so callers use one code path for the baseline and steered runs.
     """
-    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier < 0:
-        raise SteeringError(f"multiplier: {multiplier!r}; expected a finite number >= 0")
-    if direction not in (-1, 1) or isinstance(direction, bool):
-        raise SteeringError(f"direction: {direction!r}; expected -1 or +1")
+    multiplier, direction = check_multiplier(multiplier), check_direction(direction)
     if not isinstance(positions, torch.Tensor) and positions not in POSITIONS:
         raise SteeringError(f"positions: {positions!r}; expected one of {POSITIONS} or a bool mask tensor")
     if sparse_form not in SPARSE_FORMS:

@@ -153,6 +153,7 @@ def _cmd_kl(args: argparse.Namespace) -> None:
         "vector": str(args.vector), "method": vector.method, "space": vector.space, "layer": vector.layer,
         "model": model_spec, "sae": getattr(sae, "yapo_sae_id", None), "target": match.target,
         "multiplier": match.multiplier, "kl": match.kl, "converged": match.converged,
+        "truncated_prompts": match.truncated_prompts,
         "config": {"direction": args.direction, "rel_tol": args.rel_tol, "prompts": args.prompts,
                    "n_prompts": len(prompts), "max_length": args.max_length, "positions": "all",
                    "kl": "mean over real tokens of KL(unsteered || steered), nats"},

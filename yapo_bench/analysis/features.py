@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from yapo_bench.internals import layer_output
+from yapo_bench.pairs import length_limit
 from yapo_bench.sae import token_windows, window_batches
 from yapo_bench.steering import SteeringError, SteeringVector
 
@@ -66,7 +67,7 @@ def top_contexts(model: nn.Module, tokenizer: Any, sae: nn.Module, layer: int, t
     """Per latent, the n tokens of `texts` where its SAE code is largest, with the tokens before them."""
     latents = list(latents)
     best: dict[int, list[tuple[float, int, int]]] = {latent: [] for latent in latents}
-    windows = token_windows(tokenizer, texts, seq_len)
+    windows = token_windows(tokenizer, texts, length_limit(model, seq_len))
     for start, enc in zip(range(0, len(windows), batch_size), window_batches(tokenizer, windows, batch_size)):
         hidden = layer_output(model, layer, **enc).float()
         codes = sae.encode(hidden)[..., latents] * enc["attention_mask"][..., None]

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from yapo_bench.pairs import length_limit, truncate
+from yapo_bench.sae import window_batches
 from yapo_bench.steering import SteeringVector, steer
 
 
@@ -28,6 +30,7 @@ class KLMatch:
     kl: float
     converged: bool
     evaluations: tuple[tuple[float, float], ...]
+    truncated_prompts: int = 0  # prompts cut to max_length (`pairs.truncate`'s rule)
 
 
 class _KLProbe:
@@ -42,13 +45,17 @@ class _KLProbe:
         vector.check_compatible(model, sae)
         self.model, self.vector, self.sae, self.direction = model, vector, sae, direction
         device = next(model.parameters()).device
-        self.batches = []
-        for start in range(0, len(prompts), batch_size):
-            # Right padding: real tokens keep the positions they have unpadded (left padding would shift them).
-            enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                            padding_side="right", truncation=True, max_length=max_length)
-            self.batches.append({"input_ids": enc["input_ids"].to(device),
-                                 "attention_mask": enc["attention_mask"].to(device)})
+        limit = length_limit(model, max_length)
+        windows, self.truncated = [], 0
+        for prompt in prompts:
+            ids, cut = truncate(torch.tensor(tokenizer(prompt)["input_ids"]), limit)
+            windows.append(ids.tolist())
+            self.truncated += cut
+        if self.truncated:
+            print(f"{self.truncated} of {len(prompts)} prompts were longer than {limit} tokens and were truncated")
+        # Right padding: real tokens keep the positions they have unpadded (left padding would shift them).
+        self.batches = [{k: v.to(device) for k, v in batch.items()}
+                        for batch in window_batches(tokenizer, windows, batch_size)]
         self.n_tokens = sum(int(b["attention_mask"].sum()) for b in self.batches)
         if self.n_tokens == 0:
             raise ValueError("prompts: all prompts tokenize to nothing")
@@ -112,7 +119,7 @@ def multiplier_for_kl(target: float, model: nn.Module, tokenizer: Any, prompts: 
         return evaluations[-1][1]
 
     def result(multiplier: float, kl: float, converged: bool) -> KLMatch:
-        return KLMatch(target, multiplier, kl, converged, tuple(evaluations))
+        return KLMatch(target, multiplier, kl, converged, tuple(evaluations), probe.truncated)
 
     tolerance = rel_tol * target
     low, high = 0.0, start

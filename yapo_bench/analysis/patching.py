@@ -28,6 +28,7 @@ from yapo_bench.internals import (
     cache_keyword,
     edit_layer_output,
     get_layer,
+    max_positions,
     num_layers,
     output_cache,
     record_layer_outputs,
@@ -310,6 +311,7 @@ def layer_patching(
     for layer in layers:
         get_layer(model, layer)  # range check, naming the bad layer
     device = next(model.parameters()).device
+    positions = max_positions(model)
     p_target = torch.full((len(pairs), len(layers)), math.nan)
     p_western = torch.full_like(p_target, math.nan)
     refs = torch.full((4, len(pairs)), math.nan)  # baseline target/western, source target/western
@@ -320,10 +322,15 @@ def layer_patching(
         iterator = tqdm(iterator, total=len(pairs), desc="patching", unit="pair")
     for i, pair in iterator:
         source_ids = torch.tensor([tokenizer(pair.source_prompt)["input_ids"]], device=device)
+        target_batch = option_batch(tokenizer, pair.target_prompt, pair.options, normalization)
+        source = option_batch(tokenizer, pair.source_prompt, pair.options, normalization)
+        longest = max(target_batch.input_ids.shape[1], source.input_ids.shape[1])
+        if positions and longest > positions:  # patching cuts nothing: a cut prompt would move the patched token
+            raise PatchingError(f"prompt: question {pair.question_id!r} needs {longest} tokens with its longest "
+                                f"option; the model has {positions} positions")
         states = last_token_states(model, source_ids)
-        target = _PatchedScorer(model, _to_device(option_batch(tokenizer, pair.target_prompt, pair.options,
-                                                               normalization), device))
-        source = _to_device(option_batch(tokenizer, pair.source_prompt, pair.options, normalization), device)
+        target = _PatchedScorer(model, _to_device(target_batch, device))
+        source = _to_device(source, device)
         refs[0:2, i] = torch.tensor(_target_and_western(target.baseline, pair))
         refs[2:4, i] = torch.tensor(_target_and_western(option_probabilities(model, source), pair))
         for k, layer in enumerate(layers):

@@ -44,6 +44,8 @@ def add_judge_commands(subparsers: Any) -> argparse.ArgumentParser:
                      help="do not send response_format (for servers that reject it)")
     run.add_argument("--no-logprobs", action="store_true", help="do not ask for logprobs")
     run.add_argument("--no-similarity", action="store_true", help="skip the reference-similarity signal")
+    run.add_argument("--retry-unparsable", action="store_true",
+                     help="ask again where this judge model's cached answer could not be parsed (by default it is kept)")
     run.add_argument("--out", type=Path, default=None, help="verdicts file (default: RUN_DIR/judge/verdicts.jsonl)")
     run.add_argument("--cache", type=Path, default=None,
                      help="sqlite answer cache (default: $YAPO_BENCH_CACHE/judge/answers.sqlite)")
@@ -110,7 +112,7 @@ def cmd_judge_run(args: argparse.Namespace) -> None:
             top_logprobs=args.top_logprobs)
 
     kwargs = {"out_path": args.out, "cache_path": args.cache, "similarity": not args.no_similarity,
-              "progress": not args.no_progress}
+              "progress": not args.no_progress, "retry_unparsable": args.retry_unparsable}
     if args.local:
         gguf = args.gguf or default_gguf()
         cfg = config("http://127.0.0.1:1/v1", args.judge_model or gguf.stem, args.parallel)  # validate first
@@ -119,6 +121,8 @@ def cmd_judge_run(args: argparse.Namespace) -> None:
     else:
         summary = judge_run(args.target, config(args.judge_url, args.judge_model, 4), **kwargs)
     print_summary(summary)
+    if summary["failed"]:  # reported, excluded from every mean, and not done: a rerun retries exactly these
+        raise ValueError(f"judge: {summary['failed']} of {summary['n']} requests failed; rerun to retry them")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -101,33 +101,45 @@ class JudgeClient:
         self._client.close()
 
 
+CLAIM_POLL_S = 0.5  # how often to look for an answer another process is fetching
+
+
 def judge_items(items: Iterable[JudgeItem], config: JudgeConfig, cache: AnswerCache | None = None,
-                progress: bool = True, client: JudgeClient | None = None) -> Iterator[tuple[JudgeItem, Verdict]]:
+                progress: bool = True, client: JudgeClient | None = None,
+                retry_unparsable: bool = False) -> Iterator[tuple[JudgeItem, Verdict]]:
     """Judge every item, yielding (item, verdict) as each completes (cache hits first, without a call).
 
     Workers only make requests; the caller's thread reads and writes the cache, so each answer is committed
-    before its verdict is yielded."""
+    before its verdict is yielded. A request is claimed in the cache before it is sent: an item another process
+    is asking the server for waits for that answer instead. `retry_unparsable`: ask again where the cached
+    answer (of this judge model) could not be parsed."""
     from tqdm.auto import tqdm
 
     items = list(items)
     own_client = client is None
     client = client or JudgeClient(config)
     pending: dict[Future, tuple[JudgeItem, str, str, dict[str, Any]]] = {}
+    waiting: list[tuple[JudgeItem, str, str, dict[str, Any]]] = []
     bar = tqdm(total=len(items), desc="judging", unit="item", disable=not progress)
     answered = 0  # answers received in this run
     pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="judge")
-    try:
-        for item in items:
-            messages = item.rubric.messages(**item.fields)
-            params = client.params(item.rubric)
-            digest = prompt_sha256(messages)
-            key = cache_key(config.model, digest, params)
-            hit = cache.get(key) if cache is not None else None
-            if hit is not None:
-                bar.update()
-                yield item, _verdict(item.rubric, *hit, cached=True, digest=digest)
-                continue
-            pending[pool.submit(client.request, messages, params)] = (item, key, digest, params)
+
+    def cached_or_claimed(entry: tuple[JudgeItem, str, str, dict[str, Any]]) -> Verdict | None:
+        """The cached verdict, else None after submitting the request (claimed) or queueing it to wait."""
+        item, key, digest, params = entry
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            verdict = _verdict(item.rubric, *hit, cached=True, digest=digest)
+            if not (retry_unparsable and verdict.score is None):
+                return verdict
+        if cache is None or cache.claim(key):
+            pending[pool.submit(client.request, messages_of[key], params)] = entry
+        else:
+            waiting.append(entry)
+        return None
+
+    def drain() -> Iterator[tuple[JudgeItem, Verdict]]:
+        nonlocal answered
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -135,6 +147,8 @@ def judge_items(items: Iterable[JudgeItem], config: JudgeConfig, cache: AnswerCa
                 try:
                     content, tokens = future.result()
                 except TransportError as err:
+                    if cache is not None:
+                        cache.release(key)
                     if err.exhausted and not answered:  # nothing ever came back: a wrong URL or a dead server
                         raise ValueError(f"judge server at {config.base_url} did not answer ({err}); "
                                          "nothing was judged") from None
@@ -147,9 +161,35 @@ def judge_items(items: Iterable[JudgeItem], config: JudgeConfig, cache: AnswerCa
                     verdict = _verdict(item.rubric, content, tokens, cached=False, digest=digest)
                 bar.update()
                 yield item, verdict
+
+    messages_of: dict[str, list[dict[str, str]]] = {}
+    try:
+        for item in items:
+            messages = item.rubric.messages(**item.fields)
+            params = client.params(item.rubric)
+            digest = prompt_sha256(messages)
+            key = cache_key(config.model, digest, params)
+            messages_of[key] = messages
+            verdict = cached_or_claimed((item, key, digest, params))
+            if verdict is not None:
+                bar.update()
+                yield item, verdict
+        yield from drain()
+        while waiting:  # answers another process claimed: read them when they land, or ask if it gave up
+            time.sleep(CLAIM_POLL_S)
+            queued, waiting[:] = list(waiting), []
+            for entry in queued:
+                verdict = cached_or_claimed(entry)
+                if verdict is not None:
+                    bar.update()
+                    yield entry[0], verdict
+            yield from drain()
     finally:
-        # On an error (or a consumer that stops early) queued requests are dropped, not sent.
+        # On an error (or a consumer that stops early) queued requests are dropped, not sent, and claims released.
         pool.shutdown(wait=True, cancel_futures=True)
+        if cache is not None:
+            for _item, key, _digest, _params in pending.values():
+                cache.release(key)
         bar.close()
         if own_client:
             client.close()

@@ -12,6 +12,7 @@ from yapo_bench.judge.cache import AnswerCache
 from yapo_bench.judge.client import JudgeClient, JudgeItem, Verdict, judge_items
 from yapo_bench.judge.config import JudgeConfig
 from yapo_bench.judge.samples import judge_fields, judgeable
+from yapo_bench.locking import exclusive
 
 # Doc keys worth carrying into each verdict (for localized/non-localized or per-country aggregation later).
 _DOC_KEYS = ("item_id", "question_id", "country", "localization", "topic", "behaviour")
@@ -25,14 +26,16 @@ def default_cache_path() -> Path:
 
 
 def judge_run(run_dir: str | Path, config: JudgeConfig, out_path: str | Path | None = None,
-              cache_path: str | Path | None = None, similarity: bool = True, progress: bool = True) -> dict[str, Any]:
+              cache_path: str | Path | None = None, similarity: bool = True, progress: bool = True,
+              retry_unparsable: bool = False) -> dict[str, Any]:
     """Score every open-ended sample under `run_dir` (lm-eval --log_samples output) with the judge.
 
     Writes one JSON line per sample to `out_path` (default `<run_dir>/judge/verdicts.jsonl`; lines are appended
     and flushed to `<out>.partial` as verdicts arrive, and the sorted file replaces `<out>` at the end) and the
     summary to `summary.json` beside it. Means exclude error verdicts (unparsable answers) and failed requests;
     both are counted. Answers are cached in sqlite (`cache_path`, default `default_cache_path()`), committed one
-    by one: a rerun, or a run after a kill, asks the server only for what it has not answered yet."""
+    by one: a rerun, or a run after a kill, asks the server only for what it has not answered yet (and, with
+    `retry_unparsable`, for what it answered unparsably). One process at a time writes a verdicts directory."""
     run_dir = Path(run_dir)
     pairs = judgeable(run_dir)
     if not pairs:
@@ -50,26 +53,27 @@ def judge_run(run_dir: str | Path, config: JudgeConfig, out_path: str | Path | N
 
     judge_record = config.to_record()
     records: list[dict[str, Any]] = []
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     client = JudgeClient(config)
-    try:
-        with AnswerCache(cache_path or default_cache_path()) as cache, open(partial, "w", encoding="utf-8") as sink:
-            for item, verdict in judge_items(items, config, cache, progress=progress, client=client):
-                record = _record(item, verdict, judge_record)
-                records.append(record)
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                sink.flush()
-    finally:
-        client.close()
-    records.sort(key=lambda r: (r["task"], r["source"], r["doc_id"]))
-    with atomic_file(out) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    partial.unlink(missing_ok=True)
-    summary = summarise(records, judge_record)
-    summary.update(run_dir=str(run_dir), verdicts=str(out), api_calls=client.api_calls)
-    with atomic_file(out.with_name("summary.json")) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with exclusive(out.parent, "out"):
+        try:
+            with AnswerCache(cache_path or default_cache_path()) as cache, open(partial, "w", encoding="utf-8") as sink:
+                for item, verdict in judge_items(items, config, cache, progress=progress, client=client,
+                                                 retry_unparsable=retry_unparsable):
+                    record = _record(item, verdict, judge_record)
+                    records.append(record)
+                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    sink.flush()
+        finally:
+            client.close()
+        records.sort(key=lambda r: (r["task"], r["source"], r["doc_id"]))
+        with atomic_file(out) as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        partial.unlink(missing_ok=True)
+        summary = summarise(records, judge_record)
+        summary.update(run_dir=str(run_dir), verdicts=str(out), api_calls=client.api_calls)
+        with atomic_file(out.with_name("summary.json")) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
 

@@ -24,8 +24,16 @@ from accelerate import Accelerator
 from lm_eval.models.huggingface import HFLM
 
 from yapo_bench.distributed import alone, launched_world_size
+from yapo_bench.environment import versions
 from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
-from yapo_bench.steering import POSITIONS, SteeringVector, steer
+from yapo_bench.steering import (
+    POSITIONS,
+    SteeringError,
+    SteeringVector,
+    check_direction,
+    check_multiplier,
+    steer,
+)
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,10 @@ class SteeredModelSpec:
     def __post_init__(self) -> None:
         if self.vector and self.train:
             raise ValueError("model_args: give vector=PATH or train=<method>:<data>, not both")
-        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, (int, float)) or self.multiplier < 0:
-            raise ValueError(f"multiplier: {self.multiplier!r}; expected a number >= 0")
-        if self.direction not in (-1, 1):
-            raise ValueError(f"direction: {self.direction!r}; expected -1 or 1")
+        check_multiplier(self.multiplier)
+        check_direction(self.direction)
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0):
+            raise ValueError(f"layer: {self.layer!r}; expected a non-negative integer (or leave it unset)")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions: {self.positions!r}; expected one of {', '.join(POSITIONS)}")
         if self.train:
@@ -114,6 +122,9 @@ class YapoSteeredLM(HFLM):
         from yapo_bench.sae import resolve_sae_and_layer
 
         vector = SteeringVector.load(spec.vector) if spec.vector else None
+        if vector is not None and spec.layer is not None and spec.layer != vector.layer:
+            raise ValueError(f"layer: {spec.layer} but the vector {spec.vector} was made at layer {vector.layer}; a "
+                             "vector steers the layer it was made at (leave layer unset)")
         needs_sae = get_method(spec.training_method()[0]).NEEDS_SAE if spec.train else (
             vector is not None and vector.space == "sae")
         layer = spec.layer if spec.layer is not None else vector.layer if vector else None
@@ -128,15 +139,30 @@ class YapoSteeredLM(HFLM):
                                            seed=spec.seed, data_dir=spec.data_dir)
         return sae, Path(spec.vector) if spec.vector else None
 
-    def steering(self) -> AbstractContextManager:
-        """The one `steer(...)` context with this model's vector, λ, d and positions (λ = 0: no hooks)."""
+    def steering(self, response_start: list[int] | None = None) -> AbstractContextManager:
+        """The one `steer(...)` context with this model's vector, λ, d and positions (λ = 0: no hooks).
+        `response_start`: per row, where the continuation starts (log-likelihood requests)."""
         vector = self.steering_vector if self.spec.multiplier else None
         return steer(self.loaded.model, vector, multiplier=float(self.spec.multiplier), direction=self.spec.direction,
-                     positions=self.spec.positions, sae=self.sae)
+                     positions=self.spec.positions, sae=self.sae, response_start=response_start)
+
+    def _loglikelihood_tokens(self, requests: list, *args: Any, **kwargs: Any) -> list:
+        """HFLM's, knowing where each request's continuation starts: `_model_call` sees only padded rows, so
+        for prompt/response positions the rows are matched to the windows HFLM builds from these requests."""
+        if self.spec.positions == "all" or self.steering_vector is None:
+            return super()._loglikelihood_tokens(requests, *args, **kwargs)
+        self._continuation_starts = continuation_starts(requests, self.max_length)
+        try:
+            return super()._loglikelihood_tokens(requests, *args, **kwargs)
+        finally:
+            self._continuation_starts = None
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
-        with self.steering():
+        starts = None
+        if getattr(self, "_continuation_starts", None) is not None:
+            starts = [row_continuation_start(row, self._continuation_starts) for row in inps.tolist()]
+        with self.steering(starts):
             return super()._model_call(inps, attn_mask, labels)
 
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> torch.Tensor:
@@ -151,7 +177,7 @@ class YapoSteeredLM(HFLM):
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
         vector = self.steering_vector
-        return {**super().get_model_info(), "yapo_steering": self.steering_config(),
+        return {**super().get_model_info(), "yapo_steering": self.steering_config(), "yapo_versions": versions(),
                 "yapo_vector": None if vector is None else {
                     "path": str(self.vector_dir), "method": vector.method, "space": vector.space,
                     "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
@@ -159,9 +185,42 @@ class YapoSteeredLM(HFLM):
 
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""
+        from yapo_bench.sae import sae_identity
+
         vector = self.steering_vector
         return {**asdict(self.spec), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
-                "vector_method": vector.method if vector else None}
+                "vector_method": vector.method if vector else None,
+                # what ran, not what was asked: the vector's own layer and the SAE actually loaded
+                "layer": vector.layer if vector else self.spec.layer,
+                "sae": sae_identity(self.sae) if self.sae is not None else None}
+
+
+def continuation_starts(requests: list, max_length: int) -> dict[tuple[int, ...], set[int]]:
+    """{input window: where its continuation starts} for lm-eval log-likelihood requests (context tokens,
+    continuation tokens): HFLM scores (context + continuation)[-(max_length + 1):][:-1], so the first continuation
+    token sits at len(window) - len(continuation) + 1 (one past the window for a one-token continuation, whose
+    log-prob comes from the last context position)."""
+    starts: dict[tuple[int, ...], set[int]] = {}
+    for _request, context, continuation in requests:
+        window = (list(context) + list(continuation))[-(max_length + 1):][:-1]
+        starts.setdefault(tuple(window), set()).add(len(window) - len(continuation) + 1)
+    return starts
+
+
+def row_continuation_start(row: list[int], starts: dict[tuple[int, ...], set[int]]) -> int:
+    """Where the continuation starts in one right-padded (with 0) row of `_model_call`: the window it holds is
+    the row, or the row less some trailing zeros. Refuses rather than guess when no or several windows fit."""
+    found: set[int] = set()
+    end = len(row)
+    while True:
+        found |= starts.get(tuple(row[:end]), set())
+        if end == 0 or row[end - 1] != 0:
+            break
+        end -= 1
+    if len(found) != 1:
+        raise SteeringError(f"positions: cannot tell where the continuation starts in a log-likelihood request "
+                            f"({'no' if not found else 'several'} matching requests); use positions=all")
+    return found.pop()
 
 
 def _data_parallel_accelerator() -> Accelerator | None:

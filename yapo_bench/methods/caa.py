@@ -17,6 +17,6 @@ NEEDS_SAE = False
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
-    values = mean_difference(model, pairs, spec)
-    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa",
-                                config=asdict(spec), provenance=describe_pairs(pairs))
+    values, truncated = mean_difference(model, pairs, spec)
+    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=asdict(spec),
+                                provenance={**describe_pairs(pairs), "truncated_sequences": truncated})

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from yapo_bench.locking import exclusive
 from yapo_bench.models import LoadedModel, cache_dir, model_identity
 
 
@@ -36,8 +37,11 @@ def trained_vector_dir(method_name: str, data: str, loaded: LoadedModel, sae: nn
     directory = directory / f"{method_name}-{digest}"
     if (directory / "vector.json").exists():  # written last, once training has finished
         return directory
-    pairs = load_pairs(data, data_dir)
-    if method_name in ("bipo", "yapo"):  # a killed training resumes from its checkpoint
-        fit_spec.run_dir, fit_spec.resume = str(directory), True
-    method.fit(loaded, pairs, fit_spec, sae=sae).save(directory)
+    with exclusive(directory, "vector cache", wait=True):  # another process training it: wait, then reuse
+        if (directory / "vector.json").exists():
+            return directory
+        pairs = load_pairs(data, data_dir)
+        if method_name in ("bipo", "yapo"):  # a killed training resumes from its checkpoint
+            fit_spec.run_dir, fit_spec.resume = str(directory), True
+        method.fit(loaded, pairs, fit_spec, sae=sae).save(directory)
     return directory

@@ -30,7 +30,7 @@ from yapo_bench.atomic import atomic_file
 from yapo_bench.distributed import DataParallel, data_parallel
 from yapo_bench.internals import get_layer, hidden_size, layer_output, replay_layer_output
 from yapo_bench.models import LoadedModel
-from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response
+from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response, length_limit, truncate
 from yapo_bench.steering import SteeringVector, steer
 
 
@@ -48,18 +48,16 @@ class EncodedPair:
 
 
 def encode_pairs(loaded: LoadedModel, pairs: Sequence[PreferencePair], max_length: int) -> tuple[list[EncodedPair], int]:
-    """Token ids of every pair (chat template applied); over-long sequences keep their first
-    `max_length` tokens. Returns the pairs and how many sequences were truncated."""
+    """Token ids of every pair (chat template applied), cut by `truncate`'s rule to `max_length` (or the model's
+    positions, if fewer). Returns the pairs and how many sequences were truncated."""
     encoded, truncated = [], 0
+    limit = length_limit(loaded.model, max_length)
     for pair in pairs:
         sides = []
         for response in (pair.chosen, pair.rejected):
             ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
-            if len(ids) > max_length:
-                truncated += 1
-                ids = ids[:max_length]
-            if start >= len(ids):
-                raise ValueError(f"max_length: {max_length} leaves no response token for prompt {pair.prompt[:60]!r}")
+            ids, cut = truncate(ids, limit, start, f"prompt {pair.prompt[:60]!r}")
+            truncated += cut
             sides.append(EncodedSequence(len(encoded) * 2 + len(sides), ids, start))
         encoded.append(EncodedPair(*sides))
     return encoded, truncated
@@ -200,7 +198,8 @@ LOG = "train_log.jsonl"
 
 
 class TrainingDiverged(ValueError):
-    """The loss or gradient stopped being finite; the last good checkpoint is kept."""
+    """Training blew up (see `PreferenceSpec.divergence_rule`); nothing non-finite is saved, the last good
+    checkpoint is kept and named."""
 
 
 @dataclass
@@ -223,6 +222,8 @@ class PreferenceSpec:
     direction_mode: str = "batch"
     seed: int = 0
     max_length: int = 256
+    max_loss_ratio: float = 4.0
+    divergence_window: int = 5
     heldout_fraction: float = 0.1
     eval_every: int = 25
     checkpoint_every: int = 25
@@ -239,6 +240,10 @@ class PreferenceSpec:
         for name in ("layer", "warmup_steps", "eval_every", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected an integer >= 0")
+        if not isinstance(self.divergence_window, int) or self.divergence_window < 1:
+            raise ValueError(f"divergence_window: {self.divergence_window!r}; expected an integer >= 1")
+        if not math.isfinite(self.max_loss_ratio) or self.max_loss_ratio <= 1:
+            raise ValueError(f"max_loss_ratio: {self.max_loss_ratio!r}; expected a finite number > 1")
         for name in ("lr", "beta", "grad_clip"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected a finite number > 0")
@@ -254,6 +259,15 @@ class PreferenceSpec:
     def config(self) -> dict[str, Any]:
         """What determines the result: recorded in the vector and checked on resume."""
         return {k: v for k, v in asdict(self).items() if k not in RUN_FIELDS}
+
+    def divergence_rule(self) -> str:
+        """The rule that stops a run, in words (recorded in every vector's metadata)."""
+        return (f"stop when the loss, the gradient or v is not finite, or when the mean train loss of the last "
+                f"{self.divergence_window} steps exceeds {self.max_loss_ratio:g} x ln 2 = "
+                f"{self.divergence_loss():.4g} (ln 2 is the loss at v = 0, where training starts)")
+
+    def divergence_loss(self) -> float:
+        return self.max_loss_ratio * math.log(2)
 
     def learning_rate_factor(self, step: int) -> float:
         """Linear warm-up to lr over `warmup_steps`, then cosine decay to 0 at `steps`."""
@@ -318,6 +332,14 @@ class _RunFiles:
         if self.dir and self.writer:
             with atomic_file(self.dir / CHECKPOINT) as tmp:
                 torch.save(state, tmp)
+
+    def train_losses(self, last: int) -> list[float]:
+        """The train losses of the last `last` steps in the log (none without a run directory)."""
+        log = self.dir / LOG if self.dir else None
+        if log is None or not log.exists():
+            return []
+        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [r["loss"] for r in records if r["kind"] == "train"][-last:]
 
     def checkpoint_path(self) -> Path | None:
         return self.dir / CHECKPOINT if self.dir else None
@@ -396,6 +418,10 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         first_step = state["step"]
     last_good = first_step if state is not None else None
 
+    # the divergence rule's window, refilled from the log on resume so that a resumed run stops where an
+    # uninterrupted one would
+    recent_losses = collections.deque(group.on_main(lambda: run.train_losses(spec.divergence_window)),
+                                      maxlen=spec.divergence_window)
     bar = tqdm(range(first_step, spec.steps), initial=first_step, total=spec.steps, desc=f"{method} training",
                disable=not progress)
     loss_value, steps_done = float("nan"), first_step
@@ -412,12 +438,13 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
             if math.isfinite(loss_value):
                 loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_([values], spec.grad_clip)) if values.grad is not None else float("nan")
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            what, value = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", grad_norm)
-            where = f"{run.checkpoint_path()} (step {last_good})" if last_good is not None else "none saved yet"
-            raise TrainingDiverged(f"step {step + 1}: {what} is {value}; training stopped; last good checkpoint: {where}")
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        recent_losses.append(loss_value)
+        problem = _divergence(spec, loss_value, grad_norm, optimizer, values, recent_losses)
+        if problem:
+            where = f"{run.checkpoint_path()} (step {last_good})" if last_good is not None else "none saved yet"
+            raise TrainingDiverged(f"step {step + 1}: {problem}; training stopped; last good checkpoint: {where}. "
+                                   f"The rule: {spec.divergence_rule()}")
         scheduler.step()
         steps_done = step + 1
         record = {"step": step + 1, "kind": "train", "loss": loss_value, **stats, "norm": vector.norm, "lr": lr,
@@ -445,12 +472,34 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
         provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
                     "truncated_sequences": truncated, "steps_run": steps_done,
+                    "divergence_rule": spec.divergence_rule(),
                     "final_loss": loss_value if math.isfinite(loss_value) else None},
     )
     if run.dir and run.writer:
         result.save(run.dir)
     group.barrier()  # with several ranks, none returns before the vector is on disk
     return result
+
+
+def _divergence(spec: PreferenceSpec, loss: float, grad_norm: float, optimizer: torch.optim.Optimizer,
+                values: torch.Tensor, recent_losses: collections.deque) -> str | None:
+    """Take the optimizer step unless training has blown up; what blew up, or None. v is checked after the
+    step, so a non-finite v is never logged or checkpointed."""
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
+    if not math.isfinite(grad_norm):
+        return f"gradient norm is {grad_norm}"
+    try:
+        optimizer.step()
+    except RuntimeError as err:  # e.g. an lr so large that AdamW's update overflows float
+        return f"the optimizer step failed ({err})"
+    if not torch.isfinite(values.detach()).all():
+        return "v is not finite after the update"
+    mean = sum(recent_losses) / len(recent_losses)
+    if len(recent_losses) == recent_losses.maxlen and mean > spec.divergence_loss():
+        return (f"the mean train loss of the last {len(recent_losses)} steps is {mean:.4g} "
+                f"(limit {spec.divergence_loss():.4g})")
+    return None
 
 
 def _data_parallel_backward(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair], vector: SteeringVector,

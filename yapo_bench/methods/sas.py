@@ -19,6 +19,6 @@ NEEDS_SAE = True
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     check_sae_fits(sae, model.model, needed_by="SAS")
-    values = mean_difference(model, pairs, spec, transform=sae.encode)
+    values, truncated = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config=asdict(spec), provenance=describe_pairs(pairs))
+                                 config=asdict(spec), provenance={**describe_pairs(pairs), "truncated_sequences": truncated})

@@ -56,6 +56,36 @@ def test_paper_converter_reads_the_hub_layout_through_datasets(tmp_path: Path) -
         convert_paper(tmp_path / "no-such-dataset-dir")
 
 
+def test_paper_converter_pairs_variants_and_parses_strictly(tmp_path: Path) -> None:
+    """No id column (as on the hub): a question's two variants share a question_id by content; malformed rows fail
+    naming the row and field."""
+    twin = {**PAPER_ROWS[0], "localization_status": "nolocalized", "chosen-mcq": "\\boxed{1} : Ful and taameya",
+            "prompt-mcq": PAPER_ROWS[0]["prompt-mcq"].replace("I live in Egypt. ", ""),
+            "prompt_open_ended": "What is a typical breakfast?"}
+    rows = [PAPER_ROWS[0], twin, PAPER_ROWS[1]]
+
+    def convert(*changed: dict) -> list:
+        path = tmp_path / "rows.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in changed))
+        return convert_paper(path)
+
+    items = convert(*rows)
+    assert items[0].question_id == items[1].question_id != items[2].question_id
+    assert [i.localization for i in items[:2]] == ["localized", "nonlocalized"] and items[1].gold_index == 0
+    bad = {
+        "chosen-mcq: \\\\boxed\\{1\\} is option 'Ful and taameya' but the answer text reads 'Pancakes'":
+            {**twin, "chosen-mcq": "\\boxed{1}: Pancakes"},
+        "chosen-mcq: .* boxes 2 different answers": {**twin, "chosen-mcq": "\\boxed{1} or \\boxed{2}"},
+        "prompt-mcq: option line '4. Toast' is out of sequence after 2 options":
+            {**twin, "prompt-mcq": "Breakfast?\n1. Ful and taameya\n2. Pancakes\n4. Toast"},
+        "chosen_open_ended: empty while its open-ended counterpart is set": {**twin, "chosen_open_ended": ""},
+        "country: expected a country name, got None": {**twin, "country": None},
+    }
+    for message, row in bad.items():
+        with pytest.raises(ValueError, match=f"rows.jsonl row 2: {message}"):
+            convert(PAPER_ROWS[0], row)
+
+
 def test_mcq_prompt_splitting() -> None:
     assert split_mcq_prompt("Q?\n(A) x\n(B) y") == ("Q?", ["x", "y"])
     assert split_mcq_prompt("Q?\n1. x\n3. skipped\n2. y") == ("Q?", ["x", "y"])

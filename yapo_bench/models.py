@@ -191,8 +191,12 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
         raise ModelLoadError(f"model: unknown preset {spec!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
                              "a local directory or a hub id owner/name")
     elif spec.count("/") == 1 and not spec.startswith((".", "/")):
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(spec)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+        except OSError as err:  # not in the HF cache and the hub unreachable, offline or gated: name the id
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ModelLoadError(f"model: cannot load hub id {spec!r}: {reason}") from err
         model_id = spec
     else:
         raise ModelLoadError(

@@ -84,7 +84,14 @@ def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Modul
         sae = SAE.load_from_disk(path, device=device, dtype=dtype)
         sae_id = path.name if path.parent == SHIPPED_SAE_DIR else str(path.resolve())
     elif release in get_pretrained_saes_directory() and sae_id_in_release:
-        sae = SAE.from_pretrained(release, sae_id_in_release, device=device, dtype=dtype)
+        entry = get_pretrained_saes_directory()[release]
+        converter = _gemma_3_loader if entry.conversion_func == "gemma_3" else None
+        try:
+            sae = SAE.from_pretrained(release, sae_id_in_release, device=device, dtype=dtype, converter=converter)
+        except OSError as err:  # not in the HF cache and the hub unreachable or offline: name what was wanted
+            path = entry.saes_map.get(sae_id_in_release, sae_id_in_release)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise SAELoadError(f"sae: cannot load {spec!r} (hub repo {entry.repo_id}, path {path}): {reason}") from err
         sae_id = spec
     else:
         raise SAELoadError(
@@ -95,6 +102,27 @@ def load_sae(spec: str, device: str = "cpu", dtype: str = "float32") -> nn.Modul
     sae.eval()
     sae.yapo_sae_id = sae_id
     return sae
+
+
+def _cached_tensor_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+    """Tensor shapes of a safetensors file in a hub repo, read from the copy huggingface_hub fetches (or finds in its
+    cache, also offline)."""
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    with safe_open(hf_hub_download(repo_id, filename), framework="pt") as weights:
+        return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+
+
+def _gemma_3_loader(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+                    cfg_overrides: dict | None = None) -> tuple:
+    """sae-lens' Gemma Scope 2 (`gemma_3`) loader, except for how it learns d_in/d_sae. sae-lens (6.54) reads them
+    with raw `requests` range requests to huggingface.co, which ignore HF_HUB_OFFLINE and the cache, so no Gemma
+    Scope 2 SAE could load offline; here the same header is read from the file the loader downloads next anyway."""
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    with mock.patch.object(loaders, "get_safetensors_tensor_shapes", _cached_tensor_shapes):
+        return loaders.gemma_3_sae_huggingface_loader(repo_id, folder_name, device, force_download, cfg_overrides)
 
 
 def sae_layer(sae: nn.Module) -> int | None:

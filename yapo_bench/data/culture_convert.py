@@ -14,6 +14,7 @@ convert --from {paper,localization-gap,culturalbench} IN OUT` is their front).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -175,36 +176,77 @@ def convert_culturalbench(path: str | Path) -> list[CultureItem]:
 
 
 def convert_paper(source: str | Path, split: str = "train") -> list[CultureItem]:
-    """The paper's dataset from a local file/dir or, when the hub is reachable, its hub id."""
+    """The paper's dataset from a local file/dir or, when the hub is reachable, its hub id. Without an id column the
+    two variants of a question are paired by content: same country, same option set, same gold option."""
     rows = _paper_rows(source, split)
     items = []
     for number, row in rows:
         where = f"{source} row {number}"
         _require(row, ("country", "localization_status", "prompt-mcq", "chosen-mcq"), where)
+        if not isinstance(row["country"], str) or not row["country"].strip():
+            raise ValueError(f"{where}: country: expected a country name, got {row['country']!r}")
         country = country_id(row["country"])
-        stem, options = split_mcq_prompt(row["prompt-mcq"])
-        if len(options) < 2:
-            raise ValueError(f"{where}: prompt-mcq: expected numbered or lettered option lines, found {len(options)}")
-        gold = _gold_from_answer(row["chosen-mcq"], options)
-        if gold is None or not 0 <= gold < len(options):
-            raise ValueError(f"{where}: chosen-mcq: {row['chosen-mcq']!r} names none of the {len(options)} options")
+        stem, options = _paper_options(str(row["prompt-mcq"]), where)
+        gold = _paper_gold(str(row["chosen-mcq"]), options, where)
         status = str(row["localization_status"]).strip().lower()
         localization = "localized" if status == "localized" else "nonlocalized" if status in ("nolocalized", "nonlocalized", "non-localized") else None
         if localization is None:
             raise ValueError(f"{where}: localization_status: expected localized or nolocalized, got {status!r}")
         open_prompt = row.get("prompt_open_ended") or None
         reference = row.get("chosen_open_ended") or None
-        question_id = str(row.get("question_id") or row.get("id") or f"paper-{number}")
+        if bool(open_prompt) != bool(reference):
+            empty = "chosen_open_ended" if open_prompt else "prompt_open_ended"
+            raise ValueError(f"{where}: {empty}: empty while its open-ended counterpart is set")
+        question_id = str(row.get("question_id") or row.get("id") or _paper_question_key(country, options, gold))
         items.append(_item(where,
             id=f"{question_id}-{localization}" if row.get("question_id") else f"paper-{number}",
             question_id=question_id, country=country, language_group=PAPER_CONTEXTS.get(country, "unknown"),
             localization=localization, topic=str(row.get("topic") or "general"), mcq_prompt=stem or row["prompt-mcq"],
             options=tuple(options), gold_index=gold,
             option_country=tuple(country if i == gold else None for i in range(len(options))),
-            open_prompt=open_prompt if open_prompt and reference else None,
-            reference_answer=reference if open_prompt and reference else None,
+            open_prompt=open_prompt, reference_answer=reference,
         ))
     return items
+
+
+def _paper_options(prompt: str, where: str) -> tuple[str, list[str]]:
+    """Stem and options of prompt-mcq; an option-like line out of sequence after the options began is an error
+    (it would otherwise be dropped, and the gold number could then point at the wrong option)."""
+    stem, options = split_mcq_prompt(prompt)
+    if len(options) < 2:
+        raise ValueError(f"{where}: prompt-mcq: expected numbered or lettered option lines, found {len(options)}")
+    lines = prompt.splitlines()
+    first = next(i for i, line in enumerate(lines) if (m := _OPTION_LINE.match(line)) and m.group(2) == options[0])
+    for line in lines[first:]:
+        match = _OPTION_LINE.match(line)
+        if match and match.group(2) not in options:
+            raise ValueError(f"{where}: prompt-mcq: option line {line.strip()!r} is out of sequence after "
+                             f"{len(options)} options")
+    return stem, options
+
+
+def _paper_gold(answer: str, options: list[str], where: str) -> int:
+    """The gold index from chosen-mcq: one \\boxed{k} (k the option's printed number or letter), a bare label, or
+    the option's text. `\\boxed{k}: text` must name option k's own text."""
+    boxed = set(_BOXED.findall(answer))
+    if len(boxed) > 1:
+        raise ValueError(f"{where}: chosen-mcq: {answer!r} boxes {len(boxed)} different answers")
+    gold = _gold_from_answer(answer, options)
+    if gold is None or not 0 <= gold < len(options):
+        raise ValueError(f"{where}: chosen-mcq: {answer!r} names none of the {len(options)} options")
+    match = _BOXED.search(answer)
+    if match and not answer[: match.start()].strip() and answer[match.end():].lstrip()[:1] in (":", "-"):
+        text = answer[match.end():].lstrip()[1:].strip()
+        if text and text != options[gold].strip():
+            raise ValueError(f"{where}: chosen-mcq: {match.group(0)} is option {options[gold]!r} but the answer "
+                             f"text reads {text!r}")
+    return gold
+
+
+def _paper_question_key(country: str, options: list[str], gold: int) -> str:
+    """A question id shared by a question's localized and non-localized rows (they differ in the prompt only)."""
+    key = json.dumps([country, sorted(o.strip() for o in options), options[gold].strip()], ensure_ascii=False)
+    return f"paper-{country}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 def _paper_rows(source: str | Path, split: str) -> list[tuple[int, dict[str, Any]]]:

@@ -386,3 +386,52 @@ def test_local_server_stops_on_exit(tmp_path: Path) -> None:
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/models", timeout=2)
     assert "listening" in (tmp_path / "server.log").read_text()
+
+
+def test_unparsable_verdicts_are_retried_when_asked(proxy: Proxy, tmp_path: Path) -> None:
+    run_dir = _run_dir(tmp_path, ("jailbreak", "jailbreak"))
+    config, cache = _config(proxy.url, json_schema=False, max_tokens=1), tmp_path / "c.sqlite"
+    judge_run(run_dir, config, cache_path=cache, similarity=False, progress=False)
+    proxy.reset()
+    again = judge_run(run_dir, config, cache_path=cache, similarity=False, progress=False, retry_unparsable=True)
+    assert proxy.calls == 2 and again["cache_hits"] == 0  # asked again, not read back
+    other_judge = _config(proxy.url, model="another-judge", json_schema=False, max_tokens=1)
+    proxy.reset()
+    judge_run(run_dir, other_judge, cache_path=cache, similarity=False, progress=False)
+    assert proxy.calls == 2  # one judge's unparsable answers are never another judge's
+
+
+def test_a_second_judge_on_one_run_dir_is_refused(proxy: Proxy, tmp_path: Path) -> None:
+    from yapo_bench.locking import DirectoryBusy, exclusive
+
+    run_dir = _run_dir(tmp_path, ("jailbreak",))
+    with exclusive(run_dir / "judge"), pytest.raises(DirectoryBusy, match="is being written by pid"):
+        judge_run(run_dir, _config(proxy.url), cache_path=tmp_path / "c.sqlite", similarity=False, progress=False)
+    assert proxy.calls == 0 and not (run_dir / "judge" / "verdicts.jsonl.partial").exists()
+
+
+def test_a_request_claimed_by_another_process_is_read_not_sent(proxy: Proxy, tmp_path: Path) -> None:
+    """Two judges that need the same answer send one request: the second waits for the first's answer."""
+    import os
+    import socket
+
+    from yapo_bench.judge.cache import cache_key, prompt_sha256
+
+    item = JudgeItem(MINI, {"question": "5+5?", "response": "10"})
+    config = _config(proxy.url, concurrency=1)
+    messages, cache_path = MINI.messages(**item.fields), tmp_path / "c.sqlite"
+    from yapo_bench.judge.client import JudgeClient
+
+    params = JudgeClient(config).params(MINI)
+    key = cache_key(config.model, prompt_sha256(messages), params)
+    with AnswerCache(cache_path) as other, AnswerCache(cache_path) as mine:
+        with other._lock:  # another live process (our parent) holds the claim
+            other._db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)",
+                              (key, os.getppid(), socket.gethostname(), time.time()))
+            other._db.commit()
+        answer = threading.Timer(1.0, lambda: other.put(key, config.model, prompt_sha256(messages), params,
+                                                        '{"score": 3}', None))
+        answer.start()
+        [(_, verdict)] = list(judge_items([item], config, mine, progress=False))
+        answer.join()
+    assert proxy.calls == 0 and verdict.cached and verdict.score == 3

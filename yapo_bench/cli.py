@@ -44,12 +44,13 @@ def _cmd_sae_train(args: argparse.Namespace) -> None:
 
 def _cmd_sae_eval(args: argparse.Namespace) -> None:
     from yapo_bench.corpus import load_corpus
-    from yapo_bench.models import load_model
-    from yapo_bench.sae import evaluate_sae, load_sae, render_documents, sae_directory, update_card_eval
+    from yapo_bench.models import load_model, require_layer
+    from yapo_bench.sae import evaluate_sae, render_documents, resolve_sae_and_layer, sae_directory, update_card_eval
 
+    sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, True, sae_field="--sae",
+                                       purpose="sae eval", layer_field="--layer")
+    layer = require_layer(args.model, layer, "--layer")
     loaded = load_model(args.model)
-    sae = load_sae(args.sae or args.model)
-    layer = args.layer if args.layer is not None else _default_layer(args.model, "--layer")
     texts = render_documents(loaded.tokenizer, load_corpus(args.corpus, args.split), args.chat_every)
     evaluation = evaluate_sae(loaded.model, loaded.tokenizer, sae, layer, texts, n_tokens=args.tokens)
     print(json.dumps(evaluation.to_dict(), indent=2))
@@ -78,40 +79,47 @@ def _cmd_vector_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} (use: lm_eval --model steered --model_args pretrained=...,steer_path={path})")
 
 
+def _cmd_vector_import(args: argparse.Namespace) -> None:
+    from yapo_bench.steering import SteeringVector
+
+    vector = SteeringVector.from_lm_eval_steered(args.path, method="imported",
+                                                 provenance={"imported_from": str(args.path)})
+    print(f"wrote {vector.save(args.out)} (dense, layer {vector.layer}, ‖v‖ {vector.norm:.4g}; coefficient folded in)")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.data import load_pairs
     from yapo_bench.distributed import data_parallel
     from yapo_bench.locking import exclusive
     from yapo_bench.methods import get_method
-    from yapo_bench.models import load_model
+    from yapo_bench.models import load_model, require_layer
     from yapo_bench.pairs import PairSet
     from yapo_bench.sae import resolve_sae_and_layer
 
     method = get_method(args.method)
-    sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, method.NEEDS_SAE, sae_field="--sae",
-                                       purpose=f"method {args.method}", layer_field="--layer")
-    if layer is None:
-        layer = _default_layer(args.model, "--layer")
-    pairs = load_pairs(args.data, args.data_dir)
-    if pairs.skipped:
-        print(f"{args.data}: skipped {len(pairs.skipped)} invalid row(s): {'; '.join(pairs.skipped[:3])}"
-              + (" ..." if len(pairs.skipped) > 3 else ""))
-    if args.limit:
-        pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
-    loaded = load_model(args.model)
-    if args.method in ("caa", "sas"):
-        spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k, max_length=args.max_length)
-    else:
-        spec = method.Spec(
-            layer=layer, steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
-            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
-            positions=args.positions, direction_mode=args.direction_mode, seed=args.seed, max_length=args.max_length,
-            heldout_fraction=args.heldout_fraction, eval_every=args.eval_every,
-            checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
-        )
     main_rank = data_parallel().is_main  # under a multi-process launch rank 0 writes and reports for all
+    # the output directory first: a busy, read-only or full one fails before anything is computed
     with exclusive(args.out, "--out") if main_rank else contextlib.nullcontext():
-        vector = method.fit(loaded, pairs, spec, sae=sae)
+        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, method.NEEDS_SAE, sae_field="--sae",
+                                           purpose=f"method {args.method}", layer_field="--layer")
+        layer = require_layer(args.model, layer, "--layer")
+        if args.method in ("caa", "sas"):
+            spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k, max_length=args.max_length)
+        else:
+            spec = method.Spec(
+                layer=layer, steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
+                weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+                positions=args.positions, direction_mode=args.direction_mode, seed=args.seed,
+                max_length=args.max_length, heldout_fraction=args.heldout_fraction, eval_every=args.eval_every,
+                checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
+            )
+        pairs = load_pairs(args.data, args.data_dir)
+        if pairs.skipped:
+            print(f"{args.data}: skipped {len(pairs.skipped)} invalid row(s): {'; '.join(pairs.skipped[:3])}"
+                  + (" ..." if len(pairs.skipped) > 3 else ""))
+        if args.limit:
+            pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
+        vector = method.fit(load_model(args.model), pairs, spec, sae=sae)
         if getattr(spec, "run_dir", None) is None and main_rank:  # the preference loop saves beside its log
             vector.save(args.out)
     if not main_rank:
@@ -198,12 +206,6 @@ def run_lm_eval(forwarded: list[str]) -> None:
         forwarded = ["--model", "yapo_steered", *forwarded]
     sys.argv = ["lm_eval", *forwarded]
     cli_evaluate()
-
-
-def _default_layer(model: str, flag: str) -> int:
-    if model in PRESETS:
-        return PRESETS[model].default_layer
-    raise ValueError(f"{flag}: required for model {model!r}, which is not a preset")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -446,6 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--multiplier", type=_multiplier, default=1.0, help="λ folded into the coefficient (default: %(default)s)")
     export.add_argument("--direction", type=int, default=1, choices=[-1, 1], help="d (default: %(default)s)")
     export.set_defaults(func=_cmd_vector_export)
+    imported = vector_commands.add_parser(
+        "import-lm-eval", help="read lm-eval's `steered` .pt (one `add` hookpoint) as a yapo-bench vector",
+        description="Convert an lm-eval `steered` file into a dense yapo-bench vector (safetensors + JSON). The .pt "
+        "is read with torch.load(weights_only=True), which refuses anything but tensors and plain containers.")
+    imported.add_argument("path", type=Path, help="lm-eval steer .pt file")
+    imported.add_argument("--out", type=Path, required=True, help="output vector directory")
+    imported.set_defaults(func=_cmd_vector_import)
     return parser
 
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,15 @@ class JudgeSpec:
             raise ValueError("judge.model: required with judge.url")
 
 
+def _nested(cls: type, raw: dict[str, Any], field: str) -> Any:
+    """A nested section of a run config as its dataclass, an unknown key refused in one line naming it."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"config: unknown field {field}.{unknown[0]}; expected some of {', '.join(known)}")
+    return cls(**raw)
+
+
 @dataclass
 class RunConfig:
     """One experiment; every field that changes a result is recorded in the run's plan.json."""
@@ -91,9 +100,9 @@ class RunConfig:
         from yapo_bench.steering import check_multiplier
 
         if isinstance(self.training, dict):
-            self.training = TrainingBudget(**self.training)
+            self.training = _nested(TrainingBudget, self.training, "training")
         if isinstance(self.judge, dict):
-            self.judge = JudgeSpec(**self.judge)
+            self.judge = _nested(JudgeSpec, self.judge, "judge")
         known = {c for countries in CONTEXTS.values() for c in countries}
         for country in self.countries:
             if country not in known:
@@ -266,12 +275,11 @@ class Runner:
         return self.config.sae
 
     def sae_and_layer(self, needs_sae: bool) -> tuple[Any, int]:
+        from yapo_bench.models import require_layer
         from yapo_bench.sae import resolve_sae_and_layer
 
         sae, layer = resolve_sae_and_layer(self.config.model, self.sae_spec(), self.layer(), needs_sae)
-        if layer is None:
-            raise ValueError(f"layer: required for model {self.config.model!r}, which is not a preset")
-        return sae, layer
+        return sae, require_layer(self.config.model, layer)
 
     def vector_dir(self, method: str, unit: str) -> Path:
         return self.out / "vectors" / f"{method}-{unit.replace(':', '-')}"

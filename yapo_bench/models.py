@@ -164,6 +164,40 @@ def _save_dequantised(model: nn.Module, tokenizer: object, target: Path) -> None
             model.config.quantization_config = quant_cfg
 
 
+def model_source(spec: str) -> str:
+    """What kind of model spec this is (`preset`, `gguf`, `dir` or `hub`), or a ModelLoadError saying what was
+    expected: checked before any work is done, without loading anything."""
+    path = Path(spec).expanduser()
+    if spec in PRESETS:
+        return "preset"
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model: GGUF file {spec!r} does not exist")
+        return "gguf"
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"model: directory {spec!r} has no config.json (expected a transformers checkpoint)")
+        return "dir"
+    if "/" not in spec and not path.suffix:
+        raise ModelLoadError(f"model: unknown preset {spec!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
+                             "a local directory or a hub id owner/name")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return "hub"
+    raise ModelLoadError(
+        f"model: {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .gguf file, "
+        "a local directory nor a hub id of the form owner/name"
+    )
+
+
+def require_layer(model: str, layer: int | None, field: str = "layer") -> int:
+    """`layer`, else the preset's default layer; a model without one needs it named (`field`)."""
+    if layer is not None:
+        return layer
+    if model_source(model) == "preset":
+        return PRESETS[model].default_layer
+    raise ModelLoadError(f"{field}: required for model {model!r}, which is not a preset (no default layer)")
+
+
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM from a preset name, a GGUF file, a local directory or a hub id.
 
@@ -171,26 +205,20 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source = model_source(spec)
     preset = PRESETS.get(spec)
     path = Path(spec).expanduser()
-    if preset is not None:
+    if source == "preset":
         model, tokenizer = _load_gguf(preset.gguf_path(), dtype)
         model_id = preset.name
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"model: GGUF file {spec!r} does not exist")
+    elif source == "gguf":
         model, tokenizer = _load_gguf(path, dtype)
         model_id = str(path.resolve())
-    elif path.exists():
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"model: directory {spec!r} has no config.json (expected a transformers checkpoint)")
+    elif source == "dir":
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model_id = str(path.resolve())
-    elif "/" not in spec and not path.suffix:
-        raise ModelLoadError(f"model: unknown preset {spec!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
-                             "a local directory or a hub id owner/name")
-    elif spec.count("/") == 1 and not spec.startswith((".", "/")):
+    else:
         try:
             model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(spec)
@@ -198,11 +226,6 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ModelLoadError(f"model: cannot load hub id {spec!r}: {reason}") from err
         model_id = spec
-    else:
-        raise ModelLoadError(
-            f"model: {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .gguf file, "
-            "a local directory nor a hub id of the form owner/name"
-        )
     model.to(device).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from yapo_bench.atomic import atomic_dir, atomic_file
 from yapo_bench.environment import versions
 from yapo_bench.internals import edit_layer_output, get_layer, hidden_size, layer_output
-from yapo_bench.models import PRESETS
+from yapo_bench.models import PRESETS, model_source
 from yapo_bench.pairs import length_limit
 from yapo_bench.resources import resource_dir
 
@@ -138,6 +138,7 @@ def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, n
     """The SAE (`sae_spec`, else the preset's shipped one when `needs_sae`) and the layer to steer: explicit,
     else the SAE's own layer, else the preset's default; None when nothing says (callers name their field).
     An explicit layer that is not the SAE's own is refused: the SAE would encode a layer it was not trained on."""
+    model_source(model)  # an unknown model is the first thing wrong, before anything about its SAE or layer
     preset = PRESETS.get(model)
     sae = None
     if sae_spec or needs_sae:

@@ -43,6 +43,7 @@ from yapo_bench.models import model_identity
 SPACES = ("dense", "sae")
 POSITIONS = ("all", "prompt", "response", "generated")
 SPARSE_FORMS = ("support", "full")
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin")
 _FAST_ARCHITECTURES = ("standard", "jumprelu")
 
 
@@ -215,6 +216,10 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
         """Load a vector saved by `save` (directory, .safetensors or .json path); checks its checksum."""
+        if Path(path).suffix in PICKLE_SUFFIXES:
+            raise VectorFileError(f"vector: {path} is a pickle ({Path(path).suffix}), which yapo-bench never loads "
+                                  "because unpickling can run code; vectors are safetensors + JSON (an lm-eval "
+                                  "`steered` .pt converts with `yapo-bench vector import-lm-eval`)")
         tensor_path, json_path = cls._paths(path)
         if not tensor_path.is_file():
             raise VectorFileError(f"vector: no file at {tensor_path}")

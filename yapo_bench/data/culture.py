@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from yapo_bench.data.text import text_rows
+
 LOCALIZATIONS = ("localized", "nonlocalized")
 WESTERN = "western"
 FIELDS = ("id", "question_id", "country", "language_group", "localization", "topic", "mcq_prompt", "options",
@@ -152,16 +154,17 @@ def validate_rows(rows: Iterable[tuple[int, Any]], source: str) -> tuple[list[Cu
 
 
 def read_culture_rows(path: str | Path) -> list[tuple[int, Any]]:
-    path = Path(path)
-    rows = []
-    for row_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """(row number, parsed JSON object or an error string) per non-empty line."""
+    lines, problems = text_rows(path)
+    rows: list[tuple[int, Any]] = list(problems)
+    for row_number, line in lines:
         if not line.strip():
             continue
         try:
             rows.append((row_number, json.loads(line)))
         except json.JSONDecodeError as err:
             rows.append((row_number, f"invalid JSON ({err.msg})"))
-    return rows
+    return sorted(rows, key=lambda row: row[0])
 
 
 def _read_and_validate(path: str | Path) -> tuple[list[CultureItem], list[str]]:
@@ -174,8 +177,12 @@ def _read_and_validate(path: str | Path) -> tuple[list[CultureItem], list[str]]:
 
 
 def validate_culture_file(path: str | Path) -> list[str]:
-    """Every problem in a culture JSONL file, one line each (empty when the file is valid)."""
-    return _read_and_validate(path)[1]
+    """Every problem in a culture JSONL file, one line each (empty when the file is valid); a file that cannot
+    be read is one problem, so that a caller validating several files reports them all."""
+    try:
+        return _read_and_validate(path)[1]
+    except ValueError as err:
+        return [str(err)]
 
 
 def load_culture(path: str | Path) -> list[CultureItem]:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from yapo_bench.data.culture import CultureItem
+from yapo_bench.data.text import read_text
 
 # The paper's 15 contexts and their language groups; hub country names vary in spelling, so match loosely.
 PAPER_CONTEXTS = {
@@ -80,17 +81,26 @@ def _gold_from_answer(answer: str, options: list[str]) -> int | None:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a CSV or JSON/JSONL file, numbered from 1."""
+    text = read_text(path)  # a byte that is not UTF-8 is named by row here, in every format
     if path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise ValueError(f"{path}: not a readable CSV ({err})") from None
         yield from enumerate(frame.to_dict("records"), 1)
         return
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        yield from enumerate(json.loads(text), 1)
-        return
+    try:
+        if text.lstrip().startswith("["):
+            yield from enumerate(json.loads(text), 1)
+            return
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a valid JSON list ({err})") from None
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            yield number, json.loads(line)
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} row {number}: invalid JSON ({err.msg})") from None
 
 
 def _item(where: str, **fields: Any) -> CultureItem:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from yapo_bench.data.text import read_text
 from yapo_bench.pairs import PairSet, PreferencePair
 
 BIPO_COLUMNS = ("question", "matching", "not_matching")
@@ -52,7 +53,7 @@ def _pairs(rows: Iterable[tuple[int, dict]], path: Path, keys: tuple[str, str, s
 
 def _json_rows(path: Path) -> list[tuple[int, dict]]:
     """Rows of a JSON list or a JSONL file, numbered from 1."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         if text.lstrip().startswith("["):
             rows = list(enumerate(json.loads(text), 1))
@@ -87,10 +88,11 @@ def load_ab_json(path: str | Path, source: str | None = None, strict: bool = Fal
 def load_bipo_csv(path: str | Path, source: str | None = None, strict: bool = False) -> PairSet:
     """BiPO behaviour CSV (question, matching, not_matching): chosen = matching, the behaviour."""
     path = Path(path)
+    read_text(path)  # a byte that is not UTF-8: named by row, before pandas' message that names neither
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV ({err})") from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{path}: not a readable CSV ({err}); expected columns {', '.join(BIPO_COLUMNS)}") from None
     missing = [column for column in BIPO_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: column {missing[0]!r} is missing; expected columns {', '.join(BIPO_COLUMNS)} "

@@ -130,9 +130,10 @@ class YapoSteeredLM(HFLM):
         layer = spec.layer if spec.layer is not None else vector.layer if vector else None
         sae, layer = resolve_sae_and_layer(spec.model, spec.sae, layer, needs_sae)
         if spec.train:
-            if layer is None:
-                raise ValueError(f"layer: required to train on model {spec.model!r}, which is not a preset")
             from yapo_bench.methods.cached import trained_vector_dir
+            from yapo_bench.models import require_layer
+
+            layer = require_layer(spec.model, layer)
 
             method_name, data = spec.training_method()
             return sae, trained_vector_dir(method_name, data, loaded, sae, layer, steps=spec.steps, lr=spec.lr,

@@ -107,6 +107,19 @@ class PreferenceBatchScorer:
                 self._layer_cache[seq.key] = states[row, : len(seq.ids)].clone()
             self._reference_cache.update(zip((s.key for s in chunk), self._logprob_sums(chunk, None, 1)))
 
+    @torch.no_grad()
+    def residual_norm(self, sequences: Sequence[EncodedSequence]) -> float:
+        """The median token norm of A_L over `sequences` (position 0, an attention sink, left out): the scale a
+        steering vector's change to the residual stream is measured against."""
+        if self.naive:
+            ids, mask = _pad(sequences, self.pad_id)
+            states = layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=mask)
+            rows = [states[row, 1 : len(s.ids)] for row, s in enumerate(sequences)]
+        else:
+            self.prepare([s for s in sequences if s.key not in self._layer_cache])
+            rows = [self._layer_cache[s.key][1:] for s in sequences]
+        return float(torch.cat(rows).float().norm(dim=-1).median())
+
     def _logprob_sums(self, sequences: Sequence[EncodedSequence], vector: SteeringVector | None,
                       direction: int) -> torch.Tensor:
         ids, mask = _pad(sequences, self.pad_id)
@@ -194,6 +207,7 @@ POSITIONS = ("all", "response")
 DIRECTION_MODES = ("batch", "example")
 RUN_FIELDS = ("run_dir", "resume", "progress")  # where/how a run goes; not part of what it computes
 CHECKPOINT = "checkpoint.pt"
+NORM_SAMPLE = 16  # training sequences whose residual norm scales the divergence rule's norm limit
 LOG = "train_log.jsonl"
 
 
@@ -224,6 +238,7 @@ class PreferenceSpec:
     max_length: int = 256
     max_loss_ratio: float = 4.0
     divergence_window: int = 5
+    max_norm_ratio: float = 100.0
     heldout_fraction: float = 0.1
     eval_every: int = 25
     checkpoint_every: int = 25
@@ -242,8 +257,9 @@ class PreferenceSpec:
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected an integer >= 0")
         if not isinstance(self.divergence_window, int) or self.divergence_window < 1:
             raise ValueError(f"divergence_window: {self.divergence_window!r}; expected an integer >= 1")
-        if not math.isfinite(self.max_loss_ratio) or self.max_loss_ratio <= 1:
-            raise ValueError(f"max_loss_ratio: {self.max_loss_ratio!r}; expected a finite number > 1")
+        for name in ("max_loss_ratio", "max_norm_ratio"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 1:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; expected a finite number > 1")
         for name in ("lr", "beta", "grad_clip"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected a finite number > 0")
@@ -262,9 +278,11 @@ class PreferenceSpec:
 
     def divergence_rule(self) -> str:
         """The rule that stops a run, in words (recorded in every vector's metadata)."""
-        return (f"stop when the loss, the gradient or v is not finite, or when the mean train loss of the last "
+        return (f"stop when the loss, the gradient or v is not finite, when the mean train loss of the last "
                 f"{self.divergence_window} steps exceeds {self.max_loss_ratio:g} x ln 2 = "
-                f"{self.divergence_loss():.4g} (ln 2 is the loss at v = 0, where training starts)")
+                f"{self.divergence_loss():.4g} (ln 2 is the loss at v = 0, where training starts), or when v's "
+                f"change to the residual stream (|v| dense, |W_dec^T v| sparse) exceeds {self.max_norm_ratio:g} x "
+                f"the median token norm of the layer's output on the first {NORM_SAMPLE} training sequences")
 
     def divergence_loss(self) -> float:
         return self.max_loss_ratio * math.log(2)
@@ -422,6 +440,12 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     # uninterrupted one would
     recent_losses = collections.deque(group.on_main(lambda: run.train_losses(spec.divergence_window)),
                                       maxlen=spec.divergence_window)
+    sample = sorted((s for p in train for s in (p.chosen, p.rejected)), key=lambda s: s.key)[:NORM_SAMPLE]
+    norm_limit = spec.max_norm_ratio * scorer.residual_norm(sample)
+
+    def shift_norm() -> float:
+        return float(values.detach().norm() if sae is None else (values.detach() @ sae.W_dec.float()).norm())
+
     bar = tqdm(range(first_step, spec.steps), initial=first_step, total=spec.steps, desc=f"{method} training",
                disable=not progress)
     loss_value, steps_done = float("nan"), first_step
@@ -441,6 +465,8 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         lr = scheduler.get_last_lr()[0]
         recent_losses.append(loss_value)
         problem = _divergence(spec, loss_value, grad_norm, optimizer, values, recent_losses)
+        if problem is None and shift_norm() > norm_limit:
+            problem = f"v's change to the residual stream has norm {shift_norm():.4g} (limit {norm_limit:.4g})"
         if problem:
             where = f"{run.checkpoint_path()} (step {last_good})" if last_good is not None else "none saved yet"
             raise TrainingDiverged(f"step {step + 1}: {problem}; training stopped; last good checkpoint: {where}. "

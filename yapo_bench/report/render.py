@@ -206,6 +206,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
     figures = _figures(runs, sections)
     runs_frame = _runs_frame(runs)
     title = title or f"yapo-bench report: {', '.join(sorted({r.model for r in runs}))}"
+    run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
+    footer = _version_footer(run_versions)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for section in sections:
@@ -217,8 +219,6 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
     with atomic_file(out / "report.md") as tmp:
         tmp.write_text(_markdown(title, runs_frame, sections, figures) + f"\n---\n{footer}\n")
     numbers = {section.key: json.loads(section.frame.to_json(orient="records")) for section in sections}
-    run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
-    footer = _version_footer(run_versions)
     with atomic_file(out / "report.json") as tmp:
         tmp.write_text(json.dumps({"title": title, "runs": json.loads(runs_frame.to_json(orient="records")),
                                    "tables": numbers, "versions": {"report": versions(), "runs": run_versions}},

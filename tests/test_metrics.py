@@ -217,7 +217,8 @@ def test_paired_strata_test_on_a_gap_statistic() -> None:
     strata = {"localized": (loc, loc), "nonlocalized": (non + 25, non)}  # method a lifts non-localized items
 
     def narrowing(a: dict, b: dict) -> np.ndarray:
-        return np.abs(pnlg_array(b["localized"], b["nonlocalized"])) - np.abs(pnlg_array(a["localized"], a["nonlocalized"]))
+        gap_b, gap_a = (pnlg_array(m["localized"], m["nonlocalized"]) for m in (b, a))
+        return np.abs(gap_b) - np.abs(gap_a)
 
     result = paired_strata_test(strata, narrowing)
     expected = abs(pnlg(loc.mean(), non.mean())) - abs(pnlg(loc.mean(), non.mean() + 25))

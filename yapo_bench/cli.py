@@ -423,8 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables, plots and an HTML page from lm-eval output (and judge verdicts)",
         description="Read lm-eval --output_path directories (results_*.json; per-item CIs and paired tests need "
                     "--log_samples) and any judge verdicts under them; write index.html, report.md, report.json, "
-                    "tables/*.csv and plots/*.png. The page opens with a scorecard of the paper's claims (docs/scorecard.md); "
-                    "the paper's published numbers sit beside ours only when the model and data match, else apart.")
+                    "tables/*.csv and plots/*.png. The page opens with a scorecard of the paper's claims "
+                    "(docs/scorecard.md); the paper's published numbers sit beside ours only when the model and data "
+                    "match, else apart.")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="lm-eval output dir or results file; "
                         "RUN_DIR=LABEL names its column")
     report.add_argument("--out", required=True, help="output directory, e.g. reports/<name>")

@@ -398,15 +398,17 @@ def paired_strata_test(strata: Mapping[Any, tuple[ArrayLike, ArrayLike]],
     for key, (a, b) in strata.items():
         a_arr, b_arr = _as_1d(a, f"strata[{key!r}] a"), _as_1d(b, f"strata[{key!r}] b")
         if a_arr.size != b_arr.size:
-            raise ValueError(f"strata[{key!r}]: expected paired scores of equal length, got {a_arr.size} and {b_arr.size}")
+            raise ValueError(f"strata[{key!r}]: expected paired scores of equal length, got {a_arr.size} and "
+                             f"{b_arr.size}")
         pairs[key] = (a_arr, b_arr)
     observed = float(statistic({k: np.asarray(a.mean()) for k, (a, _) in pairs.items()},
                                {k: np.asarray(b.mean()) for k, (_, b) in pairs.items()}))
     rng = np.random.default_rng(seed)
     draws = {kind: [_resampled_means(a, b, rng, count, kind) for a, b in pairs.values()]
              for kind, count in (("bootstrap", n_resamples), ("flip", n_permutations))}
-    effects = {kind: np.asarray(statistic(dict(zip(pairs, (m[0] for m in means))), dict(zip(pairs, (m[1] for m in means)))),
-                                dtype=float) for kind, means in draws.items()}
+    effects = {kind: np.asarray(statistic(dict(zip(pairs, (m[0] for m in means))),
+                                          dict(zip(pairs, (m[1] for m in means)))), dtype=float)
+               for kind, means in draws.items()}
     tail = (1 - confidence) / 2
     low, high = np.quantile(effects["bootstrap"], [tail, 1 - tail])
     tolerance = 1e-12 * max(1.0, abs(observed))

@@ -273,7 +273,8 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str], family: str = "mcq") -> dict[str, float]:
+def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str],
+                        family: str = "mcq") -> dict[str, float]:
     """Per culture item of `family` in one run, keyed "<task>/<doc_id>": `metric` ×100 (MCQ families) or the
     judge's score (open); records each item's split id (its question_id, shared by a question's localized and
     non-localized variants) in `question_of`."""
@@ -358,6 +359,7 @@ def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed:
                      "test_questions": len({question_of[i] for i in items if question_of[i] in split.test}),
                      "test_items": selection.n_test,
                      "validation_curve": " ".join(f"{lam:g}:{score:.2f}" for lam, score in selection.validation_curve)})
-    return pd.DataFrame(rows), (f"λ chosen per method on {len(split.validation)} validation questions and scored on "
-                                f"the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %. An item "
-                                "is one task's document: a question counts once per localization task that holds it.")
+    return pd.DataFrame(rows), (f"λ chosen per method on {len(split.validation)} validation questions and scored "
+                                f"on the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %. "
+                                "An item is one task's document: a question counts once per localization task that "
+                                "holds it.")

@@ -46,7 +46,8 @@ def training_logs(runs: list[EvalRun]) -> list[TrainingLog]:
         directory = vector_dir(run)
         if directory is None or directory in logs or not (directory / "train_log.jsonl").is_file():
             continue
-        records = [json.loads(line) for line in (directory / "train_log.jsonl").read_text().splitlines() if line.strip()]
+        lines = (directory / "train_log.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
         points = sorted((int(r["step"]), float(r["loss"])) for r in records
                         if "loss" in r and "step" in r and r.get("kind", "train") == "train")
         if not points:

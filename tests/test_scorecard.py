@@ -75,6 +75,15 @@ def test_a_null_effect_on_a_few_items_is_inconclusive_underpowered() -> None:
     assert math.isinf(row.mde)  # 4 paired items: no sign-flip test reaches p < 0.05 / m at all
 
 
+def test_a_measure_stuck_at_its_ceiling_is_not_tested() -> None:
+    """A judge that rates everything 10 (the demo's 135M judge) says nothing, however many items it rated."""
+    ceiling = {("egypt", loc): np.full(300, 99.0) for loc in ("localized", "nonlocalized")}
+    card = build_scorecard([culture_run("base", 0.0, ceiling), culture_run("yapo", 1.0, ceiling)])
+    for row in card.rows:  # the MCQ difference and the gap statistics alike
+        assert math.isnan(row.p_value) and row.verdict == "inconclusive (underpowered)" and "ceiling" in row.reason
+    assert {row.claim for row in card.rows} == {"b", "c"}
+
+
 def test_a_reversed_effect_is_contradicted() -> None:
     (row,) = _rows(build_scorecard(_base_and(-4.0, 100)), "b", scope="pooled")
     assert row.effect < 0 and row.verdict == "contradicted" and "reversed" in row.reason

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from yapo_bench.metrics import paired_strata_test, pnlg_array, rca_array
+from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
 from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, culture_task
 from yapo_bench.report.scorecard import (
@@ -28,6 +28,7 @@ from yapo_bench.report.scorecard import (
     equivalence_evidence,
     finalise,
     mean_evidence,
+    strata_evidence,
 )
 from yapo_bench.report.tables import (
     MultiplierChoice,
@@ -274,13 +275,11 @@ def _claim_c(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
                     strata = {(c, loc): ([pairs[i][0] for i in pairs if _country(i) == c and _localization(i) == loc],
                                          [pairs[i][1] for i in pairs if _country(i) == c and _localization(i) == loc])
                               for c in countries for loc in ("localized", "nonlocalized")}
-                    result = paired_strata_test(strata, _gap_statistic(measure, countries), seed=spec.seed)
                     rows.append(ScorecardRow(
                         claim="c", family=row_family, kind="superiority", method="yapo", reference=reference,
-                        measure=key, measure_label=label, scope=scope, direction=1, n=result["n"],
-                        effect=result["effect"], ci_low=result["ci_low"], ci_high=result["ci_high"], se=result["se"],
-                        p_value=result["p_value"], test=result["test"], basis=note, min_p=result["min_p"],
-                        paper=_paper_gap(family, measure, "yapo", reference, countries)))
+                        measure=key, measure_label=label, scope=scope, direction=1, basis=note,
+                        paper=_paper_gap(family, measure, "yapo", reference, countries),
+                        **strata_evidence(strata, _gap_statistic(measure, countries), spec.seed)))
     return rows
 
 

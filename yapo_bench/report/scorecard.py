@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yapo_bench.metrics import equivalence_test, holm, minimum_detectable_effect, paired_test
+from yapo_bench.metrics import equivalence_test, holm, minimum_detectable_effect, paired_strata_test, paired_test
 
 CLAIMS = {
     "a": "YaPO converges faster than BiPO",
@@ -142,15 +142,36 @@ def _standard_error(differences: np.ndarray) -> float:
 
 
 def mean_evidence(method_scores: np.ndarray, reference_scores: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Paired mean difference on the same units: paired_test's effect, bootstrap CI and p, and the SE of the mean."""
-    if method_scores.size < 2:
+    """Paired mean difference on the same units: paired_test's effect, bootstrap CI and p, and the SE of the mean.
+    No test when there are fewer than 2 units, or when every score of both sides is the same (a measure stuck at
+    its floor or ceiling, e.g. a judge that rates everything 10, carries no information either way)."""
+    untestable = "none: fewer than 2 paired units" if method_scores.size < 2 else _constant(
+        [method_scores, reference_scores])
+    if untestable:
         return {"n": int(method_scores.size), "effect": float(np.mean(method_scores - reference_scores))
                 if method_scores.size else float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "se": float("nan"), "p_value": float("nan"), "test": "none: fewer than 2 paired units"}
+                "se": float("nan"), "p_value": float("nan"), "test": untestable}
     result = paired_test(method_scores, reference_scores, seed=seed)
     return {"n": result["n"], "effect": result["mean_diff"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
             "se": _standard_error(method_scores - reference_scores), "p_value": result["p_value"],
             "test": result["test"], "min_p": 2.0 ** (1 - result["n"])}
+
+
+def _constant(arrays: list[np.ndarray]) -> str:
+    """Why no test can tell anything when every score is the same, else ''."""
+    values = np.concatenate(arrays)
+    return "none: every score is the same on both sides (a floor or ceiling)" if np.ptp(values) == 0 else ""
+
+
+def strata_evidence(strata: dict[Any, tuple[np.ndarray, np.ndarray]], statistic: Any, seed: int = 0) -> dict[str, Any]:
+    """paired_strata_test on per-stratum paired scores (claim c's gap statistics), with mean_evidence's rule for a
+    measure stuck at its floor or ceiling."""
+    untestable = _constant([np.asarray(side, dtype=float) for pair in strata.values() for side in pair])
+    if untestable:
+        return {"n": sum(len(a) for a, _ in strata.values()), "effect": 0.0, "ci_low": float("nan"),
+                "ci_high": float("nan"), "se": float("nan"), "p_value": float("nan"), "test": untestable}
+    result = paired_strata_test(strata, statistic, seed=seed)
+    return {key: result[key] for key in ("n", "effect", "ci_low", "ci_high", "se", "p_value", "test", "min_p")}
 
 
 def equivalence_evidence(method_scores: np.ndarray, reference_scores: np.ndarray, margin: float,

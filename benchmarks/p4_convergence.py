@@ -20,6 +20,7 @@ from common import REPORT_DIR, default_model_and_sae, pairs_or_demo, write_repor
 from yapo_bench.data import data_dir
 from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
 from yapo_bench.pairs import PairSet, PreferencePair
+from yapo_bench.report.training import moving_average, steps_to_threshold
 
 THRESHOLD = 0.1
 WINDOW = 10
@@ -38,10 +39,6 @@ def localization_pairs(limit: int) -> PairSet:
     order = np.random.default_rng(0).permutation(len(pairs))[:limit]
     return PairSet([pairs[i] for i in order], f"{path.name}: implicit, non-English[:{limit}]",
                    "the option of the prompt language's culture (vs the US option)")
-
-
-def moving_average(values: list[float]) -> list[float]:
-    return [float(np.mean(values[max(0, i - WINDOW + 1) : i + 1])) for i in range(len(values))]
 
 
 def main() -> None:
@@ -73,17 +70,17 @@ def main() -> None:
 
             def converged(record: dict, losses: list[float] = losses) -> bool:
                 losses.append(record["loss"])
-                return moving_average(losses)[-1] < THRESHOLD and len(losses) >= WINDOW
+                return steps_to_threshold(losses, THRESHOLD, WINDOW) is not None
 
             started = time.perf_counter()
             vector = train_preference_vector(loaded, pairs, spec, sae=sae if method == "yapo" else None,
                                              method=method, on_step=converged)
-            smoothed = moving_average(losses)
-            reached = next((i + 1 for i, v in enumerate(smoothed) if v < THRESHOLD and i + 1 >= WINDOW), None)
+            smoothed = moving_average(losses, WINDOW)
+            reached = steps_to_threshold(losses, THRESHOLD, WINDOW)
             result["runs"][f"{name}/{method}"] = {
                 "data": pairs.source, "pairs": len(pairs), "steps_to_threshold": reached,
                 "first_step_batch_loss_below": next((i + 1 for i, v in enumerate(losses) if v < THRESHOLD), None),
-                "steps_run": len(losses), "final_moving_average_loss": smoothed[-1], "vector_norm": vector.norm,
+                "steps_run": len(losses), "final_moving_average_loss": float(smoothed[-1]), "vector_norm": vector.norm,
                 "vector_l0": vector.l0, "seconds": round(time.perf_counter() - started, 1),
                 "config": spec.config(), "losses": losses,
             }

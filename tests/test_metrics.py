@@ -7,7 +7,21 @@ import functools
 import numpy as np
 import pytest
 
-from yapo_bench.metrics import accuracy, bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
+from scipy import stats
+
+from yapo_bench.metrics import (
+    accuracy,
+    bootstrap_ci,
+    bootstrap_ci_pair,
+    equivalence_test,
+    holm,
+    minimum_detectable_effect,
+    paired_strata_test,
+    paired_test,
+    pnlg,
+    pnlg_array,
+    rca,
+)
 
 
 def test_accuracy() -> None:
@@ -146,3 +160,76 @@ def test_paired_test_errors() -> None:
         paired_test([1], [])
     with pytest.raises(ValueError, match="method_scores: expected finite"):
         paired_test([1, float("nan")], [1, 0])
+
+
+def test_holm_matches_its_closed_form() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 → running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    adjusted = holm([0.01, float("nan"), 0.02])  # NaN: not a test, not counted in m
+    assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+    ps = np.random.default_rng(0).uniform(0, 0.2, 12)  # Holm is never below the raw p nor above Bonferroni
+    assert np.all(np.array(holm(ps)) >= ps) and np.all(np.array(holm(ps)) <= np.minimum(1, 12 * ps) + 1e-12)
+    with pytest.raises(ValueError, match="p_values: expected numbers in"):
+        holm([0.1, 1.5])
+
+
+def test_minimum_detectable_effect_matches_the_closed_form_and_delivers_its_power() -> None:
+    # the textbook one-sample figure: n ≈ 7.85 / d² at α = 0.05 two-sided, 80 % power (sd 1, n 100 → d ≈ 0.280)
+    assert minimum_detectable_effect(0.1) == pytest.approx(0.28016, abs=1e-4)
+    assert minimum_detectable_effect(0.1) ** 2 * 100 == pytest.approx(7.849, abs=1e-3)
+    se, alpha = 0.3, 0.01
+    mde = minimum_detectable_effect(se, alpha)
+    z = stats.norm.ppf(1 - alpha / 2)
+    assert stats.norm.cdf(mde / se - z) + stats.norm.cdf(-mde / se - z) == pytest.approx(0.8, abs=1e-3)
+    margin = minimum_detectable_effect(se, alpha, equivalence=True)  # TOST power at true effect 0: 2Φ(m/se − z) − 1
+    assert 2 * stats.norm.cdf(margin / se - stats.norm.ppf(1 - alpha)) - 1 == pytest.approx(0.8, abs=1e-9)
+    # and in simulation: a true effect of the MDE is detected ~80 % of the time by a two-sided test at α
+    rng = np.random.default_rng(0)
+    n, sd = 60, 2.0
+    effect = minimum_detectable_effect(sd / np.sqrt(n), 0.05)
+    samples = rng.normal(effect, sd, size=(4000, n))
+    rejected = stats.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="power"):
+        minimum_detectable_effect(0.1, power=1.0)
+
+
+def test_equivalence_test_tost() -> None:
+    rng = np.random.default_rng(0)
+    close = rng.normal(0.0, 1.0, 400)
+    result = equivalence_test(close, margin=0.5)
+    assert result["p_value"] < 1e-4 and result["p_value"] == max(result["p_lower"], result["p_upper"])
+    assert equivalence_test(close, margin=0.01)["p_value"] > 0.3  # too tight a margin for this n
+    assert equivalence_test(rng.normal(2.0, 1.0, 400), margin=1.0)["p_value"] > 0.99  # outside the margin
+    # skewed: most items unchanged, a few lose 100 points; the mean (−8) is far outside ±1 though the median is 0
+    skewed = np.where(np.arange(1000) < 80, -100.0, 0.0)
+    assert equivalence_test(skewed, margin=1.0)["p_value"] > 0.99
+    # exact for few items: 4 zero differences give p = 1/16 on each side
+    assert equivalence_test(np.zeros(4), margin=1.0)["p_value"] == pytest.approx(1 / 16)
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_test(close, margin=0.0)
+
+
+def test_paired_strata_test_on_a_gap_statistic() -> None:
+    rng = np.random.default_rng(1)
+    loc, non = rng.normal(60, 8, 120), rng.normal(30, 8, 120)
+    strata = {"localized": (loc, loc), "nonlocalized": (non + 25, non)}  # method a lifts non-localized items
+
+    def narrowing(a: dict, b: dict) -> np.ndarray:
+        gap_b, gap_a = (pnlg_array(m["localized"], m["nonlocalized"]) for m in (b, a))
+        return np.abs(gap_b) - np.abs(gap_a)
+
+    result = paired_strata_test(strata, narrowing)
+    expected = abs(pnlg(loc.mean(), non.mean())) - abs(pnlg(loc.mean(), non.mean() + 25))
+    assert result["effect"] == pytest.approx(expected) and result["ci_low"] < expected < result["ci_high"]
+    assert result["ci_low"] > 0 and result["p_value"] < 0.001 and result["n"] == 240
+    same = paired_strata_test({"localized": (loc, loc), "nonlocalized": (non, non)}, narrowing)
+    assert same["effect"] == 0 and same["p_value"] == 1.0
+    nulls = [paired_strata_test({"localized": (loc, loc + rng.normal(0, 1, 120)),
+                                 "nonlocalized": (non, non + rng.normal(0, 1, 120))}, narrowing, n_resamples=300,
+                                n_permutations=300, seed=r) for r in range(60)]  # no effect: ~5 % rejections
+    assert np.mean([r["p_value"] < 0.05 for r in nulls]) < 0.15
+    assert np.mean([r["ci_low"] < 0 < r["ci_high"] for r in nulls]) > 0.85
+    with pytest.raises(ValueError, match="equal length"):
+        paired_strata_test({"x": ([1.0, 2.0], [1.0])}, narrowing)

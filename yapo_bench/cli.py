@@ -218,16 +218,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from yapo_bench.report import build_report
-
     from yapo_bench.locking import exclusive
+    from yapo_bench.report import build_report
+    from yapo_bench.report.screenshot import BROWSERS, find_browser, screenshot
 
     with exclusive(args.out, "--out"):
         page = build_report(args.run_dirs, args.out, title=args.title)
     print(f"wrote {page} (+ report.md, report.json, tables/, plots/ in {page.parent})")
-    if args.screenshot:
-        from yapo_bench.report.screenshot import screenshot
-
+    if args.screenshot and find_browser() is None:  # the report is what was asked for; the picture is optional
+        print(f"yapo-bench: no screenshot: no headless browser found (looked for {', '.join(BROWSERS)}); the report "
+              "was written without it", file=sys.stderr)
+    elif args.screenshot:
         print(f"wrote {screenshot(page, args.screenshot)}")
 
 
@@ -424,13 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="tables, plots and an HTML page from lm-eval output (and judge verdicts)",
         description="Read lm-eval --output_path directories (results_*.json; per-item CIs and paired tests need "
                     "--log_samples) and any judge verdicts under them; write index.html, report.md, report.json, "
-                    "tables/*.csv and plots/*.png. The paper's published numbers are shown beside ours, labelled.")
+                    "tables/*.csv and plots/*.png. The page opens with a scorecard of the paper's claims "
+                    "(docs/scorecard.md); the paper's published numbers sit beside ours only when the model and data "
+                    "match, else apart.")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="lm-eval output dir or results file; "
                         "RUN_DIR=LABEL names its column")
     report.add_argument("--out", required=True, help="output directory, e.g. reports/<name>")
     report.add_argument("--title", default=None, help="page title (default: the models evaluated)")
     report.add_argument("--screenshot", metavar="PNG", default=None,
-                        help="also render the page in headless Chromium and save a PNG")
+                        help="also render the page in headless Chromium and save a PNG (skipped, with a note, "
+                             "when no browser is installed)")
     report.set_defaults(func=_cmd_report)
 
     vector = commands.add_parser("vector", help="inspect or export steering vectors",

@@ -28,9 +28,15 @@ __all__ = [
     "accuracy",
     "bootstrap_ci",
     "bootstrap_ci_pair",
+    "equivalence_test",
+    "holm",
+    "minimum_detectable_effect",
+    "paired_strata_test",
     "paired_test",
     "pnlg",
+    "pnlg_array",
     "rca",
+    "rca_array",
 ]
 
 # The paper only says eps > 0 "arbitrarily small for numerical stability"; this one never moves a printed digit.
@@ -171,14 +177,16 @@ def bootstrap_ci(
     return _interval(res, point)
 
 
-def _rca_arr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rca_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`rca` elementwise on arrays of aggregate scores (no validation: for resampled means)."""
     s = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where((a == 0) | (b == 0), 0.0, 2 * a * b / np.where(s == 0, 1.0, s))
     return out
 
 
-def _pnlg_arr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pnlg_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`pnlg` (alpha = 1) elementwise on arrays of aggregate scores (no validation: for resampled means)."""
     return (a - b) / ((a + b) / 2 + DEFAULT_EPS)
 
 
@@ -210,9 +218,9 @@ def bootstrap_ci_pair(
     if np.all(loc == loc[0]) and np.all(non == non[0]):
         return (point, point)
     if statistic is rca:
-        vec: Callable[[np.ndarray, np.ndarray], np.ndarray] = _rca_arr
+        vec: Callable[[np.ndarray, np.ndarray], np.ndarray] = rca_array
     elif statistic is pnlg:
-        vec = _pnlg_arr
+        vec = pnlg_array
     else:
         vec = np.vectorize(lambda x, y: float(statistic(float(x), float(y))), otypes=[float])
 
@@ -232,15 +240,36 @@ def bootstrap_ci_pair(
     return _interval(res, point)
 
 
-def _exact_sign_flip_p(diff: np.ndarray) -> float:
-    """Two-sided exact p-value of the paired sign-flip permutation test on the mean difference."""
+def _exact_sign_flip_p(diff: np.ndarray, alternative: str = "two-sided") -> float:
+    """Exact p-value of the paired sign-flip permutation test on the mean difference ("two-sided", or
+    "greater": the mean difference is above 0)."""
     nz = diff[diff != 0]
     if nz.size == 0:
         return 1.0
-    observed = abs(nz.sum())
     signs = np.array(list(itertools.product((1.0, -1.0), repeat=nz.size)))
-    sums = np.abs(signs @ nz)
-    return float(np.mean(sums >= observed - 1e-12 * max(1.0, observed)))
+    sums = signs @ nz
+    observed = nz.sum()
+    tolerance = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        return float(np.mean(sums >= observed - tolerance))
+    return float(np.mean(np.abs(sums) >= abs(observed) - tolerance))
+
+
+def _signed_test_p(diff: np.ndarray) -> tuple[float, str]:
+    """(two-sided p, test name) of the paired test on `diff` that paired_test documents: Wilcoxon signed-rank, or
+    the exact sign-flip test when fewer than 10 differences are non-zero."""
+    if int(np.count_nonzero(diff)) < _EXACT_MAX_NONZERO:
+        return _exact_sign_flip_p(diff), "exact_sign_flip_permutation"
+    return float(stats.wilcoxon(diff, zero_method="wilcox").pvalue), "wilcoxon_signed_rank"
+
+
+def _sign_flip_greater_p(diff: np.ndarray) -> tuple[float, str]:
+    """(p, test name) of the one-sided sign-flip test that the mean of `diff` is above 0: exact below 10 non-zero
+    differences, else the normal approximation of the sign-flip distribution of the sum (mean 0, variance Σd²).
+    A test of the mean itself, unlike Wilcoxon's (which a skewed difference, e.g. many 0s and a few −100s, fools)."""
+    if int(np.count_nonzero(diff)) < _EXACT_MAX_NONZERO:
+        return _exact_sign_flip_p(diff, "greater"), "exact_sign_flip"
+    return float(stats.norm.sf(diff.sum() / math.sqrt(float(np.sum(diff**2))))), "sign_flip_normal_approximation"
 
 
 def paired_test(
@@ -266,10 +295,7 @@ def paired_test(
     diff = m - b
     lo, hi = bootstrap_ci(diff, np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed)
     n_nonzero = int(np.count_nonzero(diff))
-    if n_nonzero < _EXACT_MAX_NONZERO:
-        test, p = "exact_sign_flip_permutation", _exact_sign_flip_p(diff)
-    else:
-        test, p = "wilcoxon_signed_rank", float(stats.wilcoxon(diff, zero_method="wilcox").pvalue)
+    p, test = _signed_test_p(diff)
     return {
         "n": int(m.size),
         "mean_method": float(m.mean()),
@@ -282,3 +308,112 @@ def paired_test(
         "test": test,
         "n_nonzero": n_nonzero,
     }
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in input order: with p_(1) ≤ … ≤ p_(m) sorted,
+    adj_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j)). NaN entries (rows with no test) stay NaN and do not count
+    toward m. Controls the family-wise error rate under any dependence between the tests."""
+    ps = np.asarray(p_values, dtype=float)
+    if ps.ndim != 1:
+        raise ValueError(f"p_values: expected a 1-D sequence, got shape {ps.shape}")
+    tested = np.flatnonzero(~np.isnan(ps))
+    if np.any((ps[tested] < 0) | (ps[tested] > 1)):
+        raise ValueError("p_values: expected numbers in [0, 1] (or NaN for no test)")
+    adjusted = np.full(ps.shape, np.nan)
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(ps[tested], kind="stable")]):
+        running = max(running, min(1.0, (tested.size - rank) * ps[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def minimum_detectable_effect(standard_error: float, alpha: float = 0.05, power: float = 0.8,
+                              equivalence: bool = False) -> float:
+    """The smallest true effect that a z-test on an estimate with this standard error detects with probability
+    `power`: (z_{1−α/2} + z_{power})·se, two-sided at level `alpha`. With `equivalence`: the smallest margin that
+    a TOST (each one-sided test at level `alpha`) establishes with probability `power` when the true effect is 0:
+    (z_{1−α} + z_{(1+power)/2})·se."""
+    if not math.isfinite(standard_error) or standard_error < 0:
+        raise ValueError(f"standard_error: expected a finite number ≥ 0, got {standard_error!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha: expected a number in (0, 1), got {alpha!r}")
+    if not 0 < power < 1:
+        raise ValueError(f"power: expected a number in (0, 1), got {power!r}")
+    if equivalence:
+        return float((stats.norm.ppf(1 - alpha) + stats.norm.ppf((1 + power) / 2)) * standard_error)
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+
+
+def equivalence_test(differences: ArrayLike, margin: float, confidence: float = 0.95, n_resamples: int = 2000,
+                     seed: int = 0) -> dict[str, Any]:
+    """Two one-sided tests (TOST) that the mean paired difference lies inside (−margin, +margin): each a one-sided
+    sign-flip test of the mean (exact below 10 non-zero differences, else its normal approximation) on the shifted
+    differences d + margin > 0 and margin − d > 0. Equivalence at level α when p_value = max(p_lower, p_upper) < α.
+    Also returns n, mean_diff and its bootstrap CI (ci_low, ci_high)."""
+    diff = _as_1d(differences, "differences")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin <= 0:
+        raise ValueError(f"margin: expected a finite number > 0, got {margin!r}")
+    p_lower, test = _sign_flip_greater_p(diff + margin)
+    p_upper, _ = _sign_flip_greater_p(margin - diff)
+    low, high = bootstrap_ci(diff, np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return {"n": int(diff.size), "mean_diff": float(diff.mean()), "ci_low": low, "ci_high": high,
+            "margin": float(margin), "p_lower": p_lower, "p_upper": p_upper, "p_value": max(p_lower, p_upper),
+            "test": f"tost_{test}"}
+
+
+StratumMeans = dict[Any, np.ndarray]
+
+
+def _resampled_means(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, draws: int,
+                     kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """`draws` resampled (mean of a, mean of b) of one stratum of paired items: a bootstrap (items drawn with
+    replacement, the same draw for both methods) or a sign flip (each item's two values swapped with prob. ½)."""
+    n = a.size
+    if kind == "bootstrap":
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws) / n
+        return weights @ a, weights @ b
+    swapped = (rng.random((draws, n)) < 0.5) @ (b - a) / n
+    return a.mean() + swapped, b.mean() - swapped
+
+
+def paired_strata_test(strata: Mapping[Any, tuple[ArrayLike, ArrayLike]],
+                       statistic: Callable[[StratumMeans, StratumMeans], np.ndarray], confidence: float = 0.95,
+                       n_resamples: int = 2000, n_permutations: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """A statistic of two methods' per-stratum mean scores on the same items (e.g. |PNLG_base| − |PNLG_yapo| over
+    (country, localization) strata): its value, paired bootstrap CI and SE, and a paired randomization p-value.
+
+    strata: key -> (scores of method a, scores of method b), paired by position. statistic(means_a, means_b) takes
+    dicts key -> array of stratum means and returns the effect elementwise; it must be antisymmetric
+    (statistic(b, a) = −statistic(a, b)), so that under H0 (the two methods exchangeable on every item) the
+    randomization distribution is symmetric about 0. Bootstrap: items resampled within each stratum, the same draw
+    for both methods. Randomization: each item's two scores swapped with probability ½; two-sided
+    p = (1 + #{|T*| ≥ |T|}) / (1 + n_permutations). Returns n (items), effect, ci_low, ci_high, se (SD of the
+    bootstrap effects), p_value, min_p (the smallest p this test can return here: max(1/(1 + n_permutations),
+    2^(1−n))) and test."""
+    _check_bootstrap_args(confidence, n_resamples)
+    if not strata:
+        raise ValueError("strata: expected at least one stratum of paired scores")
+    pairs = {}
+    for key, (a, b) in strata.items():
+        a_arr, b_arr = _as_1d(a, f"strata[{key!r}] a"), _as_1d(b, f"strata[{key!r}] b")
+        if a_arr.size != b_arr.size:
+            raise ValueError(f"strata[{key!r}]: expected paired scores of equal length, got {a_arr.size} and "
+                             f"{b_arr.size}")
+        pairs[key] = (a_arr, b_arr)
+    observed = float(statistic({k: np.asarray(a.mean()) for k, (a, _) in pairs.items()},
+                               {k: np.asarray(b.mean()) for k, (_, b) in pairs.items()}))
+    rng = np.random.default_rng(seed)
+    draws = {kind: [_resampled_means(a, b, rng, count, kind) for a, b in pairs.values()]
+             for kind, count in (("bootstrap", n_resamples), ("flip", n_permutations))}
+    effects = {kind: np.asarray(statistic(dict(zip(pairs, (m[0] for m in means))),
+                                          dict(zip(pairs, (m[1] for m in means)))), dtype=float)
+               for kind, means in draws.items()}
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(effects["bootstrap"], [tail, 1 - tail])
+    tolerance = 1e-12 * max(1.0, abs(observed))
+    extreme = int(np.sum(np.abs(effects["flip"]) >= abs(observed) - tolerance))
+    n = sum(a.size for a, _ in pairs.values())
+    return {"n": n, "effect": observed, "ci_low": float(low), "ci_high": float(high),
+            "se": float(np.std(effects["bootstrap"], ddof=1)), "p_value": (1 + extreme) / (1 + n_permutations),
+            "min_p": max(1 / (1 + n_permutations), 2.0 ** (1 - n)), "test": "paired_sign_flip_randomization"}

@@ -25,6 +25,7 @@ TABLES: dict[str, str] = {
     "mmlu": "mmlu",
     "generalization": "generalization",
     "caa_sas_summary": "caa_sas_summary",
+    "claims": "claims",
 }
 
 _BEGIN, _END = "<!-- unreproducible:begin -->", "<!-- unreproducible:end -->"

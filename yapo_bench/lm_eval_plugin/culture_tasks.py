@@ -26,6 +26,7 @@ from yapo_bench.data.culture_pairs import CulturePairSpec, split_question_ids
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, mcq_docs, task_yaml, template_yaml
 
 CULTURE_DATA_ENV = "YAPO_BENCH_CULTURE_DATA"
+DEFAULT_CULTURE_DATA = "culture-mini"
 LOCALIZATIONS = ("localized", "nonlocalized", "both")
 TEMPLATE = "_culture_mcq_template.yaml"
 
@@ -43,8 +44,8 @@ def culture_items(culture_data: str | None = None, data_dir: str | None = None) 
     from yapo_bench.data.spec import culture_mini_items
     from yapo_bench.data.spec import data_dir as find_data_dir
 
-    source = culture_data or os.environ.get(CULTURE_DATA_ENV) or "culture-mini"
-    if source == "culture-mini":
+    source = culture_data or os.environ.get(CULTURE_DATA_ENV) or DEFAULT_CULTURE_DATA
+    if source == DEFAULT_CULTURE_DATA:
         return culture_mini_items()
     if source in PUBLIC_SETS:
         relative, converter = PUBLIC_SETS[source]

@@ -1,11 +1,10 @@
-"""The report's figures as PNG bytes (matplotlib, no display): training curves, multiplier sweeps and
-per-country bars."""
+"""The report's figures as PNG bytes (matplotlib, no display): the scorecard's forest plot, training curves,
+multiplier sweeps and per-country bars."""
 
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
+import math
 
 import matplotlib
 
@@ -14,7 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from yapo_bench.report.published_side import display_country
-from yapo_bench.report.runs import EvalRun, method_rank
+from yapo_bench.report.runs import METHOD_ORDER, method_rank
+from yapo_bench.report.training import TrainingLog
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -25,27 +25,71 @@ def _png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves(runs: list[EvalRun]) -> bytes | None:
-    """Training loss vs step for every learned vector whose training log is still on disk."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for run in runs:
-        log = Path((run.vector or {}).get("path") or "") / "train_log.jsonl"
-        method = (run.vector or {}).get("method") or run.method
-        if method in curves or not log.is_file():
-            continue
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        points = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r and r.get("kind", "train") == "train"]
-        if points:
-            curves[method] = points
-    if not curves:
+def _method_colour(method: str) -> str:
+    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)}"
+
+
+def training_curves(logs: list[TrainingLog], threshold: float | None = None) -> bytes | None:
+    """Training loss vs step of every learned vector, one panel per training data (country), one line per method."""
+    if not logs:
         return None
-    figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    for method in sorted(curves, key=method_rank):
-        steps, losses = zip(*curves[method])
-        axis.plot(steps, losses, label=method)
-    axis.set(xlabel="step", ylabel="preference loss", title="Training curves")
-    axis.axhline(0.6931, color="grey", linestyle=":", linewidth=1)
-    axis.legend()
+    panels = sorted({log.short_data for log in logs})
+    columns = min(4, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns + 0.6, 2.7 * rows + 0.4), squeeze=False,
+                                sharey=True)
+    for axis, panel in zip(axes.flat, panels):
+        for log in sorted((log for log in logs if log.short_data == panel), key=lambda log: method_rank(log.method)):
+            axis.plot(log.steps, log.losses, label=log.method, color=_method_colour(log.method), linewidth=1)
+        axis.axhline(math.log(2), color="grey", linestyle=":", linewidth=1)  # the loss of a zero vector
+        if threshold is not None:
+            axis.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    axes[0][0].set_ylabel("preference loss")
+    dashed = "; dashed: the convergence threshold" if threshold is not None else ""
+    figure.suptitle(f"Training curves (dotted: ln 2, the untrained loss{dashed})", fontsize=9)
+    return _png(figure)
+
+
+def forest_plot(scorecard: pd.DataFrame) -> bytes | None:
+    """The scorecard's headline effects with their 95 % CIs against zero: one panel per (claim, measure) in the
+    measure's own unit, one line per comparison, flipped where the claim predicts a decrease so that right of
+    zero is always the claimed direction; colour = verdict, dotted line = δ (the smallest effect the claim cares
+    about), shaded band = an equivalence margin."""
+    rows = scorecard[scorecard["family"] == "scorecard"] if not scorecard.empty else scorecard
+    if rows.empty:
+        return None
+    panels = list(dict.fromkeys(zip(rows["claim"], rows["measure_label"])))
+    sizes = [int(((rows["claim"] == c) & (rows["measure_label"] == m)).sum()) for c, m in panels]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 0.9 * len(panels) + 0.32 * sum(sizes)), squeeze=False,
+                                gridspec_kw={"height_ratios": [s + 1 for s in sizes]})
+    colours = {"supported": "tab:green", "contradicted": "tab:red"}
+    for axis, (claim, measure) in zip(axes[:, 0], panels):
+        group = rows[(rows["claim"] == claim) & (rows["measure_label"] == measure)]
+        for y, row in enumerate(group.itertuples()):
+            sign = row.direction or 1
+            effect, ends = sign * row.effect, sorted((sign * row.ci_low, sign * row.ci_high))
+            if not math.isfinite(effect):
+                continue
+            error = [[effect - ends[0]], [ends[1] - effect]] if all(map(math.isfinite, ends)) else None
+            axis.errorbar(effect, y, xerr=error, fmt="o", color=colours.get(row.verdict, "grey"), capsize=3)
+        delta = float(group["smallest_effect"].iloc[0])
+        if (group["kind"] == "equivalence").all():
+            axis.axvspan(-delta, delta, color="tab:green", alpha=0.08)
+        else:
+            axis.axvline(delta, color="grey", linestyle=":", linewidth=0.8)
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_yticks(range(len(group)), [f"{r.comparison} ({r.scope})" for r in group.itertuples()], fontsize=7)
+        axis.set_ylim(len(group) - 0.5, -0.5)
+        flipped = " (sign flipped: a decrease is claimed)" if (group["direction"] < 0).any() else ""
+        axis.set_title(f"({claim}) {measure}{flipped}", fontsize=8, loc="left")
+        axis.tick_params(axis="x", labelsize=7)
+    axes[-1][0].set_xlabel("effect, oriented so that right of 0 = the claimed direction; dotted: δ "
+                           "(green supported, red contradicted, grey inconclusive)", fontsize=8)
     return _png(figure)
 
 

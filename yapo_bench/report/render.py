@@ -1,5 +1,6 @@
-"""`build_report`: lm-eval run directories → tables (Markdown, CSV), figures (PNG) and one self-contained HTML
-page, with the paper's published numbers beside ours and the judge named behind every judged number."""
+"""`build_report`: lm-eval run directories → the claims scorecard, tables (Markdown, CSV), figures (PNG) and one
+self-contained HTML page, with the paper's published numbers beside ours when the model and data match (else in
+sections of their own) and the judge named behind every judged number."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ import pandas as pd
 from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import describe, versions
 from yapo_bench.report import plots
+from yapo_bench.report.claims import build_scorecard
 from yapo_bench.report.published_side import (
+    Provenance,
     behaviours_paper,
     culture_with_paper,
     display_country,
     mmlu_paper,
+    provenance_of,
     rca_pnlg_with_paper,
 )
 from yapo_bench.report.runs import EvalRun, load_runs, method_rank
+from yapo_bench.report.scorecard import Scorecard, ScorecardSpec
 from yapo_bench.report.tables import (
     behaviour_table,
     culture_table,
@@ -33,6 +38,7 @@ from yapo_bench.report.tables import (
     multiplier_selection,
     rca_pnlg_table,
 )
+from yapo_bench.report.training import training_logs
 
 SCORING_NOTE = {
     "mcq": "cloze: log-likelihood of each option's text after the question (debiased; acc = argmax)",
@@ -54,6 +60,7 @@ class Section:
     frame: pd.DataFrame
     display: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    wrap: bool = False  # long text cells (the scorecard's basis and paper columns) wrap instead of scrolling
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -95,21 +102,107 @@ def _pivot(frame: pd.DataFrame, index: list[str], columns: list[str], digits: in
     return table.set_index(index)
 
 
-def build_sections(runs: list[EvalRun]) -> list[Section]:
-    """Every table the runs have data for, in the paper's order."""
+def _published_section(key: str, title: str, merged: pd.DataFrame, index: list[str], columns: list[str],
+                       provenance: str, ours: Provenance, digits: int) -> Section | None:
+    """The paper's values for the cells this report has, in a section of their own (model or data differ)."""
+    published = merged.dropna(subset=["paper_value"]).drop_duplicates([*index, *columns, "method"])
+    if published.empty:
+        return None
+    frame = published[[*index, *columns, "method", "paper_value"]].reset_index(drop=True)
+    display = frame.pivot_table(index=index, columns=[*columns, "method"], values="paper_value", aggfunc="first")
+    display = display[sorted(display.columns, key=lambda c: (*c[:-1], method_rank(c[-1])))]
+    display = display.map(lambda v: _fmt(v, digits))
+    display.columns = [" ".join(map(str, column)) for column in display.columns]
+    display = display.reset_index()
+    if "country" in display:
+        display["country"] = display["country"].map(display_country)
+    return Section(f"published_{key}", f"Published: {title} — {provenance}", frame, display.set_index(index),
+                   [f"Not comparable with this report's numbers: this report ran {ours.describe()}; the paper ran "
+                    f"{provenance}. Shown apart for reference, for the cells this report has."])
+
+
+def _multiplier_note(cells: pd.DataFrame) -> list[str]:
+    """Columns that hold runs at several λ (one per country's vector) say which λ each country ran at."""
+    notes = []
+    for label, group in cells.groupby("label"):
+        if group["multiplier"].nunique() > 1:
+            pairs = sorted(set(zip(group["country"], group["multiplier"])))
+            notes.append(f"Column {label}: one λ per country — "
+                         + ", ".join(f"{display_country(c)} {m:g}" for c, m in pairs))
+    return notes
+
+
+def scorecard_sections(scorecard: Scorecard) -> list[Section]:
+    """The scorecard's headline rows (first in the report) and their per-country split."""
+    frame = scorecard.frame()
+    spec = scorecard.spec
+    notes = [f"Runs: {', '.join(scorecard.models)} on culture data {', '.join(scorecard.culture_data) or '(none)'}.",
+             "Effect: method − reference on the same items (claim c: |PNLG| narrowing, RCA gain), 95 % paired "
+             "bootstrap CI; claimed: the sign the paper predicts (or the equivalence margin).",
+             "p(Holm): corrected across the rows of this table (the per-country table is its own family); MDE: the "
+             f"smallest effect this n detects with {spec.power:.0%} power at the Bonferroni level α/m, "
+             f"α = {spec.alpha}.",
+             "Verdict: supported (significant in the claimed direction), contradicted (significant the other way; "
+             "MMLU: the CI outside the margin), inconclusive — underpowered when the MDE exceeds δ, the smallest "
+             "effect the claim cares about (docs/scorecard.md).",
+             "Paper: the paper's own figure for the comparison, on its model and data, never this run's."]
+    notes += [f"Not testable here — ({claim}) {reason}." for claim, reason in sorted(scorecard.untested.items())]
+    sections = []
+    for family, key, title in (("scorecard", "scorecard", "Claims scorecard"),
+                               ("per-country", "scorecard_per_country", "Claims scorecard, per country")):
+        rows = frame[frame["family"] == family] if not frame.empty else frame
+        if rows.empty and family != "scorecard":
+            continue
+        sections.append(Section(key, title, rows, _scorecard_display(rows), notes if family == "scorecard" else
+                                ["The headline rows split by country; Holm-corrected across this table's rows."],
+                                wrap=True))
+    return sections
+
+
+def _scorecard_display(rows: pd.DataFrame) -> pd.DataFrame:
+    if rows.empty:
+        return pd.DataFrame({"claim": [], "verdict": []}).set_index("claim")
+    def effect(row: pd.Series) -> str:
+        ci = f" [{row['ci_low']:.3g}, {row['ci_high']:.3g}]" if math.isfinite(row["ci_low"]) else ""
+        return f"{row['effect']:+.3g}{ci}"
+    claimed = rows.apply(lambda r: f"within ±{r['smallest_effect']:g}" if r["kind"] == "equivalence"
+                         else ("> 0" if r["direction"] > 0 else "< 0"), axis=1)
+    return pd.DataFrame({
+        "claim": rows["claim"], "comparison": rows["comparison"], "measure": rows["measure_label"],
+        "scope": rows["scope"], "n": rows["n"], "effect [95 % CI]": rows.apply(effect, axis=1), "claimed": claimed,
+        "p (Holm)": rows["p_holm"].map(lambda v: f"{v:.1e}" if v < 0.001 else _fmt(v, 3)),
+        "MDE (80 %)": rows["mde"].map(lambda v: "∞" if math.isinf(v) else f"{v:.3g}" if math.isfinite(v) else "–"),
+        "verdict": rows["verdict"], "why": rows["reason"], "basis": rows["basis"],
+        "paper's figure": rows["paper"], "detail": rows["detail"]}).set_index("claim")
+
+
+def build_sections(runs: list[EvalRun], provenance: Provenance | None = None) -> list[Section]:
+    """Every table the runs have data for, in the paper's order; the paper's numbers beside ours only when the
+    model and data match (else in separate sections at the end)."""
+    provenance = provenance or provenance_of(runs)
+    beside = provenance.paper_beside
     sections: list[Section] = []
+    published: list[Section] = []
     for family in ("mcq", "letter", "boxed", "open"):
         cells = culture_table(runs, family)
         if cells.empty:
             continue
-        cells, provenance = culture_with_paper(cells, family)
+        merged, paper_source = culture_with_paper(cells, family)
         digits = 2 if family == "open" else 1
         number = "2" if family == "open" else "1"
         notes = [f"Scoring: {SCORING_NOTE[family]}.", "Cells: value [95 % CI] (change vs base, paired-test p).",
-                 f"paper:<method> columns: published numbers for {provenance}, not this model."]
+                 *_multiplier_note(cells)]
+        if beside:
+            cells = merged
+            notes.append(f"paper:<method> columns: published numbers for {paper_source} (the model and data of "
+                         "this report).")
+        else:
+            published.append(_published_section(f"table{number}_{family}", f"Table {number} ({family})", merged,
+                                                 ["language", "country"], ["localization"], paper_source, provenance,
+                                                 digits))
         sections.append(Section(f"table{number}_{family}", f"Table {number} — culture {family}: "
                                 f"{cells['metric'].iloc[0]} per country", cells,
-                                _pivot(cells, ["language", "country"], ["localization"], digits, True), notes))
+                                _pivot(cells, ["language", "country"], ["localization"], digits, beside), notes))
         calibrated = CALIBRATED_METRIC.get(family)
         probabilities = culture_table(runs, family, calibrated) if calibrated else pd.DataFrame()
         if not probabilities.empty:
@@ -122,37 +215,49 @@ def build_sections(runs: list[EvalRun]) -> list[Section]:
         for frame, per, number in ((per_country, "country", "5"), (per_language, "language", "3")):
             if frame.empty:
                 continue
-            frame, provenance = rca_pnlg_with_paper(frame, per)
+            merged, paper_source = rca_pnlg_with_paper(frame, per)
             index = ["language", "country"] if per == "country" else ["language"]
+            notes = ["RCA = harmonic mean of localized and non-localized scores; PNLG_1 = (loc − nonloc) / mean(loc, "
+                     "nonloc); both on aggregate scores, as in the paper."]
+            if beside:
+                frame = merged
+                notes.append(f"paper:<method> columns: {paper_source} (the model and data of this report).")
+            else:
+                published.append(_published_section(f"table{number}_{family}_{per}", f"Table {number} ({family}, per "
+                                                     f"{per})", merged, index, ["metric"], paper_source, provenance, 3))
             sections.append(Section(f"table{number}_{family}_{per}", f"Table {number} — RCA and PNLG per {per} "
-                                    f"({family})", frame, _pivot(frame, index, ["metric"], 3, True),
-                                    ["RCA = harmonic mean of localized and non-localized scores; PNLG_1 = (loc − "
-                                     "nonloc) / mean(loc, nonloc); both on aggregate scores, as in the paper.",
-                                     f"paper:<method> columns: {provenance}."]))
+                                    f"({family})", frame, _pivot(frame, index, ["metric"], 3, beside), notes))
     selection, note = multiplier_selection(runs)
     if not selection.empty or note:
         sections.append(Section("multiplier_selection", "Multiplier selection (validation → test)", selection,
                                 selection.set_index("method") if not selection.empty else selection, [note]))
     mmlu = mmlu_table(runs)
     if not mmlu.empty:
-        published, provenance = mmlu_paper()
+        paper_mmlu, paper_source = mmlu_paper()
+        paper_note = ", ".join(f"{r.method} {r.value_min:.2f}" + (f"–{r.value_max:.2f}" if r.value_max != r.value_min
+                                                                   else "") for r in paper_mmlu.itertuples())
         notes = ["Pooled over subjects; accuracy and mean probability on the gold option (%); kl_to_base_mnat: "
-                 "mean per-item KL(base ‖ steered) of the answer distribution over the options, millinats.",
-                 "Paper (" + provenance + "): " + ", ".join(
-                     f"{r.method} {r.value_min:.2f}" + (f"–{r.value_max:.2f}" if r.value_max != r.value_min else "")
-                     for r in published.itertuples()) + " (5-shot accuracy, %)."]
+                 "mean per-item KL(base ‖ steered) of the answer distribution over the options, millinats."]
+        if beside:
+            notes.append(f"Paper ({paper_source}): {paper_note} (5-shot accuracy, %).")
+        else:
+            published.append(Section("published_mmlu", f"Published: MMLU — {paper_source}", paper_mmlu,
+                                     paper_mmlu.set_index("method"),
+                                     [f"Not comparable with this report's numbers: this report ran "
+                                      f"{provenance.describe()}. 5-shot accuracy, %, min–max over steering configs."]))
         sections.append(Section("mmlu", "MMLU", mmlu, _pivot(mmlu, ["group", "metric"], [], 1, False), notes))
     behaviours = behaviour_table(runs)
     if not behaviours.empty:
         sections.append(Section("behaviours", "Behaviours (generalisation)", behaviours,
                                 _pivot(behaviours, ["group", "metric"], [], 2, False),
                                 ["A/B: accuracy and P(matching answer), %, both option orders; open: judge mean 1–4."]))
-        published, provenance = behaviours_paper()
-        sections.append(Section("behaviours_published", f"Published behaviour scores ({provenance}; not this model)",
-                                published, published.pivot_table(index=["task", "source"], columns="method",
-                                                                 values="value")[
-                                    sorted(published["method"].unique(), key=method_rank)],
-                                ["The paper's judge means (1–4); two sources disagree on hallucination, both shown."]))
+        paper_behaviours, paper_source = behaviours_paper()
+        published.append(Section("behaviours_published", f"Published: behaviour scores — {paper_source}",
+                                 paper_behaviours, paper_behaviours.pivot_table(
+                                     index=["task", "source"], columns="method", values="value")[
+                                     sorted(paper_behaviours["method"].unique(), key=method_rank)],
+                                 ["The paper's judge means (1–4) for its cultural vectors; two sources disagree on "
+                                  "hallucination, both shown. Not this report's vectors, model or judge."]))
     judged = judge_summary(runs)
     if not judged.empty:
         sections.append(Section("judge", "Judge verdicts", judged, judged.set_index(["label", "task"]),
@@ -160,11 +265,12 @@ def build_sections(runs: list[EvalRun]) -> list[Section]:
                                  "A 135M–270M judge cannot judge (it rates nearly everything 10): such numbers are "
                                  "a plumbing check. Reference similarity (all-MiniLM-L6-v2 cosine) is shown beside, "
                                  "never instead."]))
-    return sections
+    return sections + [section for section in published if section is not None]
 
 
-def _figures(runs: list[EvalRun], sections: list[Section]) -> dict[str, bytes]:
-    figures = {"training_curves": plots.training_curves(runs)}
+def _figures(runs: list[EvalRun], sections: list[Section], scorecard: Scorecard) -> dict[str, bytes]:
+    figures = {"claims_forest": plots.forest_plot(scorecard.frame()),
+               "training_curves": plots.training_curves(training_logs(runs), scorecard.spec.loss_threshold)}
     culture = next((s.frame for s in sections if s.key.startswith("table1_")), pd.DataFrame())
     # the sweep in the calibrated measure where there is one: accuracy of a small model barely moves with λ
     calibrated = next((s.frame for s in sections if s.key.startswith("table1_") and s.key.endswith(
@@ -176,17 +282,24 @@ def _figures(runs: list[EvalRun], sections: list[Section]) -> dict[str, bytes]:
 
 def _runs_frame(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame([{"label": r.label, "method": r.method, "multiplier": r.multiplier, "model": r.model,
-                          "vector": (r.vector or {}).get("path"), "data": (r.vector or {}).get("data"),
-                          "tasks": len(r.metrics), "samples_logged": bool(r.samples), "verdicts": len(r.verdicts),
+                          "culture_data": r.culture_data, "vector": (r.vector or {}).get("path"),
+                          "vector_data": (r.vector or {}).get("data"), "tasks": len(r.metrics),
+                          "samples_logged": bool(r.samples), "verdicts": len(r.verdicts),
                           "results_file": str(r.path)} for r in runs])
 
 
-def _markdown(title: str, runs: pd.DataFrame, sections: list[Section], figures: dict[str, bytes]) -> str:
-    parts = [f"# {title}\n", "## Runs\n", runs.drop(columns=["results_file"]).fillna("").to_markdown(index=False), ""]
-    for section in sections:
-        parts += [f"## {section.title}\n", *[f"- {note}" for note in section.notes], "",
-                  section.display.reset_index().to_markdown(index=False), ""]
-    parts += [f"![{name}](plots/{name}.png)\n" for name in figures]
+def _markdown(title: str, summary: str, runs: pd.DataFrame, sections: list[Section], figures: dict[str, bytes]) -> str:
+    parts = [f"# {title}\n", summary, ""]
+    head = [s for s in sections if s.key.startswith("scorecard")]
+    rest = [s for s in sections if not s.key.startswith("scorecard")]
+    for section in head:
+        parts += _markdown_section(section)
+    if "claims_forest" in figures:
+        parts += ["![claims_forest](plots/claims_forest.png)\n"]
+    parts += ["## Runs\n", runs.drop(columns=["results_file"]).fillna("").to_markdown(index=False), ""]
+    for section in rest:
+        parts += _markdown_section(section)
+    parts += [f"![{name}](plots/{name}.png)\n" for name in figures if name != "claims_forest"]
     return "\n".join(parts)
 
 
@@ -197,17 +310,27 @@ def _version_footer(run_versions: list[dict[str, Any]]) -> str:
     return f"Report built with {describe()}." + (f" Evaluations ran under: {evaluated}." if evaluated else "")
 
 
-def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None) -> Path:
+def _markdown_section(section: Section) -> list[str]:
+    return [f"## {section.title}\n", *[f"- {note}" for note in section.notes], "",
+            section.display.reset_index().to_markdown(index=False), ""]
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None,
+                 scorecard_spec: ScorecardSpec | None = None) -> Path:
     """Write index.html, report.md, report.json, tables/*.csv and plots/*.png under `out_dir`; returns the
-    HTML page. `run_dirs`: lm-eval `--output_path` directories or results files (`PATH=LABEL` to name one)."""
+    HTML page. `run_dirs`: lm-eval `--output_path` directories or results files (`PATH=LABEL` to name one).
+    The page opens with the claims scorecard (report.claims; `scorecard_spec` sets how it tests)."""
     runs = load_runs(list(run_dirs))
     out = Path(out_dir)
-    sections = build_sections(runs)
-    figures = _figures(runs, sections)
+    provenance = provenance_of(runs)
+    scorecard = build_scorecard(runs, scorecard_spec)
+    sections = scorecard_sections(scorecard) + build_sections(runs, provenance)
+    figures = _figures(runs, sections, scorecard)
     runs_frame = _runs_frame(runs)
-    title = title or f"yapo-bench report: {', '.join(sorted({r.model for r in runs}))}"
-    run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
-    footer = _version_footer(run_versions)
+    title = title or f"yapo-bench report: {', '.join(provenance.models)}"
+    summary = (f"Evaluated: {provenance.describe()}. Published numbers sit "
+               + ("beside ours (same model and data)." if provenance.paper_beside else
+                  "in separate sections at the end (the paper's model or data differ from this report's)."))
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for section in sections:
@@ -216,21 +339,29 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
     for name, png in figures.items():
         with atomic_file(out / "plots" / f"{name}.png") as tmp:
             tmp.write_bytes(png)
+    run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
+    footer = _version_footer(run_versions)
     with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(_markdown(title, runs_frame, sections, figures) + f"\n---\n{footer}\n")
-    numbers = {section.key: json.loads(section.frame.to_json(orient="records")) for section in sections}
+        tmp.write_text(_markdown(title, summary, runs_frame, sections, figures) + f"\n---\n{footer}\n")
+    numbers = {section.key: json.loads(section.frame.to_json(orient="records")) for section in sections
+               if not section.key.startswith("scorecard")}
     with atomic_file(out / "report.json") as tmp:
-        tmp.write_text(json.dumps({"title": title, "runs": json.loads(runs_frame.to_json(orient="records")),
+        tmp.write_text(json.dumps({"title": title, "scorecard": scorecard.to_json(),
+                                   "provenance": {"models": provenance.models, "culture_data": provenance.culture_data,
+                                                  "published_beside": provenance.paper_beside},
+                                   "runs": json.loads(runs_frame.to_json(orient="records")),
                                    "tables": numbers, "versions": {"report": versions(), "runs": run_versions}},
                                   indent=1, sort_keys=True) + "\n")
     template = jinja2.Environment(loader=jinja2.PackageLoader("yapo_bench.report", "templates"),
                                   autoescape=jinja2.select_autoescape()).get_template("report.html.j2")
     html = template.render(
-        title=title, generated=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        title=title, summary=summary, generated=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         runs=runs_frame.drop(columns=["results_file"]).to_html(index=False, na_rep="", border=0),
-        sections=[{"title": s.title, "notes": s.notes, "table": s.display.reset_index().to_html(index=False, border=0, na_rep="")}
-                  for s in sections],
-        figures={name: base64.b64encode(png).decode() for name, png in figures.items()}, versions=footer)
+        sections=[{"title": s.title, "notes": s.notes, "wrap": s.wrap, "head": s.key.startswith("scorecard"),
+                   "table": s.display.reset_index().to_html(index=False, border=0, na_rep="")} for s in sections],
+        forest=base64.b64encode(figures["claims_forest"]).decode() if "claims_forest" in figures else None,
+        figures={name: base64.b64encode(png).decode() for name, png in figures.items() if name != "claims_forest"},
+        versions=footer)
     with atomic_file(out / "index.html") as tmp:
         tmp.write_text(html)
     return out / "index.html"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS
+from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS, DEFAULT_CULTURE_DATA
 
 METHOD_ORDER = ("base", "caa", "sas", "bipo", "yapo")
 LOCALIZATIONS = ("localized", "nonlocalized", "both")
@@ -38,6 +39,7 @@ class EvalRun:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""
     versions: dict[str, Any] = field(default_factory=dict)  # what the evaluation ran under
+    culture_data: str | None = None  # what its culture tasks read (None: no culture task)
 
     @property
     def tasks(self) -> list[str]:
@@ -74,6 +76,35 @@ def _steering_of(config: dict[str, Any]) -> tuple[str, float, dict | None, dict 
     if method == "base" or multiplier == 0:  # no vector, or λ = 0: the unsteered model
         return "base", 0.0, steering, vector
     return method, multiplier, steering, vector
+
+
+def _culture_data_of(data: dict[str, Any]) -> str | None:
+    """The culture data a results file's culture tasks read, as the file records it: each task's `culture_data`
+    (lm-eval merges `--metadata` / TaskManager(metadata=...) into every task's metadata; eval-only sets carry it in
+    their dataset kwargs), else a run-level `culture_data` in the results config, else the tasks' default
+    (culture-mini). None when the run has no culture task."""
+    config = data.get("config") or {}
+    run_level = config.get("culture_data") or (config.get("yapo_steering") or {}).get("culture_data")
+    configs = data.get("configs") or {}
+    names = set()
+    for task in data["results"]:
+        if not culture_task(task):
+            continue
+        task_config = configs.get(task) if isinstance(configs.get(task), dict) else {}
+        metadata, kwargs = task_config.get("metadata") or {}, task_config.get("dataset_kwargs") or {}
+        recorded = (metadata.get("culture_data") if isinstance(metadata, dict) else None) or kwargs.get("culture_data")
+        names.add(str(recorded or run_level or DEFAULT_CULTURE_DATA))
+    return ", ".join(sorted(names)) or None
+
+
+def vector_dir(run: EvalRun) -> Path | None:
+    """The directory of the run's steering vector, if it is still on disk: its recorded path as given, or
+    relative to a folder above the results file (a run's paths are relative to where it was started)."""
+    recorded = (run.vector or {}).get("path")
+    if not recorded:
+        return None
+    candidates = [Path(recorded)] + [parent / recorded for parent in run.path.resolve().parents]
+    return next((path for path in candidates if path.is_dir()), None)
 
 
 def _read_samples(results_file: Path, timestamp: str) -> dict[str, list[dict[str, Any]]]:
@@ -130,7 +161,8 @@ def load_run(results_file: Path, verdicts: list[dict[str, Any]] | None = None, o
                    model=str(args.get("model") or args.get("pretrained") or config.get("model")),
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
                    samples=_read_samples(results_file, timestamp),
-                   verdicts=_verdicts_of(verdicts, timestamp, only_run), versions=_versions_of(data, config))
+                   verdicts=_verdicts_of(verdicts, timestamp, only_run), versions=_versions_of(data, config),
+                   culture_data=_culture_data_of(data))
 
 
 def _versions_of(data: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -163,14 +195,26 @@ def load_runs(paths: list[str | Path]) -> list[EvalRun]:
     return runs
 
 
+def any_overlap(groups: Iterable[set[Any]]) -> bool:
+    """Whether any two of the sets share an element (a method's λs scored on common tasks or items: a sweep)."""
+    seen: set[Any] = set()
+    for group in groups:
+        if seen & group:
+            return True
+        seen |= group
+    return False
+
+
 def _label(runs: list[EvalRun]) -> None:
-    """A column name per run: its method, with λ when one method ran at several multipliers."""
-    multipliers: dict[str, set[float]] = {}
+    """A column name per run: its method, with λ when the method ran at several multipliers on the same tasks (a
+    sweep); one λ per country's vector (different λ on disjoint tasks) shares the method's column."""
+    tasks_at: dict[str, dict[float, set[str]]] = {}
     for run in runs:
-        multipliers.setdefault(run.method, set()).add(run.multiplier)
+        tasks_at.setdefault(run.method, {}).setdefault(run.multiplier, set()).update(run.metrics)
+    swept = {method for method, by_multiplier in tasks_at.items() if any_overlap(by_multiplier.values())}
     for run in runs:
         if not run.label:
-            several = run.method != "base" and len(multipliers[run.method]) > 1
+            several = run.method != "base" and run.method in swept
             run.label = f"{run.method}@{run.multiplier:g}" if several else run.method
     claimed: dict[str, list[set[str]]] = {}  # the same config on other tasks (e.g. per country) shares a column;
     for run in runs:                          # on overlapping tasks, the runs are numbered apart

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from yapo_bench.analysis.selection import Selection, Split, select_multipliers, split_ids
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
-from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, culture_task
+from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, any_overlap, culture_task
 
 PRIMARY_METRIC = {"mcq": "acc", "letter": "acc", "boxed": "exact_match"}
 BEHAVIOURS = ("power_seeking", "wealth_seeking", "hallucination")
 _Z95 = 1.959963984540054
 
 
-def _item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
+def item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
     """Per-item values of `metric` from the logged samples, indexed by item (rotations of one item averaged)."""
     values: dict[Any, list[float]] = {}
     for sample in run.samples.get(task, []):
@@ -31,7 +33,7 @@ def _item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
     return pd.Series({key: float(np.mean(v)) for key, v in values.items()}, dtype=float)
 
 
-def _verdict_values(run: EvalRun, task: str, field: str = "score") -> pd.Series:
+def verdict_values(run: EvalRun, task: str, field: str = "score") -> pd.Series:
     """Per-item judge scores (errors excluded) for one open-ended task."""
     return pd.Series({v["doc_id"]: float(v[field]) for v in run.verdicts
                       if v.get("task") == task and not v.get("error") and isinstance(v.get(field), (int, float))},
@@ -75,13 +77,9 @@ def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None =
     score 1–10 from the verdicts): one row per language × country × localization × run."""
     rows, items = [], {}
     for run in runs:
-        for task in run.tasks if family != "open" else sorted({v.get("task") for v in run.verdicts} - {None}):
-            parsed = culture_task(task)
-            if not parsed or parsed[0] != family:
-                continue
-            _, country, localization = parsed
+        for task, country, localization in family_tasks(run, family):
             if family == "open":
-                values = _verdict_values(run, task)
+                values = verdict_values(run, task)
                 if values.empty:
                     continue
                 cell = _cell(float(values.mean()), values, None, 1.0)
@@ -90,7 +88,7 @@ def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None =
                 name = metric or PRIMARY_METRIC[family]
                 if name not in run.metrics[task]:
                     continue
-                values = _item_values(run, task, name)
+                values = item_values(run, task, name)
                 cell = _cell(run.metrics[task][name], values, run.stderrs.get(task, {}).get(name), 100.0)
                 values = values * 100.0
             key = (LANGUAGE_OF[country], country, localization)
@@ -108,14 +106,18 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
     cells = culture_table(runs, family, metric)
     if cells.empty:
         return cells, cells
-    by_run = {run.label: run for run in runs}
+    # runs of one label may split the countries between them (one run per country's vector): find each
+    # country's items in the run that scored them, not in whichever run of the label came last
+    run_of = {(run.label, country, localization): run for run in runs
+              for _, country, localization in family_tasks(run, family)}
     rows = []
     for (label, country), group in cells.groupby(["label", "country"], sort=False):
         scores = group.set_index("localization")["value"]
         if not {"localized", "nonlocalized"} <= set(scores.index):
             continue
-        run = by_run[label]
-        loc_items, non_items = (_series_for(run, family, country, loc, metric) for loc in ("localized", "nonlocalized"))
+        run = run_of[(label, country, "localized")]
+        loc_items, non_items = (_series_for(run_of[(label, country, loc)], family, country, loc, metric)
+                                for loc in ("localized", "nonlocalized"))
         for name, statistic in (("rca", rca), ("pnlg", pnlg)):
             value = statistic(scores["localized"], scores["nonlocalized"])
             low = high = float("nan")
@@ -133,11 +135,18 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
     return _with_deltas(per_country, ["country", "metric"], {}), _with_deltas(per_language, ["language", "metric"], {})
 
 
+def family_tasks(run: EvalRun, family: str) -> list[tuple[str, str, str]]:
+    """(task, country, localization) of every culture task of `family` the run scored (open: judged)."""
+    tasks = run.tasks if family != "open" else sorted({v.get("task") for v in run.verdicts} - {None})
+    return [(task, parsed[1], parsed[2]) for task, parsed in zip(tasks, map(culture_task, tasks))
+            if parsed and parsed[0] == family]
+
+
 def _series_for(run: EvalRun, family: str, country: str, localization: str, metric: str | None) -> pd.Series:
     task = f"culture_{family}_{country}_{localization}"
     if family == "open":
-        return _verdict_values(run, task)
-    return _item_values(run, task, metric or PRIMARY_METRIC[family]) * 100.0
+        return verdict_values(run, task)
+    return item_values(run, task, metric or PRIMARY_METRIC[family]) * 100.0
 
 
 def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metrics: tuple[str, ...],
@@ -155,7 +164,7 @@ def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metr
                 present = [t for t in tasks if metric in run.metrics[t]]
                 if not present:
                     continue
-                values = pd.concat([_item_values(run, t, metric).rename(lambda i, t=t: f"{t}/{i}") for t in present])
+                values = pd.concat([item_values(run, t, metric).rename(lambda i, t=t: f"{t}/{i}") for t in present])
                 value = float(values.mean()) if len(values) else float(np.mean([run.metrics[t][metric] for t in present]))
                 stderr = run.stderrs.get(present[0], {}).get(metric) if len(present) == 1 else None
                 items[(run.label, group, metric)] = values * scale
@@ -165,7 +174,7 @@ def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metr
     return _with_deltas(frame, ["group", "metric"], items) if rows else frame
 
 
-def _mmlu_group(task: str) -> str | None:
+def mmlu_group(task: str) -> str | None:
     for family in ("mmlu_local", "mmlu_rotated", "mmlu_cloze"):
         if task.startswith(family + "_"):
             return family
@@ -204,7 +213,7 @@ def _kl_rows(runs: list[EvalRun]) -> list[dict[str, Any]]:
             continue
         groups: dict[str, list[float]] = {}
         for task in run.tasks:
-            group = _mmlu_group(task)
+            group = mmlu_group(task)
             if group:
                 groups.setdefault(group, []).extend(answer_kl(base, run, task))
         for group, values in sorted(groups.items()):
@@ -219,7 +228,7 @@ def mmlu_table(runs: list[EvalRun]) -> pd.DataFrame:
     """MMLU per family (standard letters, rotated letters, cloze) and run: accuracy and P(gold) pooled over
     subjects, in %, and for steered runs the mean per-item KL (millinats) of their answer distribution from the
     base run's (needs --log_samples)."""
-    frame = _pooled_table(runs, _mmlu_group, ("acc", "p_gold", "p_gold_norm"), 100.0)
+    frame = _pooled_table(runs, mmlu_group, ("acc", "p_gold", "p_gold_norm"), 100.0)
     kl = _kl_rows(runs)
     return pd.concat([frame, pd.DataFrame(kl)], ignore_index=True) if kl else frame
 
@@ -237,7 +246,7 @@ def behaviour_table(runs: list[EvalRun]) -> pd.DataFrame:
     rows = []
     for run in runs:
         for task in sorted({v.get("task") for v in run.verdicts if str(v.get("task", "")).startswith("bipo_")}):
-            values = _verdict_values(run, task)
+            values = verdict_values(run, task)
             if not values.empty:
                 rows.append({"group": task, "metric": "judge_score", "tasks": 1, "method": run.method, "label": run.label,
                              "multiplier": run.multiplier, **_cell(float(values.mean()), values, None, 1.0)})
@@ -264,54 +273,93 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str]) -> dict[str, float]:
-    """`metric` (×100) per culture MCQ item of one run, keyed "<task>/<doc_id>"; records each item's split id
-    (its question_id, shared by a question's localized and non-localized variants) in `question_of`."""
+def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str],
+                        family: str = "mcq") -> dict[str, float]:
+    """Per culture item of `family` in one run, keyed "<task>/<doc_id>": `metric` ×100 (MCQ families) or the
+    judge's score (open); records each item's split id (its question_id, shared by a question's localized and
+    non-localized variants) in `question_of`."""
     scores = {}
-    for task in run.tasks:
-        parsed = culture_task(task)
-        if not parsed or parsed[0] != "mcq":
-            continue
-        for sample in run.samples.get(task, []):
-            if isinstance(sample.get(metric), (int, float)):
-                item = f"{task}/{sample['doc_id']}"
-                question_of[item] = str(sample.get("doc", {}).get("question_id", item))
-                scores[item] = 100.0 * float(sample[metric])
+    for task, _, _ in family_tasks(run, family):
+        samples = run.samples.get(task, [])
+        docs = {sample["doc_id"]: sample.get("doc", {}) for sample in samples}
+        if family == "open":
+            values = verdict_values(run, task).to_dict()
+        else:
+            values = {sample["doc_id"]: 100.0 * float(sample[metric]) for sample in samples
+                      if isinstance(sample.get(metric), (int, float))}
+        for doc_id, value in values.items():
+            item = f"{task}/{doc_id}"
+            question_of[item] = str(docs.get(doc_id, {}).get("question_id", item))
+            scores[item] = value
     return scores
 
 
-def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
-                         allowed: Callable[[str, float], bool] | None = None) -> tuple[pd.DataFrame, str]:
-    """For methods run at several λ: the λ chosen on a validation half of the culture MCQ questions (split by
-    question_id, so a question's localized and non-localized variants stay together) and its score on the
-    other half, beside the base run's score on that same half. `allowed(method, λ)` restricts the candidates
-    (e.g. to a disruption budget); a method with no allowed λ gets no row. Returns the table and a note ('' when
-    no method was swept, or why the selection could not be made)."""
-    from yapo_bench.analysis.selection import select_multipliers, split_ids
+@dataclass(frozen=True)
+class MultiplierChoice:
+    """The λ chosen per swept method on the validation questions, the split, each item's question id, and the
+    per-(method, λ) item scores the choice was made from."""
 
+    selections: dict[str, Selection]
+    split: Split | None
+    question_of: dict[str, str]
+    scores: dict[tuple[str, float], dict[str, float]]
+    note: str = ""
+
+
+def swept_methods(scores: dict[tuple[str, float], dict[str, float]]) -> set[str]:
+    """Methods run at several λ on the same items (a sweep). Several λ on disjoint items (one λ per country's
+    vector) are not a sweep: there is nothing to choose between."""
+    return {method for method in {m for m, _ in scores} - {"base"}
+            if any_overlap(set(items) for (m, _), items in scores.items() if m == method)}
+
+
+def choose_multipliers(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
+                       allowed: Callable[[str, float], bool] | None = None) -> MultiplierChoice:
+    """For methods swept over λ (`swept_methods`): the λ chosen on a validation half of the culture MCQ questions
+    (split by question_id, so a question's localized and non-localized variants stay together), scored on the
+    other half. `allowed(method, λ)` restricts the candidates (e.g. to a disruption budget); a method with no
+    allowed λ gets no selection. The note says why no selection could be made ('' when nothing was swept)."""
     scores: dict[tuple[str, float], dict[str, float]] = {}
     question_of: dict[str, str] = {}
     for run in runs:
         items = culture_item_scores(run, metric, question_of)
         if items:
             scores.setdefault((run.method, run.multiplier), {}).update(items)
-    swept = {m for m, _ in scores if m != "base" and sum(1 for k in scores if k[0] == m) > 1}
+    swept = swept_methods(scores)
     if not swept:
-        return pd.DataFrame(), ""
-    base_items = scores.get(("base", 0.0), {})
+        return MultiplierChoice({}, None, question_of, scores)
     try:
         split = split_ids(question_of.values(), 0.5, seed)
         chosen = select_multipliers({k: v for k, v in scores.items()
                                      if k[0] in swept and (allowed is None or allowed(*k))}, split, question_of.get)
     except ValueError as err:  # e.g. λs scored on different items: say so in the report instead of guessing
-        return pd.DataFrame(), f"Multiplier selection not possible: {err}"
+        return MultiplierChoice({}, None, question_of, scores, f"Multiplier selection not possible: {err}")
+    return MultiplierChoice(chosen, split, question_of, scores)
+
+
+def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
+                         allowed: Callable[[str, float], bool] | None = None) -> tuple[pd.DataFrame, str]:
+    """The table of `choose_multipliers`: per swept method, the chosen λ, its validation and test scores beside
+    the base run's score on the test half, and how many questions (and their items: a question's localized and
+    non-localized variants) each half holds. Returns the table and a note ('' when no method was swept)."""
+    choice = choose_multipliers(runs, metric, seed, allowed)
+    if choice.split is None:
+        return pd.DataFrame(), choice.note
+    split, question_of = choice.split, choice.question_of
+    base_items = choice.scores.get(("base", 0.0), {})
     rows = []
-    for method, selection in chosen.items():
+    for method, selection in choice.selections.items():
+        items = choice.scores[(method, selection.multiplier)]
         test_base = [base_items[i] for i in base_items if question_of[i] in split.test]
         rows.append({"method": method, "label": method, "metric": metric, "chosen_multiplier": selection.multiplier,
                      "validation_score": selection.validation_score, "test_score": selection.test_score,
                      "base_test_score": float(np.mean(test_base)) if test_base else float("nan"),
-                     "n_validation": selection.n_validation, "n_test": selection.n_test,
+                     "validation_questions": len({question_of[i] for i in items if question_of[i] in split.validation}),
+                     "validation_items": selection.n_validation,
+                     "test_questions": len({question_of[i] for i in items if question_of[i] in split.test}),
+                     "test_items": selection.n_test,
                      "validation_curve": " ".join(f"{lam:g}:{score:.2f}" for lam, score in selection.validation_curve)})
     return pd.DataFrame(rows), (f"λ chosen per method on {len(split.validation)} validation questions and scored "
-                                f"on the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %.")
+                                f"on the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %. "
+                                "An item is one task's document: a question counts once per localization task that "
+                                "holds it.")

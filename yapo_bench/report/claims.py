@@ -1,0 +1,425 @@
+"""The evidence for each claim of the paper that a report's runs can test, as scorecard rows (the statistics and
+verdict rules are in report.scorecard; docs/scorecard.md documents the result).
+
+Methods are compared as the sweep does: a method run at several λ on the same items is taken at the λ chosen on
+the validation half of the culture questions and every culture comparison is scored on the other half; a method
+at one λ (or one λ per country's vector) is taken as run. Every method-vs-method culture row states the
+disruption each side caused (mean KL of the answer distribution from the base run's, on the culture MCQ items):
+unless the two are within `kl_match_ratio` of each other the row says the comparison is at unmatched disruption,
+and where the runs hold a λ pair whose KLs do match, a row at matched KL is added.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from yapo_bench.metrics import pnlg_array, rca_array
+from yapo_bench.report import published_side as paper
+from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, culture_task
+from yapo_bench.report.scorecard import (
+    Scorecard,
+    ScorecardRow,
+    ScorecardSpec,
+    equivalence_evidence,
+    finalise,
+    mean_evidence,
+    strata_evidence,
+)
+from yapo_bench.report.tables import (
+    MultiplierChoice,
+    answer_kl,
+    choose_multipliers,
+    culture_item_scores,
+    family_tasks,
+    mmlu_group,
+    swept_methods,
+    verdict_values,
+)
+from yapo_bench.report.training import mean_loss, steps_to_threshold, training_logs
+
+CHAIN = ("base", "bipo", "yapo")  # claim b: each method at least the one before it
+COLLAPSING = ("caa", "sas")  # claim e: the dense/contrastive methods said to collapse at large λ
+FAMILY_MEASURES = {"mcq": ("mcq", "culture MCQ {metric} (%)"),
+                   "open": ("open", "culture open-ended judge score (1–10)")}
+UNTESTED = {
+    "a": "needs a BiPO and a YaPO vector trained on the same data, with their training logs on disk",
+    "b": "needs localized/non-localized culture scores of two of base, BiPO and YaPO on the same items",
+    "c": "needs localized and non-localized culture scores of YaPO and of the base or BiPO on the same items",
+    "d": "needs MMLU tasks evaluated with --log_samples for the base and a steered run",
+    "e": "needs YaPO and CAA or SAS each run at several λ on the same culture MCQ items (a sweep)",
+    "f": "needs behaviour tasks (bipo_*_ab, or judged bipo_*_open) for the base and a steered run",
+}
+
+
+@dataclass
+class Arm:
+    """One method's culture runs as compared, and why those."""
+
+    method: str
+    runs: list[EvalRun]
+    basis: str
+
+
+def _country(item: str) -> str:
+    return culture_task(item.rsplit("/", 1)[0])[1]
+
+
+def _localization(item: str) -> str:
+    return culture_task(item.rsplit("/", 1)[0])[2]
+
+
+def _language_mean(per_country: dict[str, Any]) -> Any:
+    """The paper's pooling (Table 3 'Overall'): the mean over languages of the mean over each one's countries."""
+    by_language: dict[str, list[Any]] = {}
+    for country, value in per_country.items():
+        by_language.setdefault(LANGUAGE_OF[country], []).append(value)
+    return np.mean([np.mean(values, axis=0) for values in by_language.values()], axis=0)
+
+
+class CultureEvidence:
+    """The culture runs of a report: each method's arm, the items compared, their scores and disruption."""
+
+    def __init__(self, runs: list[EvalRun], spec: ScorecardSpec) -> None:
+        self.spec = spec
+        self.runs = [run for run in runs if family_tasks(run, "mcq") or family_tasks(run, "open")]
+        self.choice: MultiplierChoice = choose_multipliers(self.runs, spec.mcq_metric, spec.seed)
+        self.question_of: dict[str, str] = dict(self.choice.question_of)
+        self.base_of_task = {task: run for run in runs if run.method == "base" for task in run.tasks}
+        self.notes: list[str] = [self.choice.note] if self.choice.note else []
+        self._kl: dict[tuple[int, ...], float] = {}
+        self.arms: dict[str, Arm] = {}
+        by_multiplier: dict[str, dict[float, list[EvalRun]]] = {}
+        for run in self.runs:
+            by_multiplier.setdefault(run.method, {}).setdefault(run.multiplier, []).append(run)
+        for method, groups in by_multiplier.items():
+            if method in self.choice.selections:
+                chosen = self.choice.selections[method].multiplier
+                self.arms[method] = Arm(method, groups[chosen], f"{method} λ {chosen:g} (chosen on validation)")
+            elif len(groups) == 1:
+                (multiplier, group), = groups.items()
+                self.arms[method] = Arm(method, group, "base" if method == "base" else f"{method} λ {multiplier:g}")
+            elif method in swept_methods(self.choice.scores):
+                self.notes.append(f"{method} ran at several λ but none could be chosen: left out")
+            else:  # one λ per country's vector: nothing to choose between
+                per_country = sorted({(country, m) for m, group in groups.items() for run in group
+                                      for _, country, _ in family_tasks(run, "mcq") + family_tasks(run, "open")})
+                self.arms[method] = Arm(method, [run for group in groups.values() for run in group],
+                                        f"{method} λ per country: " + ", ".join(f"{c} {m:g}" for c, m in per_country))
+
+    def scores(self, runs: list[EvalRun], family: str) -> dict[str, float]:
+        """Item scores of `runs` on `family`, keyed "<task>/<doc_id>", localized and non-localized tasks only (the
+        `both` task repeats their items), on the test questions when a λ was chosen on validation."""
+        metric = self.spec.mcq_metric
+        scores: dict[str, float] = {}
+        for run in runs:
+            scores.update(culture_item_scores(run, metric, self.question_of, family))
+        test = self.choice.split.test if self.choice.split is not None else None
+        return {item: value for item, value in scores.items() if _localization(item) != "both"
+                and (test is None or self.question_of[item] in test)}
+
+    def paired(self, runs_a: list[EvalRun], runs_b: list[EvalRun], family: str) -> dict[str, tuple[float, float]]:
+        a, b = self.scores(runs_a, family), self.scores(runs_b, family)
+        return {item: (a[item], b[item]) for item in sorted(a.keys() & b.keys())}
+
+    def kl_mnat(self, runs: list[EvalRun]) -> float:
+        """Mean KL(base ‖ run) of the answer distribution over the options, culture MCQ items, millinats (cached:
+        the matched-KL search asks for every λ of two methods)."""
+        key = tuple(sorted(id(run) for run in runs))
+        if key not in self._kl:
+            values = [kl for run in runs if run.method != "base" for task, _, _ in family_tasks(run, "mcq")
+                      if task in self.base_of_task for kl in answer_kl(self.base_of_task[task], run, task)]
+            self._kl[key] = (1000.0 * float(np.mean(values)) if values else
+                             0.0 if all(r.method == "base" for r in runs) else math.nan)
+        return self._kl[key]
+
+    def items_note(self) -> str:
+        return "test questions" if self.choice.split is not None else "all items"
+
+    def disruption(self, runs_a: list[EvalRun], runs_b: list[EvalRun], name_a: str, name_b: str) -> str:
+        """How far each side moved the answers; whether the comparison is at matched disruption."""
+        kl_a, kl_b = self.kl_mnat(runs_a), self.kl_mnat(runs_b)
+        if name_b == "base":
+            return f"answer KL to base {kl_a:.3g} mnat"
+        matched = kl_a > 0 and kl_b > 0 and max(kl_a, kl_b) / min(kl_a, kl_b) <= self.spec.kl_match_ratio
+        return (f"{'matched' if matched else 'unmatched'} disruption (answer KL to base: {name_a} {kl_a:.3g} vs "
+                f"{name_b} {kl_b:.3g} mnat)")
+
+    def runs_at(self, method: str, multiplier: float) -> list[EvalRun]:
+        return [run for run in self.runs if run.method == method and run.multiplier == multiplier]
+
+
+def _scopes(items: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(family, scope, items): pooled, then each country when there are several."""
+    countries = sorted({_country(item) for item in items})
+    scopes = [("scorecard", "pooled", items)]
+    if len(countries) > 1:
+        scopes += [("per-country", country, [i for i in items if _country(i) == country]) for country in countries]
+    return scopes
+
+
+def _chain_links(methods: set[str]) -> list[tuple[str, str]]:
+    present = [method for method in CHAIN if method in methods]
+    return [(present[i + 1], present[i]) for i in range(len(present) - 1)]
+
+
+def _paper_score_difference(family: str, method: str, reference: str, countries: list[str]) -> str:
+    published = paper.paper_culture_scores(family)
+    differences = [published[(c, s, method)] - published[(c, s, reference)] for c in countries
+                   for s in ("localized", "nonlocalized")
+                   if (c, s, method) in published and (c, s, reference) in published]
+    if not differences:
+        return ""
+    unit = "points of accuracy" if family == "mcq" else "judge points (0–10)"
+    where = ", ".join(sorted({c for c in countries if (c, "localized", method) in published}))
+    return (f"{method} − {reference}: {np.mean(differences):+.2f} {unit}, mean over {where} × localized/non-localized "
+            f"({paper.paper_provenance('table1' if family == 'mcq' else 'table2')})")
+
+
+def _claim_b(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
+    rows = []
+    for family, (measure, label) in FAMILY_MEASURES.items():
+        for method, reference in _chain_links(set(culture.arms)):
+            arm, ref = culture.arms[method], culture.arms[reference]
+            comparisons = [(arm.runs, ref.runs, f"{arm.basis} vs {ref.basis}")]
+            if family == "mcq" and reference != "base":
+                comparisons += _matched_kl(culture, method, reference)
+            for runs_a, runs_b, basis in comparisons:
+                pairs = culture.paired(runs_a, runs_b, family)
+                note = f"{basis}; {culture.items_note()}; {culture.disruption(runs_a, runs_b, method, reference)}"
+                matched = basis != comparisons[0][2]
+                for row_family, scope, items in _scopes(list(pairs)) if pairs else []:
+                    if matched and scope != "pooled":
+                        continue  # the matched-KL comparison is a headline check, not split by country
+                    scope = "pooled, matched KL" if matched else scope
+                    a, b = (np.array([pairs[i][k] for i in items]) for k in (0, 1))
+                    countries = sorted({_country(i) for i in items})
+                    rows.append(ScorecardRow(
+                        claim="b", family=row_family, kind="superiority", method=method, reference=reference,
+                        measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope, direction=1,
+                        basis=note, paper=_paper_score_difference(family, method, reference, countries),
+                        **mean_evidence(a, b, spec.seed)))
+    return rows
+
+
+def _matched_kl(culture: CultureEvidence, method: str,
+                reference: str) -> list[tuple[list[EvalRun], list[EvalRun], str]]:
+    """The (λ, λ') pair of the two methods whose answer KLs are closest, when within kl_match_ratio and not the
+    pair the main comparison already uses."""
+    candidates = []
+    for (m_a, lam_a) in [k for k in culture.choice.scores if k[0] == method]:
+        for (m_b, lam_b) in [k for k in culture.choice.scores if k[0] == reference]:
+            runs_a, runs_b = culture.runs_at(m_a, lam_a), culture.runs_at(m_b, lam_b)
+            kl_a, kl_b = culture.kl_mnat(runs_a), culture.kl_mnat(runs_b)
+            if kl_a > 0 and kl_b > 0:
+                candidates.append((abs(math.log(kl_a / kl_b)), lam_a, lam_b, runs_a, runs_b))
+    if not candidates:
+        return []
+    distance, lam_a, lam_b, runs_a, runs_b = min(candidates, key=lambda c: (c[0], c[1], c[2]))
+    main = (culture.arms[method].runs, culture.arms[reference].runs)
+    if distance > math.log(culture.spec.kl_match_ratio) or (runs_a, runs_b) == main:
+        return []
+    return [(runs_a, runs_b, f"at matched answer KL: {method} λ {lam_a:g} vs {reference} λ {lam_b:g}")]
+
+
+def _gap_statistic(measure: str, countries: list[str]) -> Callable[[dict, dict], Any]:
+    """The antisymmetric claim-c statistic over per-(country, localization) means: |PNLG_b| − |PNLG_a| ("pnlg", the
+    gap narrows) or RCA_a − RCA_b ("rca"), each pooled over countries as the paper pools (mean of language means)."""
+    per_country = pnlg_array if measure == "pnlg" else rca_array
+    transform = np.abs if measure == "pnlg" else (lambda x: x)
+
+    def pooled(means: dict) -> Any:
+        return _language_mean({c: transform(per_country(means[(c, "localized")], means[(c, "nonlocalized")]))
+                               for c in countries})
+
+    if measure == "pnlg":
+        return lambda a, b: pooled(b) - pooled(a)
+    return lambda a, b: pooled(a) - pooled(b)
+
+
+def _paper_gap(family: str, measure: str, method: str, reference: str, countries: list[str]) -> str:
+    """The paper's Table 5 values for the same countries, pooled as ours are."""
+    published = paper.paper_gap_values(family, measure)
+    known = [c for c in countries if (c, method) in published and (c, reference) in published]
+    if not known:
+        return ""
+    transform = abs if measure == "pnlg" else float
+    ours, theirs = (_language_mean({c: transform(published[(c, m)]) for c in known}) for m in (method, reference))
+    effect = theirs - ours if measure == "pnlg" else ours - theirs
+    name = "mean |PNLG| narrowed by" if measure == "pnlg" else "RCA up by"
+    return (f"{name} {effect:+.3g} ({method} {ours:.3g} vs {reference} {theirs:.3g}; {', '.join(known)}; "
+            f"{paper.paper_provenance('table5')})")
+
+
+def _claim_c(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
+    rows = []
+    for family in FAMILY_MEASURES:
+        for reference in ("base", "bipo"):
+            if "yapo" not in culture.arms or reference not in culture.arms:
+                continue
+            arm, ref = culture.arms["yapo"], culture.arms[reference]
+            pairs = culture.paired(arm.runs, ref.runs, family)
+            complete = sorted(c for c in {_country(i) for i in pairs}
+                              if {_localization(i) for i in pairs if _country(i) == c} == {"localized", "nonlocalized"})
+            disruption = culture.disruption(arm.runs, ref.runs, "yapo", reference)
+            note = f"{arm.basis} vs {ref.basis}; {culture.items_note()}; {disruption}"
+            for measure in ("pnlg", "rca"):
+                key = measure if measure == "pnlg" else f"rca_{family}"
+                label = f"{'|PNLG_1|' if measure == 'pnlg' else 'RCA'} of culture {family} scores"
+                for row_family, scope, countries in ([("scorecard", "pooled", complete)] if complete else []) + (
+                        [("per-country", c, [c]) for c in complete] if len(complete) > 1 else []):
+                    strata = {(c, loc): ([pairs[i][0] for i in pairs if _country(i) == c and _localization(i) == loc],
+                                         [pairs[i][1] for i in pairs if _country(i) == c and _localization(i) == loc])
+                              for c in countries for loc in ("localized", "nonlocalized")}
+                    rows.append(ScorecardRow(
+                        claim="c", family=row_family, kind="superiority", method="yapo", reference=reference,
+                        measure=key, measure_label=label, scope=scope, direction=1, basis=note,
+                        paper=_paper_gap(family, measure, "yapo", reference, countries),
+                        **strata_evidence(strata, _gap_statistic(measure, countries), spec.seed)))
+    return rows
+
+
+def _claim_e(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
+    """Per item, the drop in score from each method's chosen λ to its largest λ; YaPO's drop against CAA's/SAS's."""
+    selections, scores = culture.choice.selections, culture.choice.scores
+    if "yapo" not in selections:
+        return []
+    rows = []
+    ends = {m: (selections[m].multiplier, max(lam for k, lam in scores if k == m)) for m in selections}
+    for other in (m for m in COLLAPSING if m in selections):
+        chosen_runs = {m: culture.runs_at(m, ends[m][0]) for m in ("yapo", other)}
+        largest_runs = {m: culture.runs_at(m, ends[m][1]) for m in ("yapo", other)}
+        drops = {}
+        for m in ("yapo", other):
+            drops[m] = {i: hi - lo for i, (hi, lo) in culture.paired(largest_runs[m], chosen_runs[m], "mcq").items()}
+        items = sorted(drops["yapo"].keys() & drops[other].keys())
+        if not items:
+            continue
+        a, b = (np.array([drops[m][i] for i in items]) for m in ("yapo", other))
+        basis = (f"largest λ vs λ chosen on validation: yapo {ends['yapo'][1]:g} vs {ends['yapo'][0]:g}, {other} "
+                 f"{ends[other][1]:g} vs {ends[other][0]:g}; {culture.items_note()}; at the largest λ, "
+                 + culture.disruption(largest_runs["yapo"], largest_runs[other], "yapo", other))
+        rows.append(ScorecardRow(
+            claim="e", family="scorecard", kind="superiority", method="yapo", reference=other, measure="mcq",
+            measure_label=f"change in culture MCQ {spec.mcq_metric} (points) from the chosen to the largest λ",
+            scope="pooled", direction=1, basis=basis, paper=paper.paper_claim_figures("e"),
+            **mean_evidence(a, b, spec.seed)))
+    return rows
+
+
+def _claim_a(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
+    """Per pair of BiPO and YaPO vectors trained on the same data: mean train loss over their common steps (the
+    area under the curve per step), and the step where the smoothed loss first falls below the threshold."""
+    logs = training_logs(runs)
+    by_data = {(log.method, log.data): log for log in logs}
+    pairs = [(by_data[("yapo", data)], by_data[("bipo", data)]) for method, data in sorted(by_data)
+             if method == "yapo" and ("bipo", data) in by_data]
+    if not pairs:
+        return []
+    yapo_loss, bipo_loss, details, differences = [], [], [], set()
+    for yapo, bipo in pairs:
+        steps = min(len(yapo.losses), len(bipo.losses))
+        yapo_loss.append(mean_loss(yapo.losses, steps))
+        bipo_loss.append(mean_loss(bipo.losses, steps))
+        reached = [steps_to_threshold(log.losses, spec.loss_threshold, spec.loss_window) for log in (yapo, bipo)]
+        details.append(f"{yapo.short_data}: mean loss {yapo_loss[-1]:.3f} vs {bipo_loss[-1]:.3f} over {steps} steps, "
+                       f"{spec.loss_window}-step mean < {spec.loss_threshold:g} at step "
+                       + " vs ".join(str(r) if r else "never" for r in reached))
+        differences |= {k for k in ("lr", "batch_size", "seed", "steps")
+                        if yapo.config.get(k) != bipo.config.get(k)}
+    basis = "vector pairs trained on the same data" + (
+        f"; their training configs differ in {', '.join(sorted(differences))}" if differences else ", same config")
+    return [ScorecardRow(
+        claim="a", family="scorecard", kind="superiority", method="yapo", reference="bipo", measure="train_loss",
+        measure_label="mean train loss (area under the curve per step)", scope="pooled",
+        direction=-1, basis=basis, paper=paper.paper_claim_figures("a"), detail="; ".join(details),
+        **mean_evidence(np.array(yapo_loss), np.array(bipo_loss), spec.seed))]
+
+
+def _sample_scores(run: EvalRun, task: str, metric: str) -> dict[str, float]:
+    return {f"{task}/{s['doc_id']}": 100.0 * float(s[metric]) for s in run.samples.get(task, [])
+            if isinstance(s.get(metric), (int, float))}
+
+
+def _against_base(runs: list[EvalRun], select: Callable[[str], str | None],
+                  scores: Callable[[EvalRun, str], dict[str, float]]) -> dict[tuple[str, float, str],
+                                                                               tuple[dict, dict]]:
+    """(method, λ, group) → (steered item scores, base item scores) over the tasks `select` maps to a group."""
+    base: dict[str, dict[str, float]] = {}
+    steered: dict[tuple[str, float, str], dict[str, float]] = {}
+    for run in runs:
+        for task in sorted(set(run.tasks) | {v.get("task") for v in run.verdicts} - {None}):
+            group = select(task)
+            if group:
+                target = base.setdefault(group, {}) if run.method == "base" else steered.setdefault(
+                    (run.method, run.multiplier, group), {})
+                target.update(scores(run, task))
+    return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}
+
+
+def _claim_d(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
+    rows = []
+    margin = spec.smallest_effects["mmlu"]
+    for (method, multiplier, group), (ours, base) in _against_base(
+            runs, mmlu_group, lambda run, task: _sample_scores(run, task, "acc")).items():
+        items = sorted(ours.keys() & base.keys())
+        if not items:
+            continue
+        chosen = culture.choice.selections.get(method)
+        basis = f"{method} λ {multiplier:g}" + (" (chosen on validation)" if chosen and chosen.multiplier == multiplier
+                                               else "") + f"; all {group} items"
+        rows.append(ScorecardRow(
+            claim="d", family="scorecard", kind="equivalence", method=method, reference="base", measure="mmlu",
+            measure_label=f"MMLU accuracy (%), {group}", scope=group, direction=0, basis=basis,
+            paper=paper.paper_mmlu_figure(method),
+            **equivalence_evidence(np.array([ours[i] for i in items]), np.array([base[i] for i in items]), margin,
+                                   spec.seed)))
+    return rows
+
+
+def _behaviour(task: str, suffix: str) -> str | None:
+    name = task.removeprefix("bipo_").removesuffix(suffix)
+    return name.replace("_", "-") if task.startswith("bipo_") and task.endswith(suffix) and name != task else None
+
+
+def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
+    """P(matching answer) on the A/B items and the judge's score on the open prompts, steered vs base, in the
+    direction each run steered (d = +1: towards the behaviour its vector was trained to show)."""
+    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    rows = []
+    for measure, label, select, scores in (
+            ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: _behaviour(t, "_ab"),
+             lambda run, task: _sample_scores(run, task, "p_gold")),
+            ("behaviour_judge", "behaviour judge score (1–4)", lambda t: _behaviour(t, "_open"),
+             lambda run, task: {f"{task}/{k}": v for k, v in verdict_values(run, task).items()})):
+        for (method, multiplier, behaviour), (ours, base) in _against_base(runs, select, scores).items():
+            items = sorted(ours.keys() & base.keys())
+            if not items:
+                continue
+            direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+            rows.append(ScorecardRow(
+                claim="f", family="scorecard", kind="superiority", method=method, reference="base", measure=measure,
+                measure_label=label, scope=behaviour, direction=direction,
+                basis=f"{method} λ {multiplier:g}, direction {direction:+d}; all items",
+                paper=paper.paper_behaviour_figure(behaviour, method),
+                **mean_evidence(np.array([ours[i] for i in items]), np.array([base[i] for i in items]), spec.seed)))
+    return rows
+
+
+def build_scorecard(runs: list[EvalRun], spec: ScorecardSpec | None = None) -> Scorecard:
+    """Every claim the runs can test, as finalised rows (Holm, MDE, verdict), and why the others cannot be."""
+    spec = spec or ScorecardSpec()
+    culture = CultureEvidence(runs, spec)
+    found = {"a": _claim_a(runs, spec), "b": _claim_b(culture, spec), "c": _claim_c(culture, spec),
+             "d": _claim_d(runs, culture, spec), "e": _claim_e(culture, spec), "f": _claim_f(runs, spec)}
+    rows = finalise([row for claim in sorted(found) for row in found[claim]], spec)
+    untested = {claim: UNTESTED[claim] for claim, claim_rows in found.items() if not claim_rows}
+    if culture.notes:
+        untested.update({claim: f"{UNTESTED[claim]} ({'; '.join(culture.notes)})" for claim in untested
+                         if claim in ("b", "c", "e")})
+    provenance = paper.provenance_of(runs)
+    return Scorecard(rows, untested, spec, provenance.models, provenance.culture_data)

@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock canary wheel-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 clean
+.PHONY: setup demo test lock canary wheel-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 clean
 
 setup: $(STAMP)
 
@@ -78,6 +78,9 @@ bench-p4: setup
 
 bench-p5: setup
 	$(PY) benchmarks/p5_lm_eval_overhead.py
+
+bench-p7: setup
+	$(PY) benchmarks/p7_mean_diff_fit.py
 
 clean:
 	rm -rf $(VENV) $(CANARY) .venv-wheel

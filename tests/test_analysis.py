@@ -21,9 +21,9 @@ from yapo_bench.analysis.patching import (
     option_probabilities,
     patch_state,
 )
-from yapo_bench.analysis.selection import Split, select_multipliers, split_ids
 from yapo_bench.data.spec import culture_mini_items
 from yapo_bench.internals import decoder_layers
+from yapo_bench.report.selection import Split, select_multipliers, split_ids
 from yapo_bench.steering import SteeringVector
 
 # ----------------------------------------------------------------------------------------------------
@@ -264,8 +264,8 @@ def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
 
 def test_feature_reading_finds_the_top_latents_their_tokens_and_their_strongest_contexts() -> None:
     from yapo_bench.analysis.features import promoted_tokens, read_features, top_contexts, top_latents
+    from yapo_bench.corpus import token_windows, window_batches
     from yapo_bench.internals import layer_output
-    from yapo_bench.sae import token_windows, window_batches
 
     model, tokenizer, sae = tiny_llama(), tiny_tokenizer(), random_sae("jumprelu")
     values = torch.zeros(D_SAE)

@@ -170,3 +170,21 @@ def test_steer_adds_to_the_hidden_state_in_either_form(as_tuple: bool) -> None:
         with steer(model, _vector(), multiplier=1.5):
             steered = layer_output(model, LAYER, input_ids=ids)
     assert torch.equal(steered, clean + 1.5 * _vector().values)
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gemma3])
+def test_continuations_of_a_shared_prefix_equal_each_sequence_run_alone(make) -> None:
+    """A prefix run once, its KV cache repeated for each continuation (prefixes of different lengths padded):
+    each continuation's states equal those of prefix + continuation in one unpadded pass."""
+    from yapo_bench.internals import continuation_layer_outputs
+
+    model = make()
+    gen = torch.Generator().manual_seed(7)
+    prefixes = [torch.randint(1, 128, (n,), generator=gen) for n in (5, 2, 9)]
+    continuations = [[torch.randint(1, 128, (n,), generator=gen) for n in pair] for pair in ((3, 1), (4, 2), (1, 5))]
+    states = continuation_layer_outputs(model.model, LAYER, prefixes, continuations)
+    for prefix, group, got in zip(prefixes, continuations, states):
+        for continuation, state in zip(group, got):
+            whole = torch.cat([prefix, continuation])[None]
+            alone = layer_output(model.model, LAYER, input_ids=whole)[0, len(prefix):]
+            torch.testing.assert_close(state, alone, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,6 @@ import functools
 
 import numpy as np
 import pytest
-
 from scipy import stats
 
 from yapo_bench.metrics import (

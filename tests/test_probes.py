@@ -123,9 +123,9 @@ def test_over_long_inputs_are_cut_by_one_rule_counted_and_recorded(model_dir: Pa
                                                                    capsys: pytest.CaptureFixture) -> None:
     """CAA read a 20,004-token prompt through a model with 8,192 positions; here 150 tokens through 128."""
     long_prompt = _pairs(tmp_path / "long.jsonl", prompt_words=150)
-    for method in ("caa", "bipo"):
+    for method, budget in (("caa", []), ("bipo", ["--steps", "1"])):
         assert main(["train", "--method", method, "--model", str(model_dir), "--layer", "1", "--data",
-                     str(long_prompt), "--steps", "1", "--out", str(tmp_path / method)]) == 2
+                     str(long_prompt), *budget, "--out", str(tmp_path / method)]) == 2
         assert "max_length: 128 leaves no response token" in _err(capsys)  # the model's positions, not 256
     medium = _pairs(tmp_path / "medium.jsonl", prompt_words=100)
     assert main(["train", "--method", "caa", "--model", str(model_dir), "--layer", "1", "--data", str(medium),
@@ -150,6 +150,15 @@ def test_unreadable_files_are_named_and_every_file_is_validated(tmp_path: Path, 
     empty.write_text("")
     assert main(["train", "--method", "caa", "--data", str(empty), "--out", str(tmp_path / "v")]) == 2
     assert f"{empty}: not a readable CSV" in _err(capsys)
+
+
+def test_a_setting_the_method_does_not_take_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`train --method caa --steps 10` used to drop --steps silently."""
+    assert main(["train", "--method", "caa", "--steps", "10", "--data", "demo:cheerful", "--out",
+                 str(tmp_path / "v")]) == 2
+    assert "--steps: not a setting of method caa" in _err(capsys)
+    assert main(["train", "--method", "caa", "--resume", "--data", "demo:cheerful", "--out", str(tmp_path / "v")]) == 2
+    assert "--resume: method caa is not trained step by step" in _err(capsys)
 
 
 def test_model_specs_are_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

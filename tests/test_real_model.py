@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from yapo_bench.corpus import load_corpus
+from yapo_bench.corpus import load_corpus, render_documents
 from yapo_bench.models import get_preset
-from yapo_bench.sae import evaluate_sae, load_sae, render_documents, shipped_sae_path
+from yapo_bench.sae import load_sae, shipped_sae_path
+from yapo_bench.sae.evaluation import evaluate_sae
 from yapo_bench.steering import SteeringVector, steer
 
 pytestmark = pytest.mark.real

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from yapo_bench import cli
-from yapo_bench.report import build_report, load_runs
-from yapo_bench.report import plots
+from yapo_bench.report import build_report, load_runs, plots
 from yapo_bench.report.published_side import Provenance
 from yapo_bench.report.render import build_sections
 from yapo_bench.report.tables import rca_pnlg_table

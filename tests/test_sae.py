@@ -8,18 +8,11 @@ import pytest
 import torch
 from conftest import HIDDEN, random_sae, tiny_llama, tiny_texts, tiny_tokenizer
 
-from yapo_bench.corpus import load_corpus
-from yapo_bench.sae import (
-    SAELoadError,
-    SAETrainSpec,
-    collect_activations,
-    evaluate_sae,
-    load_sae,
-    sae_hash,
-    save_sae,
-    token_windows,
-    train_sae,
-)
+from yapo_bench.corpus import load_corpus, token_windows
+from yapo_bench.sae import SAELoadError, load_sae, sae_hash
+from yapo_bench.sae.activations import collect_activations
+from yapo_bench.sae.evaluation import evaluate_sae
+from yapo_bench.sae.training import SAETrainSpec, save_sae, train_sae
 from yapo_bench.steering import SteeringVector, phi_full, sparse_delta
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import D_SAE, HIDDEN, random_sae, tiny_llama, tiny_tokenizer
 
-from yapo_bench.methods import METHODS, get_method, preference
+from yapo_bench.methods import get_method, method_names, preference
 from yapo_bench.methods.preference import PreferenceBatchScorer, PreferenceSpec, encode_pairs, preference_loss
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PairSet, PreferencePair
@@ -29,12 +29,12 @@ def _spec(**overrides) -> PreferenceSpec:
     return PreferenceSpec(**{**fields, **overrides})
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(method_names()))
 def test_each_method_returns_a_vector_in_its_space(name: str) -> None:
     module = get_method(name)
     spec = module.Spec(layer=1) if name in ("caa", "sas") else _spec(steps=2)
     vector = module.fit(_loaded(), PAIRS, spec, sae=random_sae())
-    expected = ("sae", D_SAE) if module.NEEDS_SAE else ("dense", HIDDEN)
+    expected = ("sae", D_SAE) if module.SPARSE else ("dense", HIDDEN)
     assert (vector.space, vector.dim, vector.layer, vector.method) == (*expected, 1, name)
     assert vector.provenance["chosen"] == "the w20s" and vector.provenance["data"] == "test"
     assert vector.norm > 0 and not vector.values.requires_grad
@@ -202,3 +202,33 @@ def test_on_step_sees_every_step_and_can_stop_early() -> None:
     stopped = preference.train_preference_vector(_loaded(), PAIRS, _spec(), sae=None, method="bipo",
                                                  on_step=lambda record: record["step"] == 2)
     assert stopped.provenance["steps_run"] == 2
+
+
+def test_lazy_caching_computes_only_what_the_steps_visit_and_equals_eager_caching(monkeypatch) -> None:
+    """Steps cache a sequence's layer output and reference log-probs when they first need it; the vector equals
+    the one trained with every sequence cached before the first step, bit for bit."""
+    many = PairSet([PreferencePair(f"w{i % 50} w{(3 * i) % 50}" + " w7" * (i % 4), f"w{i % 60 + 20} w5", f"w{i % 30 + 1}")
+                    for i in range(40)], source="test", chosen="w5")
+    spec = _spec(steps=3, batch_size=2, heldout_fraction=0.0, eval_every=0, checkpoint_every=0)
+    original = preference.PreferenceBatchScorer._ensure_cached
+    cached: list[int] = []
+
+    def counting(self, sequences):
+        cached.extend(s.key for s in sequences if s.key not in self._reference_cache)
+        original(self, sequences)
+
+    monkeypatch.setattr(preference.PreferenceBatchScorer, "_ensure_cached", counting)
+    lazy = preference.train_preference_vector(_loaded(), many, spec, sae=None, method="bipo")
+    assert 0 < len(set(cached)) <= 3 * 2 * 2 < 2 * len(many)  # three steps of two pairs, of 80 sequences
+
+    loaded = _loaded()
+    every = [s for pair in preference.encode_pairs(loaded, many, spec.max_length)[0] for s in (pair.chosen, pair.rejected)]
+
+    def eager(self, sequences):
+        if not self._reference_cache:
+            original(self, every)
+        original(self, sequences)
+
+    monkeypatch.setattr(preference.PreferenceBatchScorer, "_ensure_cached", eager)
+    assert torch.equal(preference.train_preference_vector(loaded, many, spec, sae=None, method="bipo").values,
+                       lazy.values)

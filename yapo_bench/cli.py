@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from yapo_bench.models import DEFAULT_MODEL, PRESETS
 
@@ -29,7 +30,7 @@ def _cmd_models(_args: argparse.Namespace) -> None:
 
 
 def _cmd_sae_train(args: argparse.Namespace) -> None:
-    from yapo_bench.sae import SAETrainSpec, build_sae
+    from yapo_bench.sae.training import SAETrainSpec, build_sae
 
     spec = SAETrainSpec(
         model=args.model, layer=args.layer, corpus=args.corpus, tokens=args.tokens, d_sae=args.d_sae, k=args.k,
@@ -43,9 +44,10 @@ def _cmd_sae_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sae_eval(args: argparse.Namespace) -> None:
-    from yapo_bench.corpus import load_corpus
+    from yapo_bench.corpus import load_corpus, render_documents
     from yapo_bench.models import load_model, require_layer
-    from yapo_bench.sae import evaluate_sae, render_documents, resolve_sae_and_layer, sae_directory, update_card_eval
+    from yapo_bench.sae import resolve_sae_and_layer, sae_directory
+    from yapo_bench.sae.evaluation import evaluate_sae, update_card_eval
 
     sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, True, sae_field="--sae",
                                        purpose="sae eval", layer_field="--layer")
@@ -91,37 +93,29 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.data import load_pairs
     from yapo_bench.distributed import data_parallel
     from yapo_bench.locking import exclusive
-    from yapo_bench.methods import get_method
+    from yapo_bench.methods import build_spec, fit_and_save, get_method
     from yapo_bench.models import load_model, require_layer
     from yapo_bench.pairs import PairSet
     from yapo_bench.sae import resolve_sae_and_layer
 
-    method = get_method(args.method)
     main_rank = data_parallel().is_main  # under a multi-process launch rank 0 writes and reports for all
     # the output directory first: a busy, read-only or full one fails before anything is computed
     with exclusive(args.out, "--out") if main_rank else contextlib.nullcontext():
-        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, method.NEEDS_SAE, sae_field="--sae",
-                                           purpose=f"method {args.method}", layer_field="--layer")
+        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, get_method(args.method).SPARSE,
+                                           sae_field="--sae", purpose=f"method {args.method}", layer_field="--layer")
         layer = require_layer(args.model, layer, "--layer")
-        if args.method in ("caa", "sas"):
-            spec = method.Spec(layer=layer, aggregation=args.aggregation, top_k=args.top_k, max_length=args.max_length)
-        else:
-            spec = method.Spec(
-                layer=layer, steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
-                weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
-                positions=args.positions, direction_mode=args.direction_mode, seed=args.seed,
-                max_length=args.max_length, heldout_fraction=args.heldout_fraction, eval_every=args.eval_every,
-                checkpoint_every=args.checkpoint_every, naive=args.naive, run_dir=str(args.out), resume=args.resume,
-            )
+        if args.resume and not get_method(args.method).LEARNED:
+            raise ValueError(f"--resume: method {args.method} is not trained step by step; there is nothing to resume")
+        options = {name: getattr(args, name) for name in METHOD_OPTIONS if hasattr(args, name)}
+        spec = build_spec(args.method, layer, options, prefix="--")
         pairs = load_pairs(args.data, args.data_dir)
         if pairs.skipped:
             print(f"{args.data}: skipped {len(pairs.skipped)} invalid row(s): {'; '.join(pairs.skipped[:3])}"
                   + (" ..." if len(pairs.skipped) > 3 else ""))
         if args.limit:
             pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
-        vector = method.fit(load_model(args.model), pairs, spec, sae=sae)
-        if getattr(spec, "run_dir", None) is None and main_rank:  # the preference loop saves beside its log
-            vector.save(args.out)
+        vector = fit_and_save(args.method, load_model(args.model), pairs, spec, sae, args.out, resume=args.resume,
+                              writer=main_rank)
     if not main_rank:
         return
     summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"
@@ -242,6 +236,22 @@ def _multiplier(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number >= 0") from err
 
 
+METHOD_OPTIONS = ("max_length", "aggregation", "top_k", "steps", "batch_size", "lr", "beta", "weight_decay",
+                  "warmup_steps", "grad_clip", "positions", "direction_mode", "seed", "heldout_fraction", "eval_every",
+                  "checkpoint_every", "max_loss_ratio", "divergence_window", "max_norm_ratio", "naive")
+
+
+def _method_option_adder(parser: argparse.ArgumentParser) -> Any:
+    """add(flag, type, Spec, help, group=None, **kwargs): a method setting whose default is the Spec's own and
+    which reaches the Spec only when given (argparse.SUPPRESS)."""
+
+    def add(flag: str, kind: type, spec_class: type, text: str, group: Any = None, **kwargs: Any) -> None:
+        default = spec_class.__dataclass_fields__[flag.lstrip("-").replace("-", "_")].default
+        (group or parser).add_argument(flag, type=kind, default=argparse.SUPPRESS,
+                                       help=f"{text} (default: {default})", **kwargs)
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yapo-bench",
@@ -308,13 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="record the result in the SAE directory's card.json (local or shipped SAEs)")
     evaluate.set_defaults(func=_cmd_sae_eval)
 
+    from yapo_bench.methods import method_names
+    from yapo_bench.methods.mean_diff import MeanDiffSpec
+    from yapo_bench.methods.preference import PreferenceSpec
+
     fit_parser = commands.add_parser(
         "train", help="fit a steering vector (CAA, SAS, BiPO or YaPO) on preference pairs",
         description="Fit a steering vector on preference pairs (chosen = the behaviour to steer toward). "
         "BiPO/YaPO run the bi-directional preference loop: logs (train_log.jsonl), checkpoints and the vector "
         "go to --out, and --resume continues a killed run bit-identically. For a preset model, --layer and "
-        "--sae default to the preset's shipped SAE.")
-    fit_parser.add_argument("--method", required=True, choices=["caa", "sas", "bipo", "yapo"], help="steering method")
+        "--sae default to the preset's shipped SAE. A setting the method does not take is refused.")
+    fit_parser.add_argument("--method", required=True, choices=method_names(), help="steering method")
     fit_parser.add_argument("--model", default=DEFAULT_MODEL, help="preset, GGUF file, local dir or hub id (default: %(default)s)")
     fit_parser.add_argument("--layer", type=int, default=None,
                        help="decoder layer to steer (default: the SAE's layer, else the preset's default layer)")
@@ -328,31 +342,42 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (default: all)")
     fit_parser.add_argument("--out", type=Path, required=True, help="run directory: vector, log, checkpoint")
     fit_parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    fit_parser.add_argument("--max-length", type=int, default=256, help="tokens per sequence (at most the model's "
-                            "positions); longer ones keep their first tokens, are counted and recorded, and a "
-                            "sequence that would lose its whole response is refused (default: %(default)s)")
+    # The method's settings: only those given reach its Spec (whose defaults apply otherwise), so that a setting
+    # the method does not take can be refused rather than ignored.
+    method_option = _method_option_adder(fit_parser)
+    method_option("--max-length", int, MeanDiffSpec, "tokens per sequence (at most the model's positions); longer ones "
+                  "keep their first tokens, are counted and recorded, and one that would lose its whole response is "
+                  "refused")
     mean_diff = fit_parser.add_argument_group("caa / sas")
-    mean_diff.add_argument("--aggregation", default="response_mean", choices=["response_mean", "last"],
-                           help="token positions averaged: all response tokens or the last one (default: %(default)s)")
-    mean_diff.add_argument("--top-k", type=int, default=0, help="keep the k largest entries; 0 keeps all (default: %(default)s)")
+    method_option("--aggregation", str, MeanDiffSpec, "token positions averaged: all response tokens or the last one",
+                  group=mean_diff, choices=["response_mean", "last"])
+    method_option("--top-k", int, MeanDiffSpec, "keep the k largest entries; 0 keeps all", group=mean_diff)
+    fit_parser.add_argument("--batch-size", type=int, default=argparse.SUPPRESS,
+                            help=f"pairs per step (bipo/yapo, default: {PreferenceSpec.batch_size}) or per forward "
+                            f"pass (caa/sas, default: {MeanDiffSpec.batch_size})")
     loop = fit_parser.add_argument_group("bipo / yapo")
-    loop.add_argument("--steps", type=int, default=200, help="optimizer steps (default: %(default)s)")
-    loop.add_argument("--batch-size", type=int, default=4, help="pairs per step (default: %(default)s)")
-    loop.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: %(default)s)")
-    loop.add_argument("--beta", type=float, default=0.1, help="β of the preference loss (default: %(default)s)")
-    loop.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
-    loop.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up before cosine decay (default: %(default)s)")
-    loop.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default: %(default)s)")
-    loop.add_argument("--positions", default="all", choices=["all", "response"],
-                      help="positions steered while training (default: %(default)s, as the reference code)")
-    loop.add_argument("--direction-mode", default="batch", choices=["batch", "example"],
-                      help="draw d ∈ {−1,+1} once per batch or per pair (default: %(default)s)")
-    loop.add_argument("--seed", type=int, default=0, help="seed for the split, batches and directions (default: %(default)s)")
-    loop.add_argument("--heldout-fraction", type=float, default=0.1, help="pairs held out for evaluation (default: %(default)s)")
-    loop.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval in steps (default: %(default)s)")
-    loop.add_argument("--checkpoint-every", type=int, default=25, help="checkpoint interval in steps (default: %(default)s)")
-    loop.add_argument("--naive", action="store_true", help="recompute everything each step (the reference "
-                      "behaviour; for speed comparisons)")
+    for flag, kind, text, extra in (
+            ("--steps", int, "optimizer steps", {}),
+            ("--lr", float, "AdamW learning rate", {}),
+            ("--beta", float, "β of the preference loss", {}),
+            ("--weight-decay", float, "AdamW weight decay", {}),
+            ("--warmup-steps", int, "linear warm-up before cosine decay", {}),
+            ("--grad-clip", float, "gradient-norm clip", {}),
+            ("--positions", str, "positions steered while training (all, as the reference code)",
+             {"choices": ["all", "response"]}),
+            ("--direction-mode", str, "draw d ∈ {−1,+1} once per batch or per pair", {"choices": ["batch", "example"]}),
+            ("--seed", int, "seed for the split, batches and directions", {}),
+            ("--heldout-fraction", float, "pairs held out for evaluation", {}),
+            ("--eval-every", int, "held-out evaluation interval in steps", {}),
+            ("--checkpoint-every", int, "checkpoint interval in steps", {}),
+            ("--max-loss-ratio", float, "divergence: stop when the mean loss of the last --divergence-window steps "
+             "exceeds this × ln 2", {}),
+            ("--divergence-window", int, "divergence: steps averaged", {}),
+            ("--max-norm-ratio", float, "divergence: stop when v's change to the residual stream exceeds this × the "
+             "median token norm of the layer's output", {})):
+        method_option(flag, kind, PreferenceSpec, text, group=loop, **extra)
+    loop.add_argument("--naive", action="store_const", const=True, default=argparse.SUPPRESS,
+                      help="recompute everything each step (the reference behaviour; for speed comparisons)")
     fit_parser.set_defaults(func=_cmd_train)
 
     data = commands.add_parser("data", help="culture data: validate, convert, build preference pairs",

@@ -14,7 +14,10 @@ import glob
 import hashlib
 import json
 import sysconfig
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import torch
 
 BUILTIN_CORPORA = ("python-stdlib",)
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "dist-packages"}
@@ -67,33 +70,78 @@ def _read_file(path: Path, column: str) -> list[str]:
     raise ValueError(f"corpus: {path} has suffix {path.suffix!r}; expected .txt, .md or .jsonl")
 
 
-def load_corpus(spec: str, split: str = "train", column: str = "text") -> list[str]:
+def load_corpus(source: str, split: str = "train", column: str = "text") -> list[str]:
     """Documents of a corpus.
 
-    spec: `python-stdlib` (built in, split by a fixed hash into train / heldout), a file or glob of
+    source: `python-stdlib` (built in, split by a fixed hash into train / heldout), a file or glob of
     .txt/.md/.jsonl files, or `hf:<datasets id>[:<split>]` (needs the hub). `split` applies to the
     built-in corpus; for files the whole set is returned.
     """
     if split not in {"train", "heldout"}:
         raise ValueError(f"split: {split!r}; expected 'train' or 'heldout'")
-    if spec == "python-stdlib":
+    if source == "python-stdlib":
         docs = _python_stdlib()
         return [d for d in docs if _is_heldout(d) == (split == "heldout")]
-    if spec.startswith("hf:"):
+    if source.startswith("hf:"):
         import datasets
 
-        name, _, hf_split = spec[3:].partition(":")
+        name, _, hf_split = source[3:].partition(":")
         ds = datasets.load_dataset(name, split=hf_split or "train")
         if column not in ds.column_names:
             raise ValueError(f"corpus: dataset {name!r} has no column {column!r}; columns: {ds.column_names}")
         return list(ds[column])
-    paths = sorted(Path(p) for p in glob.glob(spec)) or ([Path(spec)] if Path(spec).exists() else [])
+    paths = sorted(Path(p) for p in glob.glob(source)) or ([Path(source)] if Path(source).exists() else [])
     if not paths:
         raise ValueError(
-            f"corpus: {spec!r} matches no file; expected one of {BUILTIN_CORPORA}, a .txt/.jsonl path or glob, "
+            f"corpus: {source!r} matches no file; expected one of {BUILTIN_CORPORA}, a .txt/.jsonl path or glob, "
             "or hf:<datasets id>"
         )
     texts: list[str] = []
     for path in paths:
         texts.extend(_read_file(path, column))
     return texts
+
+
+# ----------------------------------------------------------------------------------------------------
+# Documents as the model reads them: chat-rendered, cut into token windows, batched
+
+
+def render_documents(tokenizer: object, texts: Sequence[str], chat_every: int = 0) -> list[str]:
+    """Plain documents, with every `chat_every`-th one rendered as a chat turn (first line as the user's
+    message, the rest as the assistant's answer) so the SAE also sees the chat template's tokens."""
+    if not chat_every or getattr(tokenizer, "chat_template", None) is None:
+        return list(texts)
+    rendered = []
+    for i, text in enumerate(texts):
+        if i % chat_every:
+            rendered.append(text)
+            continue
+        head, _, tail = text.partition("\n")
+        messages = [{"role": "user", "content": head}, {"role": "assistant", "content": tail or head}]
+        rendered.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    return rendered
+
+
+def token_windows(tokenizer: object, texts: Sequence[str], seq_len: int) -> list[list[int]]:
+    """Each document's tokens cut into consecutive windows of at most `seq_len` (no text is lost to
+    truncation; callers pass `pairs.length_limit(model, seq_len)`, so no window exceeds the model's positions);
+    windows shorter than 8 tokens are dropped."""
+    windows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        windows.extend(ids[i : i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i : i + seq_len]) >= 8)
+    return windows
+
+
+def window_batches(tokenizer: object, windows: Sequence[list[int]], batch_size: int) -> Iterator[dict]:
+    """Right-padded batches of token windows with their attention masks."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(windows), batch_size):
+        rows = windows[start : start + batch_size]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        yield {"input_ids": ids, "attention_mask": mask}

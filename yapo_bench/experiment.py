@@ -20,9 +20,8 @@ import yaml
 from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import versions
 from yapo_bench.locking import exclusive
+from yapo_bench.methods import TrainingBudget, get_method, method_names
 
-METHODS = ("base", "caa", "sas", "bipo", "yapo")
-SPARSE_METHODS = ("sas", "yapo")
 CULTURE_FAMILIES = ("mcq", "letter", "boxed", "open")
 BEHAVIOURS = ("power-seeking", "wealth-seeking", "hallucination")
 # Rough CPU seconds on the default 135M model (2 cores), for --dry-run: measured by benchmarks P1/P3/P5.
@@ -32,21 +31,6 @@ SECONDS_PER_LOGLIK_REQUEST = 0.15
 SECONDS_PER_GENERATION = 4.0
 SECONDS_PER_VERDICT = 1.6
 SECONDS_PER_PATCHED_COUNTRY = 60.0  # 12 culture-mini questions patched at every layer (`analyze layers`)
-
-
-@dataclass
-class TrainingBudget:
-    steps: int = 200
-    lr: float = 5e-4
-    batch_size: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"training.{name}: {getattr(self, name)!r}; expected a positive integer")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"training.lr: {self.lr!r}; expected a positive number")
 
 
 @dataclass
@@ -86,7 +70,7 @@ class RunConfig:
     layer: int | str | None = None  # an index, null (the SAE's / preset's), or "auto" (layer discovery)
     countries: list[str] = field(default_factory=list)
     behaviours: list[str] = field(default_factory=list)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: ["base", *method_names()])
     training: TrainingBudget = field(default_factory=TrainingBudget)
     multipliers: dict[str, list[float]] = field(default_factory=dict)
     families: list[str] = field(default_factory=lambda: ["mcq", "open"])
@@ -96,14 +80,14 @@ class RunConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS
+        from yapo_bench.data.culture import LANGUAGE_OF
         from yapo_bench.steering import check_multiplier
 
         if isinstance(self.training, dict):
             self.training = _nested(TrainingBudget, self.training, "training")
         if isinstance(self.judge, dict):
             self.judge = _nested(JudgeSpec, self.judge, "judge")
-        known = {c for countries in CONTEXTS.values() for c in countries}
+        known = set(LANGUAGE_OF)
         for country in self.countries:
             if country not in known:
                 raise ValueError(f"countries: {country!r}; expected some of {', '.join(sorted(known))}")
@@ -113,14 +97,15 @@ class RunConfig:
         if not self.countries and not self.behaviours:
             raise ValueError("countries/behaviours: name at least one country or behaviour")
         for method in self.methods:
-            if method not in METHODS:
-                raise ValueError(f"methods: {method!r}; expected some of {', '.join(METHODS)}")
+            if method not in ("base", *method_names()):
+                raise ValueError(f"methods: {method!r}; expected some of base, {', '.join(method_names())}")
         for family in self.families:
             if family not in CULTURE_FAMILIES:
                 raise ValueError(f"families: {family!r}; expected some of {', '.join(CULTURE_FAMILIES)}")
         for method, values in self.multipliers.items():
-            if method not in METHODS[1:] or not isinstance(values, list) or not values:
-                raise ValueError(f"multipliers.{method}: expected a method of {METHODS[1:]} with a list of numbers >= 0")
+            if method not in method_names() or not isinstance(values, list) or not values:
+                raise ValueError(f"multipliers.{method}: expected a method of {', '.join(method_names())} with a "
+                                 "list of numbers >= 0")
             for value in values:
                 check_multiplier(value, f"multipliers.{method}")
         if self.layer is not None and self.layer != "auto" and (not isinstance(self.layer, int) or self.layer < 0):
@@ -129,7 +114,7 @@ class RunConfig:
         if self.layer == "auto":
             if not self.countries:
                 raise ValueError("layer: auto patches culture prompts; expected at least one country")
-            sparse = [m for m in self.methods if m in SPARSE_METHODS]
+            sparse = [m for m in self.methods if m != "base" and get_method(m).SPARSE]
             if sparse and "{layer}" not in (self.sae or ""):
                 raise ValueError(f"sae: with layer: auto, {', '.join(sparse)} need an SAE for whichever layer is "
                                  "found; expected an SAE id with {layer}, e.g. "
@@ -203,7 +188,7 @@ def plan(config: RunConfig) -> list[Step]:
     learned = [m for m in config.methods if m != "base"]
     for method in learned:
         for unit in units:
-            cost = (config.training.steps * SECONDS_PER_TRAIN_STEP if method in ("bipo", "yapo")
+            cost = (config.training.steps * SECONDS_PER_TRAIN_STEP if get_method(method).LEARNED
                     else 50 * SECONDS_PER_MEAN_DIFF_PAIR)
             steps.append(Step(f"train-{method}-{unit.replace(':', '-')}", "train", method, unit, estimate_s=cost))
     evals = []
@@ -249,7 +234,7 @@ class Runner:
         self.config, self.out, self.progress = config, out, progress
         self.evals_dir = evals_dir or out / "evals"  # analyses evaluate beside the run, not inside its report
         self._loaded: Any = loaded
-        self._sae: Any = None
+        self._saes: dict[str, Any] = {}  # loaded once per run, by source
         self._layer: int | None = None
 
     # -- resources, loaded on first use ------------------------------------------------------------------
@@ -278,16 +263,21 @@ class Runner:
         from yapo_bench.models import require_layer
         from yapo_bench.sae import resolve_sae_and_layer
 
-        sae, layer = resolve_sae_and_layer(self.config.model, self.sae_spec(), self.layer(), needs_sae)
+        sae, layer = resolve_sae_and_layer(self.config.model, self.sae_spec(), self.layer(), needs_sae,
+                                           load=self._load_sae)
         return sae, require_layer(self.config.model, layer)
 
-    def vector_dir(self, method: str, unit: str) -> Path:
-        return self.out / "vectors" / f"{method}-{unit.replace(':', '-')}"
+    def _load_sae(self, source: str) -> Any:
+        from yapo_bench.sae import load_sae
+
+        if source not in self._saes:
+            self._saes[source] = load_sae(source)
+        return self._saes[source]
 
     # -- steps --------------------------------------------------------------------------------------------
 
     def discover_layer(self) -> dict[str, Any]:
-        from yapo_bench.analysis.cli import discover_layer
+        from yapo_bench.analysis.layers import discover_layer
 
         loaded = self.model()
         summary = discover_layer(loaded.model, loaded.tokenizer, self.config.model, list(self.config.countries),
@@ -295,16 +285,13 @@ class Runner:
         return {"layer": summary["suggested_layer"], "signal": summary["signal"]}
 
     def train(self, step: Step) -> dict[str, Any]:
-        from yapo_bench.methods import get_method
-        from yapo_bench.methods.cached import trained_vector_dir
+        from yapo_bench.store import trained_vector
 
-        sae, layer = self.sae_and_layer(get_method(step.method).NEEDS_SAE)
-        budget = self.config.training
-        directory = trained_vector_dir(step.method, _unit_data(self.config, step.unit), self.model(), sae, layer,
-                                       steps=budget.steps, lr=budget.lr, seed=budget.seed,
-                                       batch_size=budget.batch_size, data_dir=self.config.data_dir,
-                                       root=self.out / "vectors", progress=self.progress)
-        return {"vector": str(directory)}
+        sae, layer = self.sae_and_layer(get_method(step.method).SPARSE)
+        stored = trained_vector(step.method, _unit_data(self.config, step.unit), self.model(), sae, layer,
+                                self.config.training, data_dir=self.config.data_dir, root=self.out / "vectors",
+                                progress=self.progress)
+        return {"vector": str(stored.path)}
 
     def evaluate(self, step: Step, vectors: dict[tuple[str, str], str]) -> dict[str, Any]:
         from lm_eval import simple_evaluate
@@ -315,11 +302,17 @@ class Runner:
 
         register()
         args: dict[str, Any] = {"model": self.config.model}
+        stored = None
         if step.method != "base":
+            from yapo_bench.steering import SteeringVector
+            from yapo_bench.store import StoredVector
+
             args.update(vector=vectors[(step.method, step.unit)], multiplier=step.multiplier)
             if self.sae_spec():
                 args["sae"] = self.sae_spec()
-        lm = YapoSteeredLM(loaded=self.model(), batch_size=4, **args)
+            vector = SteeringVector.load(args["vector"])
+            stored = StoredVector(vector, self.sae_and_layer(vector.space == "sae")[0], Path(args["vector"]))
+        lm = YapoSteeredLM(loaded=self.model(), stored=stored, batch_size=4, **args)
         metadata = {"data_dir": self.config.data_dir} if self.config.data_dir else None
         results = simple_evaluate(model=lm, tasks=list(step.tasks), limit=self.config.limit, log_samples=True,
                                   gen_kwargs=f"max_gen_toks={self.config.max_gen_toks}",

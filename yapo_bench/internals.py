@@ -271,3 +271,60 @@ def replay_layer_output(model: nn.Module, layer: int, cached: torch.Tensor) -> I
     finally:
         for i, module in enumerate(originals):
             layers[i] = module
+
+
+# ----------------------------------------------------------------------------------------------------
+# Several continuations of one prefix, the prefix run once
+
+
+def sliding_window(model: nn.Module) -> int | None:
+    """The model's sliding attention window, if it has one (Gemma)."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text_config, "sliding_window", None) or None
+
+
+@torch.no_grad()
+def continuation_layer_outputs(model: nn.Module, layer: int, prefixes: Sequence[torch.Tensor],
+                               continuations: Sequence[Sequence[torch.Tensor]],
+                               pad_id: int = 0) -> list[list[torch.Tensor]]:
+    """A_layer at the tokens of each continuation of each prefix, [len(continuation), d_model] per continuation,
+    with every prefix run once: the prefixes (right-padded) fill a KV cache of layers 0..layer, which is repeated
+    for each of a prefix's continuations (every prefix has the same number), and the continuations then run after
+    it at their true positions, the prefix padding masked. Equal, to float precision, to running each
+    prefix + continuation alone (tested) when every padded length stays within the model's sliding window."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    repeats = len(continuations[0])
+    if any(len(group) != repeats for group in continuations) or len(continuations) != len(prefixes):
+        raise ValueError("continuations: expected the same number of continuations for every prefix")
+    prefix_ids, prefix_mask = _right_padded(prefixes, pad_id, device)
+    rows = [c for group in continuations for c in group]
+    ids, mask = _right_padded(rows, pad_id, device)
+    window = sliding_window(model)
+    if window and prefix_ids.shape[1] + ids.shape[1] > window:
+        raise ValueError(f"prefixes/continuations: padded to {prefix_ids.shape[1] + ids.shape[1]} tokens, beyond the "
+                         f"model's sliding window of {window}: run them in smaller batches")
+    cache = DynamicCache(config=model.config)
+    keyword = {cache_keyword(model): cache}
+    with record_layer_outputs(model, [layer], stop_after=True):
+        model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True, **keyword)
+    cache.batch_repeat_interleave(repeats)
+    lengths = prefix_mask.sum(dim=1).repeat_interleave(repeats)
+    positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)[None]
+    full_mask = torch.cat([prefix_mask.repeat_interleave(repeats, dim=0), mask], dim=1)
+    with record_layer_outputs(model, [layer], stop_after=True) as recorded:
+        model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True, **keyword)
+    states = recorded[layer]
+    return [[states[i * repeats + j, : len(group[j])] for j in range(repeats)] for i, group in enumerate(continuations)]
+
+
+def _right_padded(rows: Sequence[torch.Tensor], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row, device=device)
+        mask[i, : len(row)] = 1
+    return ids, mask

@@ -164,27 +164,27 @@ def _save_dequantised(model: nn.Module, tokenizer: object, target: Path) -> None
             model.config.quantization_config = quant_cfg
 
 
-def model_source(spec: str) -> str:
-    """What kind of model spec this is (`preset`, `gguf`, `dir` or `hub`), or a ModelLoadError saying what was
+def model_source(source: str) -> str:
+    """What kind of model source this is (`preset`, `gguf`, `dir` or `hub`), or a ModelLoadError saying what was
     expected: checked before any work is done, without loading anything."""
-    path = Path(spec).expanduser()
-    if spec in PRESETS:
+    path = Path(source).expanduser()
+    if source in PRESETS:
         return "preset"
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelLoadError(f"model: GGUF file {spec!r} does not exist")
+            raise ModelLoadError(f"model: GGUF file {source!r} does not exist")
         return "gguf"
     if path.exists():
         if not (path / "config.json").exists():
-            raise ModelLoadError(f"model: directory {spec!r} has no config.json (expected a transformers checkpoint)")
+            raise ModelLoadError(f"model: directory {source!r} has no config.json (expected a transformers checkpoint)")
         return "dir"
-    if "/" not in spec and not path.suffix:
-        raise ModelLoadError(f"model: unknown preset {spec!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
+    if "/" not in source and not path.suffix:
+        raise ModelLoadError(f"model: unknown preset {source!r}: expected one of {sorted(PRESETS)}, a .gguf file, "
                              "a local directory or a hub id owner/name")
-    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+    if source.count("/") == 1 and not source.startswith((".", "/")):
         return "hub"
     raise ModelLoadError(
-        f"model: {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .gguf file, "
+        f"model: {source!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .gguf file, "
         "a local directory nor a hub id of the form owner/name"
     )
 
@@ -198,34 +198,34 @@ def require_layer(model: str, layer: int | None, field: str = "layer") -> int:
     raise ModelLoadError(f"{field}: required for model {model!r}, which is not a preset (no default layer)")
 
 
-def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+def load_model(source: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM from a preset name, a GGUF file, a local directory or a hub id.
 
     Presets and local paths never touch the network.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = model_source(spec)
-    preset = PRESETS.get(spec)
-    path = Path(spec).expanduser()
-    if source == "preset":
+    kind = model_source(source)
+    preset = PRESETS.get(source)
+    path = Path(source).expanduser()
+    if kind == "preset":
         model, tokenizer = _load_gguf(preset.gguf_path(), dtype)
         model_id = preset.name
-    elif source == "gguf":
+    elif kind == "gguf":
         model, tokenizer = _load_gguf(path, dtype)
         model_id = str(path.resolve())
-    elif source == "dir":
+    elif kind == "dir":
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model_id = str(path.resolve())
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(spec)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(source)
         except OSError as err:  # not in the HF cache and the hub unreachable, offline or gated: name the id
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ModelLoadError(f"model: cannot load hub id {spec!r}: {reason}") from err
-        model_id = spec
+            raise ModelLoadError(f"model: cannot load hub id {source!r}: {reason}") from err
+        model_id = source
     model.to(device).eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:

@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,9 @@ class SteeringVector:
     method: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # (model, SAE) pairs already checked, held weakly: a freed model's id can be reused by another
+    _compatible: list[tuple[weakref.ref, weakref.ref | None]] = field(default_factory=list, init=False, repr=False,
+                                                                       compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, torch.Tensor):
@@ -161,7 +165,14 @@ class SteeringVector:
     # -- compatibility -------------------------------------------------------------------------------
 
     def check_compatible(self, model: nn.Module, sae: nn.Module | None = None) -> None:
-        """Raise SteeringError unless this vector was made for `model` (and `sae`)."""
+        """Raise SteeringError unless this vector was made for `model` (and `sae`). A pair that passed is not
+        checked again (steer() asks on every batch; hashing a large SAE is not free)."""
+        if any(m() is model and (s() if s else None) is sae for m, s in self._compatible):
+            return
+        self._check_compatible(model, sae)
+        self._compatible.append((weakref.ref(model), weakref.ref(sae) if sae is not None else None))
+
+    def _check_compatible(self, model: nn.Module, sae: nn.Module | None) -> None:
         get_layer(model, self.layer)
         model_id = model_identity(model)
         if self.model_id and model_id and self.model_id != model_id:
@@ -369,7 +380,7 @@ def steering_delta(
 # steer(): the one context manager
 
 
-class SteeringHandle:
+class SteeredPositions:
     """State of one `steer` context: which positions of the current forward pass are steered.
 
     Positions are absolute indices in the padded sequence (past tokens included during generation).
@@ -422,7 +433,7 @@ def steer(
     sae: nn.Module | None = None,
     response_start: torch.Tensor | list[int] | None = None,
     sparse_form: Literal["support", "full"] = "support",
-) -> Iterator[SteeringHandle]:
+) -> Iterator[SteeredPositions]:
     """Apply `vector` at its layer for the duration of the block; the hooks go on exit, also on error.
 
     multiplier λ ≥ 0 and direction d ∈ {−1, +1} scale the vector by d·λ. `positions`: `all` real tokens,
@@ -435,7 +446,7 @@ def steer(
         raise SteeringError(f"positions: {positions!r}; expected one of {POSITIONS} or a bool mask tensor")
     if sparse_form not in SPARSE_FORMS:
         raise SteeringError(f"sparse_form: {sparse_form!r}; expected one of {SPARSE_FORMS}")
-    handle = SteeringHandle(positions, None)
+    handle = SteeredPositions(positions, None)
     handle.set_response_start(response_start)
     if vector is None:
         yield handle

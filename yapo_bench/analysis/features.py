@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from yapo_bench.corpus import token_windows, window_batches
 from yapo_bench.internals import layer_output
 from yapo_bench.pairs import length_limit
-from yapo_bench.sae import token_windows, window_batches
 from yapo_bench.steering import SteeringError, SteeringVector
 
 

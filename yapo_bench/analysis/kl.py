@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from yapo_bench.corpus import window_batches
 from yapo_bench.pairs import length_limit, truncate
-from yapo_bench.sae import window_batches
 from yapo_bench.steering import SteeringVector, steer
 
 

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from yapo_bench.analysis.selection import Split, split_ids
 from yapo_bench.metrics import bootstrap_ci
 from yapo_bench.report.runs import EvalRun, culture_task
+from yapo_bench.report.selection import Split, split_ids
 from yapo_bench.report.tables import answer_kl, culture_item_scores
 
 

@@ -18,6 +18,12 @@ from typing import Any
 from yapo_bench.data.text import text_rows
 
 LOCALIZATIONS = ("localized", "nonlocalized")
+# The paper's 15 cultural contexts by language group: culture-mini covers them, the task YAMLs are generated for
+# them, and the paper's dataset's countries are matched to them.
+CONTEXTS = {"english": ("usa", "uk", "australia"), "spanish": ("spain", "mexico", "bolivia"),
+            "portuguese": ("brazil", "portugal", "mozambique"), "arabic": ("egypt", "ksa", "levantine", "morocco"),
+            "hindi": ("india", "nepal")}
+LANGUAGE_OF = {country: language for language, countries in CONTEXTS.items() for country in countries}
 WESTERN = "western"
 FIELDS = ("id", "question_id", "country", "language_group", "localization", "topic", "mcq_prompt", "options",
           "gold_index", "option_country", "open_prompt", "reference_answer")

@@ -23,17 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from yapo_bench.data.culture import CultureItem
+from yapo_bench.data.culture import LANGUAGE_OF, CultureItem
 from yapo_bench.data.text import read_text
 
-# The paper's 15 contexts and their language groups; hub country names vary in spelling, so match loosely.
-PAPER_CONTEXTS = {
-    "usa": "english", "uk": "english", "australia": "english",
-    "spain": "spanish", "mexico": "spanish", "bolivia": "spanish",
-    "brazil": "portuguese", "portugal": "portuguese", "mozambique": "portuguese",
-    "egypt": "arabic", "ksa": "arabic", "levantine": "arabic", "morocco": "arabic",
-    "india": "hindi", "nepal": "hindi",
-}
+# Hub country names vary in spelling, so match loosely.
 COUNTRY_ALIASES = {
     "united states": "usa", "united states of america": "usa", "us": "usa", "america": "usa",
     "united kingdom": "uk", "britain": "uk", "great britain": "uk", "england": "uk",
@@ -210,7 +203,7 @@ def convert_paper(source: str | Path, split: str = "train") -> list[CultureItem]
         question_id = str(row.get("question_id") or row.get("id") or _paper_question_key(country, options, gold))
         items.append(_item(where,
             id=f"{question_id}-{localization}" if row.get("question_id") else f"paper-{number}",
-            question_id=question_id, country=country, language_group=PAPER_CONTEXTS.get(country, "unknown"),
+            question_id=question_id, country=country, language_group=LANGUAGE_OF.get(country, "unknown"),
             localization=localization, topic=str(row.get("topic") or "general"), mcq_prompt=stem or row["prompt-mcq"],
             options=tuple(options), gold_index=gold,
             option_country=tuple(country if i == gold else None for i in range(len(options))),

@@ -93,20 +93,20 @@ def _culture_mini(country: str, split: str = "train") -> PairSet:
 NEEDS_DATA_DIR: dict[str, Callable[..., PairSet]] = {"bipo": _bipo, "caa": _caa, "anthropic": _anthropic}
 
 
-def load_pairs(spec: str, data_root: str | Path | None = None) -> PairSet:
-    """Preference pairs for a data spec (see the module docstring)."""
-    prefix, _, rest = spec.partition(":")
+def load_pairs(source: str, data_root: str | Path | None = None) -> PairSet:
+    """Preference pairs for a data source (see the module docstring)."""
+    prefix, _, rest = source.partition(":")
     if prefix == "demo":
         return _demo(rest)
     parts = rest.split(":")
-    if prefix in ("culture-mini", *NEEDS_DATA_DIR) and rest and not Path(spec).exists():
+    if prefix in ("culture-mini", *NEEDS_DATA_DIR) and rest and not Path(source).exists():
         if len(parts) > 2:
             noun = "country" if prefix == "culture-mini" else "behaviour"
-            raise ValueError(f"data: {spec!r}; expected {prefix}:<{noun}>[:<split>]")
+            raise ValueError(f"data: {source!r}; expected {prefix}:<{noun}>[:<split>]")
         if prefix == "culture-mini":
             return _culture_mini(*parts)
         return NEEDS_DATA_DIR[prefix](data_dir(data_root), *parts)
-    if Path(spec).is_file():
-        return load_pair_file(spec)
-    raise ValueError(f"data: {spec!r} is neither a file nor a spec; expected bipo:<behaviour>, caa:<behaviour>, "
+    if Path(source).is_file():
+        return load_pair_file(source)
+    raise ValueError(f"data: {source!r} is neither a file nor a spec; expected bipo:<behaviour>, caa:<behaviour>, "
                      "anthropic:<behaviour>, culture-mini:<country>, demo:cheerful or a .csv/.json/.jsonl path")

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from yapo_bench.data.culture import CultureItem, load_culture
+from yapo_bench.data.culture import CONTEXTS, CultureItem, load_culture
 from yapo_bench.data.culture_pairs import CulturePairSpec, split_question_ids
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, mcq_docs, task_yaml, template_yaml
 
@@ -109,9 +109,6 @@ def _generation_templates() -> dict[str, str]:
     }
 
 
-CONTEXTS = {"english": ("usa", "uk", "australia"), "spanish": ("spain", "mexico", "bolivia"),
-            "portuguese": ("brazil", "portugal", "mozambique"), "arabic": ("egypt", "ksa", "levantine", "morocco"),
-            "hindi": ("india", "nepal")}
 
 
 LOCALIZATION_GAP_COUNTRIES = ("turkey", "france", "russia", "bangladesh", "united-states")

@@ -16,7 +16,6 @@ import hashlib
 import json
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,11 +33,12 @@ from yapo_bench.steering import (
     check_multiplier,
     steer,
 )
+from yapo_bench.store import StoredVector
 
 
 @dataclass(frozen=True)
-class SteeredModelSpec:
-    """What `yapo_steered` evaluates; validated so that a bad model arg fails in one line."""
+class SteeredModelArgs:
+    """yapo_steered's model args, validated so that a bad one fails in one line."""
 
     model: str = DEFAULT_MODEL
     vector: str | None = None
@@ -68,32 +68,59 @@ class SteeredModelSpec:
 
     def training_method(self) -> tuple[str, str]:
         """(method, data spec) of train=: `yapo:bipo:power-seeking`, or train=<data> with method=<m>."""
-        from yapo_bench.methods import METHODS
+        from yapo_bench.methods import method_names
 
         head, _, rest = self.train.partition(":")
-        if head in METHODS and rest:
+        if head in method_names() and rest:
             return head, rest
-        if self.method in METHODS:
+        if self.method in method_names():
             return self.method, self.train
-        raise ValueError(f"train: {self.train!r}; expected <method>:<data> with method one of {', '.join(METHODS)}")
+        raise ValueError(f"train: {self.train!r}; expected <method>:<data> with method one of "
+                         f"{', '.join(method_names())}")
+
+
+def resolve_steering(args: SteeredModelArgs, loaded: LoadedModel) -> StoredVector | None:
+    """The vector yapo_steered applies, with its SAE: trained (or reused) from the vector store for `train=`,
+    loaded for `vector=`, None for the base model."""
+    from yapo_bench.methods import TrainingBudget, get_method
+    from yapo_bench.models import require_layer
+    from yapo_bench.sae import resolve_sae_and_layer
+    from yapo_bench.store import load_vector, trained_vector
+
+    if args.train:
+        method, data = args.training_method()
+        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, get_method(method).SPARSE)
+        budget = TrainingBudget(steps=args.steps, lr=args.lr, seed=args.seed)
+        return trained_vector(method, data, loaded, sae, require_layer(args.model, layer), budget,
+                              data_dir=args.data_dir)
+    if args.vector:
+        stored = load_vector(args.vector, args.model, args.sae)
+        if args.layer is not None and args.layer != stored.vector.layer:
+            raise ValueError(f"layer: {args.layer} but the vector {args.vector} was made at layer "
+                             f"{stored.vector.layer}; a vector steers the layer it was made at (leave layer unset)")
+        return stored
+    return None
 
 
 class YapoSteeredLM(HFLM):
-    """HFLM whose `_model_call` and `_model_generate` run inside `steer(vector, multiplier, direction, ...)`."""
+    """HFLM whose `_model_call` and `_model_generate` run inside `steer(vector, multiplier, direction, ...)`; the
+    constructor resolves the vector once (vector store), the overrides only steer."""
 
     def __init__(self, model: str = DEFAULT_MODEL, vector: str | None = None, train: str | None = None,
                  method: str | None = None, layer: int | None = None, sae: str | None = None,
                  multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
                  lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
-                 device: str | None = None, loaded: LoadedModel | None = None, **kwargs: Any) -> None:
-        """`loaded`: an already loaded `model` (from Python, to evaluate several vectors without reloading)."""
-        spec = SteeredModelSpec(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
+                 device: str | None = None, loaded: LoadedModel | None = None, stored: StoredVector | None = None,
+                 **kwargs: Any) -> None:
+        """`loaded` / `stored`: an already loaded model / vector with its SAE (from Python, to evaluate several
+        vectors without loading anything twice); `vector` then names the stored one in the results."""
+        args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
         accelerator = _data_parallel_accelerator()
         if accelerator is not None:
             device = str(accelerator.device)  # this rank's device (cuda:<local rank>, or the CPU)
-        loaded = loaded or load_model(spec.model)
+        loaded = loaded or load_model(args.model)
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             device = None  # lm-eval's CLI defaults to cuda; on a CPU machine stay on the CPU
         if device:
@@ -106,51 +133,30 @@ class YapoSteeredLM(HFLM):
             self.accelerator = accelerator
             self._rank = accelerator.process_index
             self._world_size = accelerator.num_processes
-        self.spec = spec
+        self.args = args
         self.loaded = loaded
         # with several ranks, rank 0 trains (alone) or finds a train= vector first; the others then reuse it
         with accelerator.main_process_first() if accelerator is not None else nullcontext(), alone():
-            self.sae, self.vector_dir = self._resolve_vector(spec, loaded)
-        self.steering_vector = SteeringVector.load(self.vector_dir) if self.vector_dir else None
-        if self.steering_vector is not None:
-            self.steering_vector.check_compatible(loaded.model, self.sae)
+            self.stored = stored or resolve_steering(args, loaded)
+        if self.stored is not None:
+            self.stored.vector.check_compatible(loaded.model, self.stored.sae)
 
-    @staticmethod
-    def _resolve_vector(spec: SteeredModelSpec, loaded: Any) -> tuple[torch.nn.Module | None, Path | None]:
-        """The SAE (None for dense vectors) and the directory or file of the vector to apply (None: base)."""
-        from yapo_bench.methods import get_method
-        from yapo_bench.sae import resolve_sae_and_layer
-
-        vector = SteeringVector.load(spec.vector) if spec.vector else None
-        if vector is not None and spec.layer is not None and spec.layer != vector.layer:
-            raise ValueError(f"layer: {spec.layer} but the vector {spec.vector} was made at layer {vector.layer}; a "
-                             "vector steers the layer it was made at (leave layer unset)")
-        needs_sae = get_method(spec.training_method()[0]).NEEDS_SAE if spec.train else (
-            vector is not None and vector.space == "sae")
-        layer = spec.layer if spec.layer is not None else vector.layer if vector else None
-        sae, layer = resolve_sae_and_layer(spec.model, spec.sae, layer, needs_sae)
-        if spec.train:
-            from yapo_bench.methods.cached import trained_vector_dir
-            from yapo_bench.models import require_layer
-
-            layer = require_layer(spec.model, layer)
-
-            method_name, data = spec.training_method()
-            return sae, trained_vector_dir(method_name, data, loaded, sae, layer, steps=spec.steps, lr=spec.lr,
-                                           seed=spec.seed, data_dir=spec.data_dir)
-        return sae, Path(spec.vector) if spec.vector else None
+    @property
+    def steering_vector(self) -> SteeringVector | None:
+        return self.stored.vector if self.stored is not None else None
 
     def steering(self, response_start: list[int] | None = None) -> AbstractContextManager:
         """The one `steer(...)` context with this model's vector, λ, d and positions (λ = 0: no hooks).
         `response_start`: per row, where the continuation starts (log-likelihood requests)."""
-        vector = self.steering_vector if self.spec.multiplier else None
-        return steer(self.loaded.model, vector, multiplier=float(self.spec.multiplier), direction=self.spec.direction,
-                     positions=self.spec.positions, sae=self.sae, response_start=response_start)
+        vector = self.steering_vector if self.args.multiplier else None
+        return steer(self.loaded.model, vector, multiplier=float(self.args.multiplier), direction=self.args.direction,
+                     positions=self.args.positions, sae=self.stored.sae if self.stored else None,
+                     response_start=response_start)
 
     def _loglikelihood_tokens(self, requests: list, *args: Any, **kwargs: Any) -> list:
         """HFLM's, knowing where each request's continuation starts: `_model_call` sees only padded rows, so
         for prompt/response positions the rows are matched to the windows HFLM builds from these requests."""
-        if self.spec.positions == "all" or self.steering_vector is None:
+        if self.args.positions == "all" or self.steering_vector is None:
             return super()._loglikelihood_tokens(requests, *args, **kwargs)
         self._continuation_starts = continuation_starts(requests, self.max_length)
         try:
@@ -180,7 +186,7 @@ class YapoSteeredLM(HFLM):
         vector = self.steering_vector
         return {**super().get_model_info(), "yapo_steering": self.steering_config(), "yapo_versions": versions(),
                 "yapo_vector": None if vector is None else {
-                    "path": str(self.vector_dir), "method": vector.method, "space": vector.space,
+                    "path": str(self.stored.path), "method": vector.method, "space": vector.space,
                     "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
                     "data": vector.provenance.get("data")}}
 
@@ -189,11 +195,11 @@ class YapoSteeredLM(HFLM):
         from yapo_bench.sae import sae_identity
 
         vector = self.steering_vector
-        return {**asdict(self.spec), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
+        return {**asdict(self.args), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
                 "vector_method": vector.method if vector else None,
                 # what ran, not what was asked: the vector's own layer and the SAE actually loaded
-                "layer": vector.layer if vector else self.spec.layer,
-                "sae": sae_identity(self.sae) if self.sae is not None else None}
+                "layer": vector.layer if vector else self.args.layer,
+                "sae": sae_identity(self.stored.sae) if self.stored and self.stored.sae is not None else None}
 
 
 def continuation_starts(requests: list, max_length: int) -> dict[tuple[int, ...], set[int]]:

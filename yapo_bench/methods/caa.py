@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from torch import nn
 
+from yapo_bench.methods.budget import TrainingBudget
 from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.steering import SteeringVector
 
+NAME = "caa"
+SPARSE = False
+LEARNED = False
 Spec = MeanDiffSpec
-NEEDS_SAE = False
+
+
+def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
+    """A mean difference trains nothing: the budget does not apply."""
+    return MeanDiffSpec(layer=layer)
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     values, truncated = mean_difference(model, pairs, spec)
-    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=asdict(spec),
+    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=spec.config(),
                                 provenance={**describe_pairs(pairs), "truncated_sequences": truncated})

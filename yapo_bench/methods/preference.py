@@ -76,9 +76,11 @@ def _pad(sequences: Sequence[EncodedSequence], pad_id: int) -> tuple[torch.Tenso
 class PreferenceBatchScorer:
     """Σ log π(response | prompt) for sequences, steered by a grad-carrying vector, cached or naive.
 
-    Cached: `prepare` computes, once per sequence and without grad, A_L(x) (right-padded into each batch at
-    use; causal attention means padding never reaches real positions) and the unsteered log-prob sum, in a
-    fixed batch order so the values never depend on when a sequence is first seen (resume stays exact).
+    Cached: when a step first needs a sequence, A_L(x) (right-padded into each batch at use; causal attention means
+    padding never reaches real positions) and its unsteered log-prob sum are computed once, without grad, and kept.
+    Each sequence is computed alone: a batch's width (padding) and even its row count change the float result, so
+    this way the values never depend on which sequences were computed together or when, and a lazily cached run, an
+    eagerly cached one and a resumed one agree exactly.
     Naive: every call runs the full model with full logits, as the reference code did."""
 
     def __init__(self, loaded: LoadedModel, layer: int, sae: nn.Module | None, positions: str, naive: bool) -> None:
@@ -93,32 +95,24 @@ class PreferenceBatchScorer:
         self._layer_cache: dict[int, torch.Tensor] = {}
         self._reference_cache: dict[int, torch.Tensor] = {}
 
+    def _alone(self, seq: EncodedSequence) -> torch.Tensor:
+        """A_L(x) of one sequence, computed by itself: [T, d_model]."""
+        ids = seq.ids[None]
+        return layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=torch.ones_like(ids))[0]
+
     @torch.no_grad()
-    def prepare(self, sequences: Sequence[EncodedSequence], batch_size: int = 8, progress: bool = False) -> None:
-        """Fill both caches (cached path only)."""
-        if self.naive:
-            return
-        todo = sorted((s for s in sequences if s.key not in self._reference_cache), key=lambda s: s.key)
-        chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        for chunk in tqdm(chunks, desc="caching layer output and reference log-probs", disable=not progress):
-            ids, mask = _pad(chunk, self.pad_id)
-            states = layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=mask)
-            for row, seq in enumerate(chunk):
-                self._layer_cache[seq.key] = states[row, : len(seq.ids)].clone()
-            self._reference_cache.update(zip((s.key for s in chunk), self._logprob_sums(chunk, None, 1)))
+    def _ensure_cached(self, sequences: Sequence[EncodedSequence]) -> None:
+        """Fill both caches for those of `sequences` not in them yet."""
+        for seq in sorted({s.key: s for s in sequences if s.key not in self._reference_cache}.values(),
+                          key=lambda s: s.key):
+            self._layer_cache[seq.key] = self._alone(seq).clone()
+            self._reference_cache[seq.key] = self._logprob_sums([seq], None, 1)[0]
 
     @torch.no_grad()
     def residual_norm(self, sequences: Sequence[EncodedSequence]) -> float:
         """The median token norm of A_L over `sequences` (position 0, an attention sink, left out): the scale a
         steering vector's change to the residual stream is measured against."""
-        if self.naive:
-            ids, mask = _pad(sequences, self.pad_id)
-            states = layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=mask)
-            rows = [states[row, 1 : len(s.ids)] for row, s in enumerate(sequences)]
-        else:
-            self.prepare([s for s in sequences if s.key not in self._layer_cache])
-            rows = [self._layer_cache[s.key][1:] for s in sequences]
-        return float(torch.cat(rows).float().norm(dim=-1).median())
+        return float(torch.cat([self._alone(seq)[1:] for seq in sequences]).float().norm(dim=-1).median())
 
     def _logprob_sums(self, sequences: Sequence[EncodedSequence], vector: SteeringVector | None,
                       direction: int) -> torch.Tensor:
@@ -140,9 +134,7 @@ class PreferenceBatchScorer:
         return _sum_target_logprobs(rows, ids, sequences)
 
     def _cached_layer_output(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
-        missing = [s for s in sequences if s.key not in self._layer_cache]
-        if missing:
-            self.prepare(missing)
+        self._ensure_cached(sequences)
         width = max(len(s.ids) for s in sequences)
         batch = torch.zeros(len(sequences), width, self._layer_cache[sequences[0].key].shape[-1],
                             dtype=self._layer_cache[sequences[0].key].dtype)
@@ -155,7 +147,7 @@ class PreferenceBatchScorer:
         if self.naive:
             with torch.no_grad():
                 return self._logprob_sums(sequences, None, 1)
-        self.prepare([s for s in sequences if s.key not in self._reference_cache])
+        self._ensure_cached(sequences)
         return torch.stack([self._reference_cache[s.key] for s in sequences])
 
     def steered(self, sequences: Sequence[EncodedSequence], vector: SteeringVector, direction: int) -> torch.Tensor:
@@ -203,7 +195,7 @@ def preference_loss(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair],
 # ----------------------------------------------------------------------------------------------------
 # The training loop
 
-POSITIONS = ("all", "response")
+TRAINING_POSITIONS = ("all", "response")  # steer() also takes prompt/generated; training does not
 DIRECTION_MODES = ("batch", "example")
 RUN_FIELDS = ("run_dir", "resume", "progress")  # where/how a run goes; not part of what it computes
 CHECKPOINT = "checkpoint.pt"
@@ -267,8 +259,8 @@ class PreferenceSpec:
             raise ValueError(f"weight_decay: {self.weight_decay!r}; expected a finite number >= 0")
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction: {self.heldout_fraction!r}; expected a number in [0, 1)")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions: {self.positions!r}; expected one of {POSITIONS}")
+        if self.positions not in TRAINING_POSITIONS:
+            raise ValueError(f"positions: {self.positions!r}; expected one of {TRAINING_POSITIONS}")
         if self.direction_mode not in DIRECTION_MODES:
             raise ValueError(f"direction_mode: {self.direction_mode!r}; expected one of {DIRECTION_MODES}")
 
@@ -419,7 +411,6 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
               "and were truncated")
 
     scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive)
-    scorer.prepare([s for p in encoded for s in (p.chosen, p.rejected)], progress=progress)
     dim = sae.cfg.d_sae if sae is not None else hidden_size(loaded.model)
     values = torch.zeros(dim, dtype=torch.float32, requires_grad=True)
     metadata = dict(model_id=loaded.model_id, method=method)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from torch import nn
 
+from yapo_bench.methods.budget import TrainingBudget
 from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs
 from yapo_bench.sae import check_sae_fits
 from yapo_bench.steering import SteeringVector
 
+NAME = "sas"
+SPARSE = True
+LEARNED = False
 Spec = MeanDiffSpec
-NEEDS_SAE = True
+
+
+def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
+    """A mean difference trains nothing: the budget does not apply."""
+    return MeanDiffSpec(layer=layer)
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     check_sae_fits(sae, model.model, needed_by="SAS")
     values, truncated = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config=asdict(spec), provenance={**describe_pairs(pairs), "truncated_sequences": truncated})
+                                 config=spec.config(), provenance={**describe_pairs(pairs), "truncated_sequences": truncated})

@@ -9,14 +9,22 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from yapo_bench.methods.budget import TrainingBudget
 from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair
 from yapo_bench.sae import check_sae_fits
 from yapo_bench.steering import SteeringVector
 
+NAME = "yapo"
+SPARSE = True
+LEARNED = True
 Spec = PreferenceSpec
-NEEDS_SAE = True
+
+
+def spec(layer: int, budget: TrainingBudget) -> PreferenceSpec:
+    return PreferenceSpec(layer=layer, steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size,
+                          seed=budget.seed)
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec, sae: nn.Module | None = None) -> SteeringVector:

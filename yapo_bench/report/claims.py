@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from yapo_bench.data.culture import LANGUAGE_OF
 from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
-from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, culture_task
+from yapo_bench.report.runs import EvalRun, culture_task
 from yapo_bench.report.scorecard import (
     Scorecard,
     ScorecardRow,

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from yapo_bench.report.published_side import display_country
-from yapo_bench.report.runs import METHOD_ORDER, method_rank
+from yapo_bench.report.runs import method_order, method_rank
 from yapo_bench.report.training import TrainingLog
 
 
@@ -26,7 +26,8 @@ def _png(figure: plt.Figure) -> bytes:
 
 
 def _method_colour(method: str) -> str:
-    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)}"
+    order = method_order()
+    return f"C{order.index(method) if method in order else len(order)}"
 
 
 def training_curves(logs: list[TrainingLog], threshold: float | None = None) -> bytes | None:

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yapo_bench.lm_eval_plugin.culture_tasks import CONTEXTS, DEFAULT_CULTURE_DATA
+from yapo_bench.data.culture import LANGUAGE_OF
+from yapo_bench.lm_eval_plugin.culture_tasks import DEFAULT_CULTURE_DATA
 
-METHOD_ORDER = ("base", "caa", "sas", "bipo", "yapo")
 LOCALIZATIONS = ("localized", "nonlocalized", "both")
-LANGUAGE_OF = {country: language for language, countries in CONTEXTS.items() for country in countries}
 _CULTURE_TASK = re.compile(r"^culture_(mcq|letter|boxed|open)_(.+)_(localized|nonlocalized|both)$")
 _RESULTS_FILE = re.compile(r"^results_(.+)\.json$")
 
@@ -227,6 +226,13 @@ def _label(runs: list[EvalRun]) -> None:
             run.label = f"{run.label}#{index + 1}"
 
 
+def method_order() -> tuple[str, ...]:
+    """The base, then the registered methods in registry order (the paper's: CAA, SAS, BiPO, YaPO)."""
+    from yapo_bench.methods import method_names
+
+    return ("base", *method_names())
+
+
 def method_rank(label: str) -> tuple[int, str, float, str]:
     """Sort key for run labels: the paper's method order, then λ numerically (so 2.5 comes before 10)."""
     name, _, rest = label.partition("#")[0].partition("@")
@@ -234,5 +240,6 @@ def method_rank(label: str) -> tuple[int, str, float, str]:
         multiplier = float(rest) if rest else 0.0
     except ValueError:
         multiplier = 0.0
-    rank = METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+    order = method_order()
+    rank = order.index(name) if name in order else len(order)
     return (rank, name, multiplier, label)

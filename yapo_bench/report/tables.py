@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yapo_bench.analysis.selection import Selection, Split, select_multipliers, split_ids
+from yapo_bench.data.culture import LANGUAGE_OF
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
-from yapo_bench.report.runs import LANGUAGE_OF, EvalRun, any_overlap, culture_task
+from yapo_bench.report.runs import EvalRun, any_overlap, culture_task
+from yapo_bench.report.selection import Selection, Split, select_multipliers, split_ids
 
 PRIMARY_METRIC = {"mcq": "acc", "letter": "acc", "boxed": "exact_match"}
 BEHAVIOURS = ("power_seeking", "wealth_seeking", "hallucination")

@@ -1,0 +1,192 @@
+"""`yapo-bench analyze sweep` as a study: run (or resume) a multi-λ `yapo-bench run`, then score vs λ, λ chosen on
+validation (optionally within a neutral-text KL budget) and scored on test, every vector at matched neutral KL, and
+MMLU at the chosen λ. It drives the run (`experiment`), so it sits above it; the tables it builds are in
+`analysis.sweep`, the neutral-text KL in `analysis.kl`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from yapo_bench.analysis.outputs import REPORT_ROOT, pyplot, save_figure, write_csv, write_text
+
+
+def _evaluate_once(runner: Any, step: Any, vectors: dict[tuple[str, str], str]) -> Path:
+    """Evaluate unless lm-eval's results file is already there (it is written last: a killed eval redoes)."""
+    directory = runner.evals_dir / step.key
+    if not any(directory.rglob("results_*.json")):
+        runner.evaluate(step, vectors)
+    return directory
+
+
+class NeutralKL:
+    """Per vector, the neutral-text KL machinery of `analyze sweep`: the KL at each λ of the sweep and the λ
+    that reaches a target, each cached as JSON under `work/kl/`, so a rerun recomputes only what is new."""
+
+    def __init__(self, runner: Any, args: argparse.Namespace, work: Path) -> None:
+        self.runner, self.args, self.dir = runner, args, work / "kl"
+        self.prompts = neutral_prompts(args)
+
+    def _vector(self, path: str) -> tuple[Any, Any, Any]:
+        from yapo_bench.steering import SteeringVector
+
+        vector = SteeringVector.load(path)
+        sae, _ = self.runner.sae_and_layer(vector.space == "sae")
+        return self.runner.model(), vector, sae
+
+    def curve(self, method: str, unit: str, path: str, multipliers: list[float]) -> dict[float, float]:
+        from yapo_bench.analysis.kl import kl_curve
+
+        cache = self.dir / f"curve-{method}-{unit.replace(':', '-')}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        known = {float(k): v for k, v in json.loads(cache.read_text()).items()} if cache.is_file() else {}
+        missing = [m for m in multipliers if m not in known]
+        if missing:
+            loaded, vector, sae = self._vector(path)
+            known.update(kl_curve(loaded.model, loaded.tokenizer, self.prompts, vector, missing, sae,
+                                  max_length=self.args.max_length))
+            write_text(cache, json.dumps({f"{k:g}": v for k, v in sorted(known.items())}) + "\n")
+        return {m: known[m] for m in multipliers}
+
+    def match(self, method: str, unit: str, path: str) -> dict[str, Any]:
+        from yapo_bench.analysis.kl import multiplier_for_kl
+
+        target = self.args.kl_target
+        cache = self.dir / f"{method}-{unit.replace(':', '-')}-kl{target:g}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        loaded, vector, sae = self._vector(path)
+        found = multiplier_for_kl(target, loaded.model, loaded.tokenizer, self.prompts, vector, sae,
+                                  max_length=self.args.max_length)
+        row = {"method": method, "unit": unit, "vector": path, "target": target, "multiplier": found.multiplier,
+               "kl": found.kl, "converged": found.converged, "evaluations": len(found.evaluations)}
+        write_text(cache, json.dumps(row) + "\n")
+        return row
+
+
+def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path) -> None:
+    """Score vs λ on the validation questions (what the selection sees) and on the test questions (what it is
+    reported on), and how far each λ moves the model: the gap between the two shows a wrecked model winning on
+    noise."""
+    from yapo_bench.report.runs import method_rank
+
+    plt = pyplot()
+    fig, (score_ax, kl_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    base = sweep[sweep["method"] == "base"]
+    chosen = dict(zip(comparison["method"], comparison["chosen_multiplier"])) if not comparison.empty else {}
+    for method in sorted(set(sweep["method"]) - {"base"}, key=method_rank):
+        curve = sweep[sweep["method"] == method].sort_values("multiplier")
+        line, = score_ax.plot(curve["multiplier"], curve["validation_mean"], marker="o", label=f"{method}: validation")
+        score_ax.plot(curve["multiplier"], curve["test_mean"], marker=".", ls="--", color=line.get_color(),
+                      label=f"{method}: test")
+        kl_ax.plot(curve["multiplier"], curve["answer_kl_mnat"], marker="o", color=line.get_color(),
+                   label=f"{method}: culture answers")
+        if "neutral_kl" in curve:
+            kl_ax.plot(curve["multiplier"], 1000 * curve["neutral_kl"], marker=".", ls="--", color=line.get_color(),
+                       label=f"{method}: neutral text, per token")
+        picked = curve[curve["multiplier"] == chosen.get(method)]
+        score_ax.plot(picked["multiplier"], picked["validation_mean"], marker="*", ms=16, color=line.get_color(), ls="")
+    if not base.empty:
+        score_ax.axhline(float(base["validation_mean"].iloc[0]), color="black", lw=1, label="base: validation")
+        score_ax.axhline(float(base["test_mean"].iloc[0]), color="black", ls="--", lw=1, label="base: test")
+    score_ax.set(xscale="log", xlabel="multiplier λ (log)", ylabel=f"mean {metric}, %",
+                 title=f"{title}: score vs λ (★ chosen on validation)")
+    kl_ax.set(xscale="log", yscale="log", xlabel="multiplier λ (log)", ylabel="mean KL(base ‖ steered), millinats",
+              title="How far steering moves the model")
+    score_ax.legend(fontsize=7, ncol=2)
+    kl_ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    """The whole `analyze sweep` (its parsed arguments: see `analysis.cli`); writes sweep.csv, comparison.csv,
+    matched_kl.csv, mmlu.csv, sweep.json and sweep.png into --out."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from yapo_bench.analysis.sweep import comparison_table, culture_split, sweep_table
+    from yapo_bench.experiment import RunConfig, Runner, Step, run, trained_vectors, unit_tasks
+    from yapo_bench.report.runs import load_runs
+    from yapo_bench.report.tables import mmlu_table, multiplier_selection
+
+    config = RunConfig.from_yaml(args.config)
+    run(config, progress=not args.no_progress)  # resumable: a finished run only prints its plan
+    run_out = Path(config.out)
+    work = run_out / "sweep-work"  # the analysis's own evaluations and KL searches, beside the run's
+    out = args.out or REPORT_ROOT / "sweep"
+    runs = load_runs(sorted((run_out / "evals").iterdir()))
+    split, question_of = culture_split(runs, args.metric, args.seed)
+    sweep = sweep_table(runs, split, question_of, args.metric)
+    runner = Runner(config, run_out, not args.no_progress, evals_dir=work / "evals")
+    vectors = {key: path for key, path in trained_vectors(config).items() if key[1].startswith("culture:")}
+    neutral = NeutralKL(runner, args, work) if args.kl_target is not None or args.max_kl is not None else None
+
+    allowed = None
+    if neutral is not None:  # the neutral-text KL of every (method, λ): mean over the method's vectors
+        per_vector: dict[tuple[str, float], list[float]] = {}
+        for (method, unit), path in sorted(vectors.items()):
+            for multiplier, kl in neutral.curve(method, unit, path, config.multipliers_for(method)).items():
+                per_vector.setdefault((method, multiplier), []).append(kl)
+        neutral_kl = {key: sum(values) / len(values) for key, values in per_vector.items()}
+        sweep["neutral_kl"] = [0.0 if r.method == "base" else neutral_kl.get((r.method, r.multiplier), float("nan"))
+                               for r in sweep.itertuples()]
+        if args.max_kl is not None:
+            def allowed(method: str, multiplier: float) -> bool:
+                return neutral_kl.get((method, multiplier), float("inf")) <= args.max_kl
+    selection, note = multiplier_selection(runs, args.metric, args.seed, allowed)
+    if args.max_kl is not None:
+        note += f" Candidates: λ whose mean neutral-text KL is at most {args.max_kl} nats."
+
+    matched_kl, matched_runs = pd.DataFrame(), []
+    if args.kl_target is not None:
+        matched_kl = pd.DataFrame([neutral.match(method, unit, path) for (method, unit), path in sorted(vectors.items())])
+        directories = []
+        for row in matched_kl.itertuples():
+            tasks = tuple(t for t in unit_tasks(config, row.unit) if t.startswith("culture_mcq_"))
+            step = Step(f"eval-{row.method}-{row.unit.replace(':', '-')}-x{row.multiplier:.6g}", "eval", row.method,
+                        row.unit, float(row.multiplier), tasks)  # keyed by λ: another target or prompt set may match it
+            directories.append(_evaluate_once(runner, step, vectors))
+        matched_runs = load_runs(directories)
+    comparison = comparison_table(sweep, selection, matched_runs, matched_kl, split, question_of, args.metric)
+
+    mmlu = pd.DataFrame()
+    chosen = {r.method: r.chosen_multiplier for r in comparison.itertuples() if pd.notna(r.chosen_multiplier)}
+    if args.mmlu_tasks:
+        unit = min(unit for _, unit in vectors)  # one context's vectors: MMLU measures damage, not culture
+        mmlu_runner = Runner(replace(config, limit=args.mmlu_limit), run_out, not args.no_progress,
+                             loaded=runner.model(), evals_dir=work / "evals")
+        tasks = tuple(args.mmlu_tasks)
+        steps = [Step("mmlu-base", "eval", "base", "", 0.0, tasks)] + [
+            Step(f"mmlu-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit, multiplier, tasks)
+            for method, multiplier in chosen.items() if (method, unit) in vectors]
+        mmlu = mmlu_table(load_runs([_evaluate_once(mmlu_runner, step, vectors) for step in steps]))
+
+    tables = {"sweep": sweep, "selection": selection, "matched_kl": matched_kl, "comparison": comparison,
+              "mmlu": mmlu}
+    for name, frame in tables.items():
+        if not frame.empty:
+            write_csv(out / f"{name}.csv", frame.to_dict("records"))
+    summary = {"config": str(args.config), "run": str(run_out), "model": config.model, "metric": args.metric,
+               "selection_note": note, "split": {"seed": split.seed, "validation_questions": len(split.validation),
+                                                  "test_questions": len(split.test)},
+               "kl": {"target": args.kl_target, "max_kl": args.max_kl, "prompts": args.prompts,
+                      "n_prompts": args.n_prompts, "max_length": args.max_length} if neutral is not None else None,
+               "mmlu": {"tasks": args.mmlu_tasks, "limit": args.mmlu_limit} if args.mmlu_tasks else None,
+               **{name: frame.to_dict("records") for name, frame in tables.items()}}
+    write_text(out / "sweep.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _sweep_plot(sweep, comparison, args.metric, config.name, out / "sweep.png")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(sweep.drop(columns=["metric"]).round(3).to_string(index=False))
+        print(comparison.round(3).to_string(index=False))
+        if not mmlu.empty:
+            print(mmlu[["group", "metric", "label", "value", "ci_low", "ci_high"]].round(3).to_string(index=False))
+    print(f"wrote {out}/sweep.csv, comparison.csv, sweep.json, sweep.png" + (f" ({note})" if note else ""))
+
+
+def neutral_prompts(args: argparse.Namespace) -> list[str]:
+    """The neutral text `analyze kl` and `analyze sweep` measure KL on (their --prompts, --n-prompts)."""
+    from yapo_bench.corpus import load_corpus
+
+    return load_corpus(args.prompts, split="heldout")[: args.n_prompts]

@@ -1,0 +1,192 @@
+"""Sparse autoencoders through sae-lens: load (a shipped name, a model preset's shipped SAE, a local directory, or
+`<release>/<sae_id>` of sae-lens' pretrained registry), identity (the hash a vector records) and fit to a model.
+Training is in `sae.training`, evaluation in `sae.evaluation`; steering needs only this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yapo_bench.internals import hidden_size
+from yapo_bench.models import PRESETS, model_source
+from yapo_bench.resources import resource_dir
+
+SHIPPED_SAE_DIR = resource_dir("data") / "saes"
+
+
+class SAELoadError(ValueError):
+    """An SAE spec that cannot be loaded or does not fit the model."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading and identity
+
+
+def shipped_sae_path(name: str) -> Path:
+    return SHIPPED_SAE_DIR / name
+
+
+def list_shipped_saes() -> list[str]:
+    if not SHIPPED_SAE_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_SAE_DIR.iterdir() if (p / "cfg.json").exists())
+
+
+def sae_directory(source: str) -> Path:
+    """The local directory an SAE source points to (shipped name, preset, or path)."""
+    preset = PRESETS.get(source)
+    if preset is not None:
+        if preset.shipped_sae is None:
+            raise SAELoadError(f"sae: preset {source!r} ships no SAE yet; train one with `yapo-bench sae train`")
+        source = preset.shipped_sae
+    path = Path(source).expanduser()
+    if not path.exists() and source in list_shipped_saes():
+        return shipped_sae_path(source)
+    if not path.exists():
+        raise SAELoadError(f"sae: {source!r} is not a shipped SAE ({', '.join(list_shipped_saes()) or 'none'}) "
+                           "nor a local directory")
+    return path
+
+
+def load_sae(source: str, device: str = "cpu", dtype: str = "float32") -> nn.Module:
+    """Load an SAE: a shipped name, a model preset (its shipped SAE), a local sae-lens directory,
+    or `<release>/<sae_id>` from sae-lens' pretrained registry (downloads from the hub)."""
+    from sae_lens import SAE
+
+    release, _, sae_id_in_release = source.partition("/")
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    is_local = source in PRESETS or source in list_shipped_saes() or Path(source).expanduser().exists()
+    if is_local:
+        path = sae_directory(source)
+        if not (path / "cfg.json").exists():
+            raise SAELoadError(f"sae: directory {str(path)!r} has no cfg.json (expected sae-lens' on-disk format)")
+        sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+        sae_id = path.name if path.parent == SHIPPED_SAE_DIR else str(path.resolve())
+    elif release in get_pretrained_saes_directory() and sae_id_in_release:
+        entry = get_pretrained_saes_directory()[release]
+        converter = _gemma_3_loader if entry.conversion_func == "gemma_3" else None
+        try:
+            sae = SAE.from_pretrained(release, sae_id_in_release, device=device, dtype=dtype, converter=converter)
+        except OSError as err:  # not in the HF cache and the hub unreachable or offline: name what was wanted
+            path = entry.saes_map.get(sae_id_in_release, sae_id_in_release)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise SAELoadError(f"sae: cannot load {source!r} (hub repo {entry.repo_id}, path {path}): {reason}") from err
+        sae_id = source
+    else:
+        raise SAELoadError(
+            f"sae: {source!r} is not a shipped SAE ({', '.join(list_shipped_saes()) or 'none'}), a local "
+            "directory, nor <release>/<sae_id> of a sae-lens pretrained release"
+        )
+    sae.requires_grad_(False)
+    sae.eval()
+    sae.yapo_sae_id = sae_id
+    return sae
+
+
+def _cached_tensor_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+    """Tensor shapes of a safetensors file in a hub repo, read from the copy huggingface_hub fetches (or finds in its
+    cache, also offline)."""
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    with safe_open(hf_hub_download(repo_id, filename), framework="pt") as weights:
+        return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
+
+
+def _gemma_3_loader(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+                    cfg_overrides: dict | None = None) -> tuple:
+    """sae-lens' Gemma Scope 2 (`gemma_3`) loader, except for how it learns d_in/d_sae. sae-lens (6.54) reads them
+    with raw `requests` range requests to huggingface.co, which ignore HF_HUB_OFFLINE and the cache, so no Gemma
+    Scope 2 SAE could load offline; here the same header is read from the file the loader downloads next anyway."""
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    with temporarily(loaders, "get_safetensors_tensor_shapes", _cached_tensor_shapes):
+        return loaders.gemma_3_sae_huggingface_loader(repo_id, folder_name, device, force_download, cfg_overrides)
+
+
+def sae_layer(sae: nn.Module) -> int | None:
+    """The layer an SAE reads, from its sae-lens hook name (`blocks.15.hook_resid_post`, `model.layers.15`)."""
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None) or ""
+    numbers = [part for part in hook.split(".") if part.isdigit()]
+    return int(numbers[0]) if len(numbers) == 1 else None
+
+
+def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, needs_sae: bool,
+                          sae_field: str = "sae", purpose: str = "a sparse vector",
+                          layer_field: str = "layer",
+                          load: Callable[[str], nn.Module] | None = None) -> tuple[nn.Module | None, int | None]:
+    """The SAE (`sae_spec`, else the preset's shipped one when `needs_sae`) and the layer to steer: explicit,
+    else the SAE's own layer, else the preset's default; None when nothing says (callers name their field).
+    An explicit layer that is not the SAE's own is refused: the SAE would encode a layer it was not trained on.
+    `load`: how to load an SAE source (default `load_sae`; a run passes one that loads each source once)."""
+    model_source(model)  # an unknown model is the first thing wrong, before anything about its SAE or layer
+    preset = PRESETS.get(model)
+    sae = None
+    if sae_spec or needs_sae:
+        if not sae_spec and not (preset and preset.shipped_sae):
+            raise SAELoadError(f"{sae_field}: required for {purpose} with model {model!r}, which has no shipped SAE")
+        sae = (load or load_sae)(sae_spec or model)
+    own = sae_layer(sae) if sae is not None else None
+    if layer is not None and own is not None and layer != own:
+        raise SAELoadError(f"{layer_field}: {layer} but the SAE {sae_identity(sae)} reads layer {own}; pass an SAE "
+                           f"for layer {layer} ({sae_field}) or leave {layer_field} unset")
+    if layer is None:
+        layer = own
+    if layer is None and preset:
+        layer = preset.default_layer
+    return sae, layer
+
+
+def sae_hash(sae: nn.Module) -> str:
+    """Content hash of the SAE's weights: a vector records it and refuses any other SAE."""
+    cached = getattr(sae, "_yapo_sae_hash", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    sae._yapo_sae_hash = digest.hexdigest()[:16]
+    return sae._yapo_sae_hash
+
+
+def sae_identity(sae: nn.Module) -> str:
+    return getattr(sae, "yapo_sae_id", None) or f"{sae.cfg.architecture()}-{sae.cfg.d_in}x{sae.cfg.d_sae}"
+
+
+def check_sae_fits(sae: nn.Module | None, model: nn.Module, needed_by: str | None = None) -> None:
+    """Raise unless `sae` reads the model's residual stream; `needed_by` names a method that requires one."""
+    if sae is None:
+        raise SAELoadError(f"sae: {needed_by or 'this'} works in SAE latent space; pass an SAE")
+    d_model = hidden_size(model)
+    if sae.cfg.d_in != d_model:
+        raise SAELoadError(f"sae: d_in is {sae.cfg.d_in} but the model's hidden size is {d_model}")
+
+
+@contextlib.contextmanager
+def temporarily(target: Any, name: str, value: Any) -> Iterator[None]:
+    """`target[name]` (a mapping such as os.environ) or `target.name` set to `value` within the block only."""
+    mapping = isinstance(target, MutableMapping)
+    missing = object()
+    old = target.get(name, missing) if mapping else getattr(target, name)
+    if mapping:
+        target[name] = value
+    else:
+        setattr(target, name, value)
+    try:
+        yield
+    finally:
+        if not mapping:
+            setattr(target, name, old)
+        elif old is missing:
+            del target[name]
+        else:
+            target[name] = old

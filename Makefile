@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock canary wheel-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 clean
+.PHONY: setup demo test lock canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ canary:
 # culture data must come from the installed package.
 wheel-check:
 	.ci/wheel-check
+
+# On a machine with a CUDA GPU (never in CI): CUDA tests, a GPU lm-eval run, a bf16 run, P1/P3/P5 on both presets.
+gpu-check: setup
+	.ci/gpu-check
 
 # Benchmarks: each writes its JSON (and PNG) to reports/bench/. They read ../shared/data or $$YAPO_BENCH_DATA.
 bench-p1: setup

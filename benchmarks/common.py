@@ -3,6 +3,7 @@ the report writer. Figures are ratios measured within one run on one machine (ne
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,8 +25,30 @@ from yapo_bench.sae import load_sae
 REPORT_DIR = Path(__file__).resolve().parents[1] / "reports" / "bench"
 
 
-def default_model_and_sae() -> tuple[Any, torch.nn.Module, int]:
-    return load_model(DEFAULT_MODEL), load_sae(DEFAULT_MODEL), get_preset(DEFAULT_MODEL).default_layer
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model (a preset with a shipped SAE), --device, --dtype and --report-dir: the GPU check runs each
+    benchmark on both presets on CUDA into reports/bench/gpu/."""
+    from yapo_bench.devices import add_placement_arguments
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="preset with a shipped SAE (default: %(default)s)")
+    add_placement_arguments(parser)
+    parser.add_argument("--report-dir", type=Path, default=REPORT_DIR, help="where the JSON goes (default: %(default)s)")
+
+
+def default_model_and_sae(args: argparse.Namespace | None = None) -> tuple[Any, torch.nn.Module, int]:
+    """The preset model (--model) where --device/--dtype say, its shipped SAE on the same device, and its layer."""
+    from yapo_bench.devices import placement_of, resolve_placement
+
+    name = args.model if args is not None else DEFAULT_MODEL
+    placement = placement_of(args) if args is not None else resolve_placement("cpu", "float32")
+    loaded = load_model(name, dtype=placement.torch_dtype, device=placement.device)
+    return loaded, load_sae(name, device=placement.device), get_preset(name).default_layer
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued GPU work, so that a wall-clock time measures it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def pairs_or_demo(spec: str, limit: int) -> PairSet:
@@ -65,10 +88,15 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def write_report(name: str, result: dict[str, Any]) -> Path:
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    path = REPORT_DIR / f"{name}.json"
+def write_report(name: str, result: dict[str, Any], args: argparse.Namespace | None = None) -> Path:
+    """reports/bench/<name>.json (or --report-dir; named after the model when it is not the default one)."""
+    directory = args.report_dir if args is not None else REPORT_DIR
+    model = args.model if args is not None else DEFAULT_MODEL
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (f"{name}.json" if model == DEFAULT_MODEL else f"{name}-{model}.json")
+    placement = {"model": model, "device": getattr(args, "device", "cpu"), "dtype": getattr(args, "dtype", "float32")}
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({**result, "machine": machine(), "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+        tmp.write_text(json.dumps({**result, **placement, "machine": machine(), "date": time.strftime("%Y-%m-%d")},
+                                  indent=2) + "\n")
     print(f"wrote {path}")
     return path

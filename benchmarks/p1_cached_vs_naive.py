@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import default_model_and_sae, pairs_or_demo, timed_run, write_report
+from common import add_common_arguments, default_model_and_sae, pairs_or_demo, timed_run, write_report
 
 from yapo_bench.methods.preference import PreferenceSpec
 
@@ -18,8 +18,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
+    add_common_arguments(parser)
     args = parser.parse_args()
-    loaded, sae, layer = default_model_and_sae()
+    loaded, sae, layer = default_model_and_sae(args)
     pairs = pairs_or_demo(args.data, args.pairs)
     result = {"benchmark": "P1 cached vs naive step", "goal": "speedup >= 2.0", "data": pairs.source,
               "steps": args.steps, "warmup_steps_excluded": args.warmup, "batch_size": args.batch_size, "methods": {}}
@@ -41,7 +42,7 @@ def main() -> None:
         }
         print(method, result["methods"][method])
     result["goal_met"] = all(m["speedup"] >= 2.0 for m in result["methods"].values())
-    write_report("p1_cached_vs_naive", result)
+    write_report("p1_cached_vs_naive", result, args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import statistics
 import time
 
 import torch
-from common import default_model_and_sae, write_report
+from common import add_common_arguments, default_model_and_sae, synchronize, write_report
 
 from yapo_bench.data.spec import culture_mini_items
 from yapo_bench.steering import SteeringVector, steer
@@ -42,12 +42,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--new-tokens", type=int, default=24)
+    add_common_arguments(parser)
     args = parser.parse_args()
-    loaded, sae, layer = default_model_and_sae()
+    loaded, sae, layer = default_model_and_sae(args)
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = [item.mcq_prompt + " " + item.gold_option for item in culture_mini_items()[: args.batch]]
     tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
     conditions = {
         "unsteered": dict(vector=None),
         "dense": dict(vector=SteeringVector.dense(torch.randn(model.config.hidden_size) * 0.5, layer)),
@@ -65,11 +66,13 @@ def main() -> None:
     def score(steering: dict) -> None:
         with steer(model, **steering):
             model(**batch)
+        synchronize(model.device)
 
     def generate(steering: dict) -> None:
         with steer(model, **steering):
             model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                            do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        synchronize(model.device)
 
     with torch.no_grad():
         score_seconds = _timed_round_robin(
@@ -86,7 +89,7 @@ def main() -> None:
         timing["generate_throughput_vs_unsteered"] = base["generate_seconds"] / timing["generate_seconds"]
     result["goal_met"] = all(result["conditions"][n][f"{k}_throughput_vs_unsteered"] >= 0.95
                              for n in ("sparse_l0_64_support", "sparse_l0_3000_support") for k in ("score", "generate"))
-    write_report("p3_steering_throughput", result)
+    write_report("p3_steering_throughput", result, args)
 
 
 if __name__ == "__main__":

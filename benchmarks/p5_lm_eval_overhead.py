@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import write_report
+from common import add_common_arguments, write_report
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
@@ -21,9 +21,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+    add_common_arguments(parser)
     args = parser.parse_args()
     register()
-    steered = YapoSteeredLM(model="smollm2-135m", multiplier=0, batch_size=args.batch_size)
+    steered = YapoSteeredLM(model=args.model, multiplier=0, batch_size=args.batch_size, device=args.device,
+                            dtype=args.dtype)
     plain = HFLM(pretrained=steered.loaded.model, tokenizer=steered.loaded.tokenizer, batch_size=args.batch_size)
     manager = TaskManager()
     timings: dict[str, list[float]] = {"hf": [], "yapo_steered": []}
@@ -43,7 +45,7 @@ def main() -> None:
               "ratio": best["hf"] / best["yapo_steered"]}
     result["goal_met"] = result["ratio"] >= 0.95
     print(result)
-    write_report("p5_lm_eval_overhead", result)
+    write_report("p5_lm_eval_overhead", result, args)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def test_analyze_kl_command_writes_table_and_plot(tmp_path, monkeypatch):
     model, tokenizer = tiny_llama(), tiny_tokenizer()
     vector = _dense_vector()
     vector.save(tmp_path / "vec")
-    monkeypatch.setattr(analysis_cli, "_load_model", lambda spec: (model, tokenizer))
+    monkeypatch.setattr(analysis_cli, "_load_model", lambda source, args: (model, tokenizer))
     parser = argparse.ArgumentParser()
     analysis_cli.add_analysis_commands(parser.add_subparsers(dest="command"))
     prompts = tmp_path / "prompts.txt"
@@ -245,7 +245,7 @@ def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
     from yapo_bench.analysis import cli as analysis_cli
 
     model, tokenizer = tiny_llama(), tiny_tokenizer()  # culture text is all <unk> to it: mechanics only
-    monkeypatch.setattr(analysis_cli, "_load_model", lambda spec: (model, tokenizer))
+    monkeypatch.setattr(analysis_cli, "_load_model", lambda source, args: (model, tokenizer))
     parser = argparse.ArgumentParser()
     analysis_cli.add_analysis_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["analyze", "layers", "--model", "tiny", "--countries", "usa", "uk", "--max-pairs", "2",

@@ -42,7 +42,7 @@ def test_cached_and_naive_losses_and_gradients_agree(make_model, space: str, pos
         for direction in (1, -1):
             loss, stats = preference_loss(scorer, encoded, vector, direction, beta=0.1)
             loss.backward()
-            results.append((loss.detach(), vector.values.grad.clone(), stats["reward_margin"]))
+            results.append((loss.detach(), vector.values.grad.clone(), float(stats["reward_margin"])))
             vector.values.grad = None
     half = len(results) // 2
     for (naive_loss, naive_grad, naive_margin), (cached_loss, cached_grad, cached_margin) in zip(results[:half], results[half:]):
@@ -59,7 +59,7 @@ def test_zero_vector_gives_log_two_loss() -> None:
     vector = SteeringVector.dense(torch.zeros(HIDDEN), layer=1)
     loss, stats = preference_loss(scorer, encoded, vector, 1, beta=0.1)
     assert float(loss.detach()) == pytest.approx(float(torch.log(torch.tensor(2.0))), abs=1e-6)
-    assert stats["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+    assert float(stats["reward_margin"]) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_truncation_is_counted_and_empty_responses_refused() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from yapo_bench.devices import add_placement_arguments, placement_of
 from yapo_bench.models import DEFAULT_MODEL, PRESETS
 
 
@@ -49,10 +51,11 @@ def _cmd_sae_eval(args: argparse.Namespace) -> None:
     from yapo_bench.sae import resolve_sae_and_layer, sae_directory
     from yapo_bench.sae.evaluation import evaluate_sae, update_card_eval
 
+    placement = placement_of(args)
     sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, True, sae_field="--sae",
-                                       purpose="sae eval", layer_field="--layer")
+                                       purpose="sae eval", layer_field="--layer", device=placement.device)
     layer = require_layer(args.model, layer, "--layer")
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, dtype=placement.torch_dtype, device=placement.device)
     texts = render_documents(loaded.tokenizer, load_corpus(args.corpus, args.split), args.chat_every)
     evaluation = evaluate_sae(loaded.model, loaded.tokenizer, sae, layer, texts, n_tokens=args.tokens)
     print(json.dumps(evaluation.to_dict(), indent=2))
@@ -99,10 +102,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from yapo_bench.sae import resolve_sae_and_layer
 
     main_rank = data_parallel().is_main  # under a multi-process launch rank 0 writes and reports for all
+    placement = placement_of(args)
     # the output directory first: a busy, read-only or full one fails before anything is computed
     with exclusive(args.out, "--out") if main_rank else contextlib.nullcontext():
         sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, get_method(args.method).SPARSE,
-                                           sae_field="--sae", purpose=f"method {args.method}", layer_field="--layer")
+                                           sae_field="--sae", purpose=f"method {args.method}", layer_field="--layer",
+                                           device=placement.device)
         layer = require_layer(args.model, layer, "--layer")
         if args.resume and not get_method(args.method).LEARNED:
             raise ValueError(f"--resume: method {args.method} is not trained step by step; there is nothing to resume")
@@ -114,8 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
                   + (" ..." if len(pairs.skipped) > 3 else ""))
         if args.limit:
             pairs = PairSet(pairs[: args.limit], f"{pairs.source}[:{args.limit}]", pairs.chosen, pairs.skipped)
-        vector = fit_and_save(args.method, load_model(args.model), pairs, spec, sae, args.out, resume=args.resume,
-                              writer=main_rank)
+        loaded = load_model(args.model, dtype=placement.torch_dtype, device=placement.device)
+        vector = fit_and_save(args.method, loaded, pairs, spec, sae, args.out, resume=args.resume, writer=main_rank)
     if not main_rank:
         return
     summary = f"{args.method} vector (layer {layer}, {vector.space}, ‖v‖ {vector.norm:.4g}"
@@ -208,6 +213,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = RunConfig.from_yaml(args.config)
     if args.out:
         config.out = args.out
+    if args.device or args.dtype:  # checked as the config's own would be
+        config = dataclasses.replace(config, device=args.device or config.device, dtype=args.dtype or config.dtype)
     run(config, dry_run=args.dry_run, progress=not args.no_progress)
 
 
@@ -316,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tokens", type=int, default=20_000, help="tokens to evaluate on (default: %(default)s)")
     evaluate.add_argument("--write-card", action="store_true",
                           help="record the result in the SAE directory's card.json (local or shipped SAEs)")
+    add_placement_arguments(evaluate)
     evaluate.set_defaults(func=_cmd_sae_eval)
 
     from yapo_bench.methods import method_names
@@ -342,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs (default: all)")
     fit_parser.add_argument("--out", type=Path, required=True, help="run directory: vector, log, checkpoint")
     fit_parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_placement_arguments(fit_parser)
     # The method's settings: only those given reach its Spec (whose defaults apply otherwise), so that a setting
     # the method does not take can be refused rather than ignored.
     method_option = _method_option_adder(fit_parser)
@@ -444,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost; run nothing")
     run_cmd.add_argument("--out", default=None, help="output directory (default: the config's `out`)")
     run_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_placement_arguments(run_cmd, default=None)
     run_cmd.set_defaults(func=_cmd_run)
 
     report = commands.add_parser(

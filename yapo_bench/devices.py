@@ -8,6 +8,8 @@ device: the steering maths runs in fp32 and is cast back to the model's dtype.
 
 from __future__ import annotations
 
+import argparse
+import os
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +34,13 @@ class Placement:
 
 
 def resolve_device(device: str | None = "auto", field: str = "device") -> str:
-    """`auto` (or None): cuda when available, else cpu. A named device must exist: `cuda` on a machine without
-    one is refused in one line (`field` names the setting)."""
+    """`auto` (or None): cuda when available (cuda:<LOCAL_RANK> in a process of a multi-GPU launch), else cpu. A
+    named device must exist: `cuda` on a machine without one is refused in one line (`field` names the setting)."""
     device = "auto" if device in (None, "") else str(device)
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{os.environ['LOCAL_RANK']}" if os.environ.get("LOCAL_RANK") else "cuda"
     try:
         parsed = torch.device(device)
     except RuntimeError:
@@ -72,3 +76,23 @@ def resolve_placement(device: str | None = "auto", dtype: str | torch.dtype | No
                       device_field: str = "device", dtype_field: str = "dtype") -> Placement:
     resolved = resolve_device(device, device_field)
     return Placement(resolved, resolve_dtype(dtype, resolved, dtype_field))
+
+
+def model_placement(model: torch.nn.Module) -> dict[str, str]:
+    """Where a loaded model runs, as recorded with what it made: {"device": ..., "dtype": ...}."""
+    parameter = next(model.parameters())
+    names = {value: name for name, value in DTYPES.items()}
+    return {"device": str(parameter.device), "dtype": names.get(parameter.dtype, str(parameter.dtype))}
+
+
+def add_placement_arguments(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--device and --dtype (default auto: the GPU in bf16 when there is one, else the CPU in fp32)."""
+    where = "the config's" if default is None else "%(default)s"
+    parser.add_argument("--device", default=default,
+                        help=f"auto, cpu, cuda or cuda:N; auto is the GPU when there is one (default: {where})")
+    parser.add_argument("--dtype", default=default, choices=DTYPE_CHOICES,
+                        help=f"model precision; auto is bfloat16 on a GPU, float32 on the CPU (default: {where})")
+
+
+def placement_of(args: argparse.Namespace) -> Placement:
+    return resolve_placement(args.device, args.dtype, "--device", "--dtype")

@@ -78,6 +78,8 @@ class RunConfig:
     max_gen_toks: int = 64
     judge: JudgeSpec | None = None
     data_dir: str | None = None
+    device: str = "auto"  # auto: the GPU when there is one, else the CPU
+    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 
     def __post_init__(self) -> None:
         from yapo_bench.data.culture import LANGUAGE_OF
@@ -119,6 +121,7 @@ class RunConfig:
                 raise ValueError(f"sae: with layer: auto, {', '.join(sparse)} need an SAE for whichever layer is "
                                  "found; expected an SAE id with {layer}, e.g. "
                                  "gemma-scope-2b-pt-res-canonical/layer_{layer}/width_16k/canonical")
+        self.placement()  # a device that is not there, or an unknown dtype, is refused now
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"limit: {self.limit!r}; expected a positive integer or null")
 
@@ -134,6 +137,11 @@ class RunConfig:
         if unknown:
             raise ValueError(f"config: unknown field(s) {', '.join(sorted(unknown))} in {path}")
         return cls(**raw)
+
+    def placement(self) -> Any:
+        from yapo_bench.devices import resolve_placement
+
+        return resolve_placement(self.device, self.dtype)
 
     def multipliers_for(self, method: str) -> list[float]:
         return [float(v) for v in self.multipliers.get(method, [1.0])]
@@ -243,7 +251,8 @@ class Runner:
         if self._loaded is None:
             from yapo_bench.models import load_model
 
-            self._loaded = load_model(self.config.model)
+            placement = self.config.placement()
+            self._loaded = load_model(self.config.model, dtype=placement.torch_dtype, device=placement.device)
         return self._loaded
 
     def layer(self) -> int | None:
@@ -271,7 +280,7 @@ class Runner:
         from yapo_bench.sae import load_sae
 
         if source not in self._saes:
-            self._saes[source] = load_sae(source)
+            self._saes[source] = load_sae(source, device=self.config.placement().device)
         return self._saes[source]
 
     # -- steps --------------------------------------------------------------------------------------------
@@ -379,9 +388,15 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
 def _execute(config: RunConfig, steps: list[Step], out: Path, progress: bool,
              on_step: Callable[[Step], None] | None) -> list[Step]:
     (out / "steps").mkdir(parents=True, exist_ok=True)
+    placement = config.placement().record()
+    if (out / "plan.json").exists() and any((out / "steps").iterdir()):
+        earlier = json.loads((out / "plan.json").read_text()).get("placement")
+        if earlier and earlier != placement:  # one run, one precision: a report must not mix them
+            raise ValueError(f"device/dtype: {out} was run with {earlier['device']}/{earlier['dtype']}, not "
+                             f"{placement['device']}/{placement['dtype']}; use the same or another out")
     with atomic_file(out / "plan.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(config), "versions": versions(),
-                                   "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"config": asdict(config), "placement": placement,
+                                   "versions": versions(), "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
     runner = Runner(config, out, progress)
     markers = {s.key: out / "steps" / f"{s.key}.json" for s in steps}
     todo = [s for s in steps if not markers[s.key].exists()]

@@ -249,7 +249,7 @@ class _Replay(_Passthrough):
 
     def __init__(self, cached: torch.Tensor, as_tuple: bool) -> None:
         super().__init__(as_tuple)
-        self.cached = cached
+        self.register_buffer("cached", cached, persistent=False)  # a buffer: the stand-in is where its output is
 
     def forward(self, hidden_states: torch.Tensor, *args: object, **kwargs: object) -> Any:
         return super().forward(self.cached.to(hidden_states.dtype))

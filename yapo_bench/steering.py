@@ -320,15 +320,18 @@ class SparseWeights:
     input_shift: torch.Tensor
 
     @classmethod
-    def gather(cls, sae: nn.Module, values: torch.Tensor) -> SparseWeights | None:
-        """Weights for supp(v) (None when v = 0). While v carries a gradient (training) every latent is
-        kept instead: the gradient can be non-zero on any latent active on the input, and for the rest
+    def gather(cls, sae: nn.Module, values: torch.Tensor, support: torch.Tensor | None = None) -> SparseWeights | None:
+        """Weights for supp(v) (None when v = 0); `support`: v's non-zero indices when the caller has them (found
+        on the CPU copy of v, the GPU is not asked). While v carries a gradient (training) every latent is kept
+        instead: the gradient can be non-zero on any latent active on the input, and for the rest
         relu(s + c·0) − s = 0 exactly, so this is the same sum without gathering columns."""
         jumprelu = sae.cfg.architecture() == "jumprelu"
         if values.requires_grad:
             return cls(values, sae.W_enc, sae.b_enc, sae.threshold if jumprelu else None, sae.W_dec,
                        sae.b_dec * sae.cfg.apply_b_dec_to_input)
-        columns = (values != 0).nonzero().squeeze(-1)
+        if support is None:
+            support = (values != 0).nonzero().squeeze(-1)
+        columns = support.to(values.device)
         if columns.numel() == 0:
             return None
         return cls(values[columns].float(), sae.W_enc[:, columns].contiguous(), sae.b_enc[columns],
@@ -362,18 +365,25 @@ def sparse_delta(
 
 def steering_delta(
     hidden: torch.Tensor,
-    vector: SteeringVector,
+    values: torch.Tensor,
+    space: str,
     coefficient: float,
     sae: nn.Module | None = None,
     sparse_form: str = "support",
     weights: SparseWeights | None = None,
 ) -> torch.Tensor:
-    """Φ(h) − h in fp32 for any vector; the single implementation of the steering maths."""
-    values = vector.values.to(hidden.device)
+    """Φ(h) − h in fp32 for a vector's `values` (fp32, on the hidden state's device) in `space`; the single
+    implementation of the steering maths. The caller casts it back to the model's dtype."""
     hidden = hidden.float()
-    if vector.space == "dense":
+    if space == "dense":
         return (coefficient * values).expand_as(hidden)
-    return sparse_delta(hidden, values.float(), coefficient, sae, sparse_form, weights)
+    return sparse_delta(hidden, values, coefficient, sae, sparse_form, weights)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's tensors are: its first parameter's device, else its first buffer's (a stand-in layer that
+    replays a cached output holds only that), else the CPU."""
+    return next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -388,8 +398,10 @@ class SteeredPositions:
     pass of a generation (empty cache) is the prompt and every later token is generated.
     """
 
-    def __init__(self, positions: str | torch.Tensor, response_start: torch.Tensor | None) -> None:
-        self.positions = positions
+    def __init__(self, positions: str | torch.Tensor, response_start: torch.Tensor | None,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)  # where the steered layer runs: every mask is made there
+        self.positions = positions.to(self.device) if isinstance(positions, torch.Tensor) else positions
         self.response_start = response_start
         self.calls = 0
         self._mask: torch.Tensor | None = None
@@ -397,15 +409,16 @@ class SteeredPositions:
 
     def set_response_start(self, response_start: torch.Tensor | list[int] | None) -> None:
         """Index of each row's first response token, for `positions` = prompt / response."""
-        self.response_start = None if response_start is None else torch.as_tensor(response_start).long()
+        self.response_start = (None if response_start is None else
+                                torch.as_tensor(response_start).long().reshape(-1, 1).to(self.device))
 
     def _begin_forward(self, length: int, past: int, attention_mask: Any, batch: int) -> None:
-        real = torch.ones(batch, length, dtype=torch.bool)
+        real = torch.ones(batch, length, dtype=torch.bool, device=self.device)
         if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:  # 4-D / dict masks: no padding info
-            real = attention_mask[:, -length:].bool().cpu()
-        absolute = torch.arange(past, past + length)
+            real = attention_mask[:, -length:].to(device=self.device, dtype=torch.bool)
+        absolute = torch.arange(past, past + length, device=self.device)
         if isinstance(self.positions, torch.Tensor):
-            chosen = self.positions[:, past : past + length].bool().cpu()
+            chosen = self.positions[:, past : past + length].bool()
             if chosen.shape != real.shape:
                 raise SteeringError(f"positions: mask covers {tuple(chosen.shape)} but the input is {(batch, length)}")
         elif self.positions == "all":
@@ -416,8 +429,8 @@ class SteeredPositions:
                 self._prefill_length = length
             start = self.response_start
             if start is None:
-                start = torch.full((batch,), self._prefill_length if self._prefill_length is not None else 0)
-            start = start.reshape(-1, 1).cpu()
+                start = torch.full((batch, 1), self._prefill_length if self._prefill_length is not None else 0,
+                                   device=self.device)
             chosen = absolute[None, :] < start if self.positions == "prompt" else absolute[None, :] >= start
         self._mask = chosen & real
         self.calls += 1
@@ -446,16 +459,26 @@ def steer(
         raise SteeringError(f"positions: {positions!r}; expected one of {POSITIONS} or a bool mask tensor")
     if sparse_form not in SPARSE_FORMS:
         raise SteeringError(f"sparse_form: {sparse_form!r}; expected one of {SPARSE_FORMS}")
-    handle = SteeredPositions(positions, None)
-    handle.set_response_start(response_start)
     if vector is None:
+        handle = SteeredPositions(positions, None)
+        handle.set_response_start(response_start)
         yield handle
         return
     vector.check_compatible(model, sae)
     coefficient = float(direction * multiplier)
     layer_module = get_layer(model, vector.layer)
-    gathered: dict[torch.device, SparseWeights | None] = {}  # v and its SAE columns, read once per device
+    # Everything the hooks touch is put on the steered layer's device once, here: nothing crosses devices per
+    # forward pass. v stays fp32 (and differentiable while it is trained); the SAE must already be there.
+    device = module_device(layer_module)
+    if sae is not None and module_device(sae) != device:
+        raise SteeringError(f"sae: its weights are on {module_device(sae)} but layer {vector.layer} runs on {device}; "
+                            "load the SAE on the model's device")
+    handle = SteeredPositions(positions, None, device)
+    handle.set_response_start(response_start)
+    values = vector.values.to(device=device, dtype=torch.float32)
     gathers = vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae)
+    support = None if vector.values.requires_grad else (vector.values != 0).nonzero().squeeze(-1)
+    weights = SparseWeights.gather(sae, values, support) if gathers else None  # v's SAE columns, read once
 
     def before_decoder(module: nn.Module, args: tuple, kwargs: dict) -> None:
         arguments = forward_arguments(module, args, kwargs)
@@ -470,14 +493,10 @@ def steer(
         mask = handle._mask
         if mask is None or mask.shape != hidden.shape[:2]:
             raise SteeringError("steer: layer ran outside a model forward pass; call the model, not the layer")
-        if gathers:
-            key = hidden.device
-            if key not in gathered:
-                gathered[key] = SparseWeights.gather(sae, vector.values.to(hidden.device).float())
-            if gathered[key] is None:  # v = 0: nothing to add
-                return output
-        delta = steering_delta(hidden, vector, coefficient, sae, sparse_form, gathered.get(hidden.device))
-        return with_hidden(output, hidden + (delta * mask.to(hidden.device)[..., None]).to(hidden.dtype))
+        if gathers and weights is None:  # v = 0: nothing to add
+            return output
+        delta = steering_delta(hidden, values, vector.space, coefficient, sae, sparse_form, weights)
+        return with_hidden(output, hidden + (delta * mask[..., None]).to(hidden.dtype))
 
     hooks = [
         decoder_owner(model).register_forward_pre_hook(before_decoder, with_kwargs=True),

@@ -61,12 +61,12 @@ def trained_vector(method: str, data: str, loaded: LoadedModel, sae: nn.Module |
     return StoredVector(SteeringVector.load(directory), sae, directory)
 
 
-def load_vector(path: str | Path, model: str, sae_source: str | None = None) -> StoredVector:
-    """A vector file with its SAE: `sae_source`, else the SAE the vector records (a shipped name, local directory or
-    registry id), else the model preset's shipped one."""
+def load_vector(path: str | Path, model: str, sae_source: str | None = None, device: str = "cpu") -> StoredVector:
+    """A vector file with its SAE (loaded onto `device`, the model's): `sae_source`, else the SAE the vector records
+    (a shipped name, local directory or registry id), else the model preset's shipped one."""
     from yapo_bench.sae import resolve_sae_and_layer
 
     vector = SteeringVector.load(path)
     sae, _ = resolve_sae_and_layer(model, sae_source or (vector.sae_id if vector.space == "sae" else None),
-                                   vector.layer, vector.space == "sae")
+                                   vector.layer, vector.space == "sae", device=device)
     return StoredVector(vector, sae, Path(path))

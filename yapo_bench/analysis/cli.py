@@ -13,20 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from yapo_bench.analysis.outputs import REPORT_ROOT, pyplot, save_figure, write_csv, write_text
+from yapo_bench.devices import add_placement_arguments, placement_of
 from yapo_bench.models import DEFAULT_MODEL
+from yapo_bench.steering import module_device
 
 
-def _load_model(spec: str) -> tuple[Any, Any]:
+def _load_model(source: str, args: argparse.Namespace) -> tuple[Any, Any]:
     from yapo_bench.models import load_model
 
-    loaded = load_model(spec)
+    placement = placement_of(args)
+    loaded = load_model(source, dtype=placement.torch_dtype, device=placement.device)
     return loaded.model, loaded.tokenizer
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:
     from yapo_bench.analysis.layers import discover_layer
 
-    model, tokenizer = _load_model(args.model)
+    model, tokenizer = _load_model(args.model, args)
     out = args.out or REPORT_ROOT / "layers"
     summary = discover_layer(model, tokenizer, args.model, args.countries, out, layers=args.layers,
                              max_pairs=args.max_pairs, normalization=args.normalization)
@@ -48,12 +51,12 @@ def _cmd_kl(args: argparse.Namespace) -> None:
     model_spec = args.model or vector.model_id
     if not model_spec:
         raise ValueError("--model: the vector records no model; name the model it was made for")
+    model, tokenizer = _load_model(model_spec, args)
     sae = None
     if vector.space == "sae":
         from yapo_bench.sae import load_sae
 
-        sae = load_sae(args.sae or vector.sae_id)
-    model, tokenizer = _load_model(model_spec)
+        sae = load_sae(args.sae or vector.sae_id, device=str(module_device(model)))
     prompts = neutral_prompts(args)
     match = multiplier_for_kl(args.target, model, tokenizer, prompts, vector, sae, args.direction,
                               rel_tol=args.rel_tol, max_length=args.max_length)
@@ -96,8 +99,8 @@ def _cmd_features(args: argparse.Namespace) -> None:
     model_spec = args.model or vector.model_id
     if not model_spec:
         raise ValueError("--model: the vector records no model; name the model it was made for")
-    sae = load_sae(args.sae or vector.sae_id)
-    model, tokenizer = _load_model(model_spec)
+    model, tokenizer = _load_model(model_spec, args)
+    sae = load_sae(args.sae or vector.sae_id, device=str(module_device(model)))
     texts = load_corpus(args.corpus, split="heldout")[: args.n_docs]
     readings = read_features(model, tokenizer, sae, vector, texts, k=args.k)
     out = args.out or REPORT_ROOT / "features"
@@ -161,6 +164,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="option log-likelihood divided by its characters/tokens before the softmax "
                         "(default: %(default)s, like acc_norm)")
     layers.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/layers)")
+    add_placement_arguments(layers)
     layers.set_defaults(func=_cmd_layers)
 
     kl = commands.add_parser(
@@ -175,6 +179,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_neutral_text_arguments(kl)
     kl.add_argument("--rel-tol", type=float, default=0.05, help="relative tolerance on KL (default: %(default)s)")
     kl.add_argument("--out", type=Path, default=None, help="output directory (default: reports/analysis/kl)")
+    add_placement_arguments(kl)
     kl.set_defaults(func=_cmd_kl)
 
     features = commands.add_parser(
@@ -192,6 +197,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     features.add_argument("--n-docs", type=int, default=200, help="documents scanned (default: %(default)s)")
     features.add_argument("--out", type=Path, default=None,
                           help="output directory (default: reports/analysis/features)")
+    add_placement_arguments(features)
     features.set_defaults(func=_cmd_features)
 
     sweep = commands.add_parser(

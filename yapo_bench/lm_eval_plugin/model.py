@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from accelerate import Accelerator
 from lm_eval.models.huggingface import HFLM
 
+from yapo_bench.devices import model_placement, resolve_placement
 from yapo_bench.distributed import alone, launched_world_size
 from yapo_bench.environment import versions
 from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -31,6 +33,7 @@ from yapo_bench.steering import (
     SteeringVector,
     check_direction,
     check_multiplier,
+    module_device,
     steer,
 )
 from yapo_bench.store import StoredVector
@@ -87,14 +90,15 @@ def resolve_steering(args: SteeredModelArgs, loaded: LoadedModel) -> StoredVecto
     from yapo_bench.sae import resolve_sae_and_layer
     from yapo_bench.store import load_vector, trained_vector
 
+    device = str(module_device(loaded.model))  # the SAE goes where the model is
     if args.train:
         method, data = args.training_method()
-        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, get_method(method).SPARSE)
+        sae, layer = resolve_sae_and_layer(args.model, args.sae, args.layer, get_method(method).SPARSE, device=device)
         budget = TrainingBudget(steps=args.steps, lr=args.lr, seed=args.seed)
         return trained_vector(method, data, loaded, sae, require_layer(args.model, layer), budget,
                               data_dir=args.data_dir)
     if args.vector:
-        stored = load_vector(args.vector, args.model, args.sae)
+        stored = load_vector(args.vector, args.model, args.sae, device=device)
         if args.layer is not None and args.layer != stored.vector.layer:
             raise ValueError(f"layer: {args.layer} but the vector {args.vector} was made at layer "
                              f"{stored.vector.layer}; a vector steers the layer it was made at (leave layer unset)")
@@ -110,22 +114,27 @@ class YapoSteeredLM(HFLM):
                  method: str | None = None, layer: int | None = None, sae: str | None = None,
                  multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
                  lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
-                 device: str | None = None, loaded: LoadedModel | None = None, stored: StoredVector | None = None,
-                 **kwargs: Any) -> None:
-        """`loaded` / `stored`: an already loaded model / vector with its SAE (from Python, to evaluate several
-        vectors without loading anything twice); `vector` then names the stored one in the results."""
+                 device: str | None = None, dtype: str | None = None, loaded: LoadedModel | None = None,
+                 stored: StoredVector | None = None, **kwargs: Any) -> None:
+        """`device`/`dtype` (lm-eval's --device and `dtype=` model arg): where and in which precision the model
+        loads, `auto` (or unset) = the GPU in bf16 when there is one, else the CPU in fp32; a device that is not
+        there is refused. `loaded` / `stored`: an already loaded model / vector with its SAE (from Python, to
+        evaluate several vectors without loading anything twice); `vector` then names the stored one."""
         args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
         accelerator = _data_parallel_accelerator()
         if accelerator is not None:
             device = str(accelerator.device)  # this rank's device (cuda:<local rank>, or the CPU)
-        loaded = loaded or load_model(args.model)
-        if device and device.startswith("cuda") and not torch.cuda.is_available():
-            device = None  # lm-eval's CLI defaults to cuda; on a CPU machine stay on the CPU
-        if device:
-            loaded.model.to(device)
-        super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
+        if device == LM_EVAL_DEFAULT_DEVICE and not _named_on_command_line("--device"):
+            device = None  # lm-eval's own default, not the user's choice: auto
+        if loaded is None:
+            placement = resolve_placement(device, dtype)
+            loaded = load_model(args.model, dtype=placement.torch_dtype, device=placement.device)
+        elif device is not None or dtype is not None:
+            raise ValueError("device/dtype: not with an already loaded model; load it where it should run")
+        super().__init__(pretrained=loaded.model, tokenizer=loaded.tokenizer, device=str(module_device(loaded.model)),
+                         **kwargs)
         if accelerator is not None:
             # HFLM sets up data parallelism only for a model it loads itself and only with several GPUs; we pass
             # it a loaded model, so set what it would: lm-eval then splits requests by rank, gathers on rank 0.
@@ -198,8 +207,16 @@ class YapoSteeredLM(HFLM):
         return {**asdict(self.args), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
                 "vector_method": vector.method if vector else None,
                 # what ran, not what was asked: the vector's own layer and the SAE actually loaded
-                "layer": vector.layer if vector else self.args.layer,
+                "layer": vector.layer if vector else self.args.layer, **model_placement(self.loaded.model),
                 "sae": sae_identity(self.stored.sae) if self.stored and self.stored.sae is not None else None}
+
+
+# lm-eval's CLI passes this device when --device is not given (EvaluatorConfig's default), even on a CPU machine
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"
+
+
+def _named_on_command_line(flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in sys.argv[1:])
 
 
 def continuation_starts(requests: list, max_length: int) -> dict[tuple[int, ...], set[int]]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from yapo_bench.devices import model_placement
 from yapo_bench.methods.budget import TrainingBudget
 from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
@@ -26,4 +27,5 @@ def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     values, truncated = mean_difference(model, pairs, spec)
     return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=spec.config(),
-                                provenance={**describe_pairs(pairs), "truncated_sequences": truncated})
+                                provenance={**describe_pairs(pairs), "truncated_sequences": truncated,
+                                            **model_placement(model.model)})

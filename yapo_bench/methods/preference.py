@@ -27,11 +27,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from yapo_bench.atomic import atomic_file
+from yapo_bench.devices import model_placement
 from yapo_bench.distributed import DataParallel, data_parallel
 from yapo_bench.internals import get_layer, hidden_size, layer_output, replay_layer_output
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response, length_limit, truncate
-from yapo_bench.steering import SteeringVector, steer
+from yapo_bench.steering import SteeringVector, module_device, steer
 
 
 @dataclass
@@ -63,10 +64,10 @@ def encode_pairs(loaded: LoadedModel, pairs: Sequence[PreferencePair], max_lengt
     return encoded, truncated
 
 
-def _pad(sequences: Sequence[EncodedSequence], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(sequences: Sequence[EncodedSequence], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s.ids) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq.ids)] = seq.ids
         mask[row, : len(seq.ids)] = 1
@@ -81,12 +82,17 @@ class PreferenceBatchScorer:
     Each sequence is computed alone: a batch's width (padding) and even its row count change the float result, so
     this way the values never depend on which sequences were computed together or when, and a lazily cached run, an
     eagerly cached one and a resumed one agree exactly.
-    Naive: every call runs the full model with full logits, as the reference code did."""
+    Naive: every call runs the full model with full logits, as the reference code did.
+    Everything runs on the model's device; the layer-output cache lives on `cache_device` (the model's, unless it
+    would not fit there), and a step's rows are moved to the model's device when they are used."""
 
-    def __init__(self, loaded: LoadedModel, layer: int, sae: nn.Module | None, positions: str, naive: bool) -> None:
+    def __init__(self, loaded: LoadedModel, layer: int, sae: nn.Module | None, positions: str, naive: bool,
+                 cache_device: torch.device | str | None = None) -> None:
         get_layer(loaded.model, layer)
         self.model = loaded.model
         self.decoder = loaded.model.get_decoder()
+        self.device = module_device(self.decoder)
+        self.cache_device = torch.device(cache_device) if cache_device is not None else self.device
         self.pad_id = loaded.tokenizer.pad_token_id or 0
         self.layer = layer
         self.sae = sae
@@ -97,7 +103,7 @@ class PreferenceBatchScorer:
 
     def _alone(self, seq: EncodedSequence) -> torch.Tensor:
         """A_L(x) of one sequence, computed by itself: [T, d_model]."""
-        ids = seq.ids[None]
+        ids = seq.ids[None].to(self.device)
         return layer_output(self.decoder, self.layer, input_ids=ids, attention_mask=torch.ones_like(ids))[0]
 
     @torch.no_grad()
@@ -105,7 +111,7 @@ class PreferenceBatchScorer:
         """Fill both caches for those of `sequences` not in them yet."""
         for seq in sorted({s.key: s for s in sequences if s.key not in self._reference_cache}.values(),
                           key=lambda s: s.key):
-            self._layer_cache[seq.key] = self._alone(seq).clone()
+            self._layer_cache[seq.key] = self._alone(seq).to(self.cache_device)
             self._reference_cache[seq.key] = self._logprob_sums([seq], None, 1)[0]
 
     @torch.no_grad()
@@ -116,8 +122,8 @@ class PreferenceBatchScorer:
 
     def _logprob_sums(self, sequences: Sequence[EncodedSequence], vector: SteeringVector | None,
                       direction: int) -> torch.Tensor:
-        ids, mask = _pad(sequences, self.pad_id)
-        starts = torch.tensor([s.response_start for s in sequences])
+        ids, mask = _pad(sequences, self.pad_id, self.device)
+        starts = [s.response_start for s in sequences]
         with steer(self.model, vector, multiplier=1.0, direction=direction, positions=self.positions,
                    sae=self.sae, response_start=starts):
             if self.naive:
@@ -136,10 +142,10 @@ class PreferenceBatchScorer:
     def _cached_layer_output(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
         self._ensure_cached(sequences)
         width = max(len(s.ids) for s in sequences)
-        batch = torch.zeros(len(sequences), width, self._layer_cache[sequences[0].key].shape[-1],
-                            dtype=self._layer_cache[sequences[0].key].dtype)
+        first = self._layer_cache[sequences[0].key]
+        batch = torch.zeros(len(sequences), width, first.shape[-1], dtype=first.dtype, device=self.device)
         for row, seq in enumerate(sequences):
-            batch[row, : len(seq.ids)] = self._layer_cache[seq.key]
+            batch[row, : len(seq.ids)] = self._layer_cache[seq.key].to(self.device)
         return batch
 
     def reference(self, sequences: Sequence[EncodedSequence]) -> torch.Tensor:
@@ -167,10 +173,10 @@ def _sum_target_logprobs(rows: Sequence[torch.Tensor], ids: torch.Tensor, sequen
 
 
 def preference_loss(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair], vector: SteeringVector,
-                    direction: int | Sequence[int], beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+                    direction: int | Sequence[int], beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """−log σ(d·β·(r(y_w) − r(y_l))) averaged over the batch, with its accuracy and mean directed reward
-    margin d·(r(y_w) − r(y_l)). `direction` is one d for the batch or one per pair (rows are grouped by d,
-    one steered pass per group)."""
+    margin d·(r(y_w) − r(y_l)) (detached tensors on the loss's device: reading them is one sync per step).
+    `direction` is one d for the batch or one per pair (rows are grouped by d, one steered pass per group)."""
     directions = [direction] * len(batch) if isinstance(direction, int) else list(direction)
     chosen = [p.chosen for p in batch]
     rejected = [p.rejected for p in batch]
@@ -183,12 +189,11 @@ def preference_loss(scorer: PreferenceBatchScorer, batch: Sequence[EncodedPair],
                 target[i] = value
     reward_w = torch.stack(steered_w) - scorer.reference(chosen)
     reward_l = torch.stack(steered_l) - scorer.reference(rejected)
-    signs = torch.tensor(directions, dtype=reward_w.dtype)
+    signs = torch.tensor(directions, dtype=reward_w.dtype, device=reward_w.device)
     margin = signs * beta * (reward_w - reward_l)
     loss = -torch.nn.functional.logsigmoid(margin).mean()
     with torch.no_grad():
-        stats = {"accuracy": float((margin > 0).float().mean()),
-                 "reward_margin": float((signs * (reward_w - reward_l)).mean())}
+        stats = {"accuracy": (margin > 0).float().mean(), "reward_margin": (signs * (reward_w - reward_l)).mean()}
     return loss, stats
 
 
@@ -318,7 +323,7 @@ def evaluate_heldout(scorer: PreferenceBatchScorer, pairs: Sequence[EncodedPair]
             batch = pairs[i : i + spec.batch_size]
             loss, stats = preference_loss(scorer, batch, vector, d, spec.beta)
             losses.append(float(loss) * len(batch))
-            accuracies.append(stats["accuracy"] * len(batch))
+            accuracies.append(float(stats["accuracy"]) * len(batch))
         result[f"heldout_loss_{name}"] = sum(losses) / len(pairs)
         result[f"heldout_accuracy_{name}"] = sum(accuracies) / len(pairs)
     result["heldout_loss"] = (result["heldout_loss_pos"] + result["heldout_loss_neg"]) / 2
@@ -371,7 +376,7 @@ class _RunFiles:
                 print(f"resume: no {CHECKPOINT} in {self.dir} yet; starting at step 0")
             (self.dir / LOG).unlink(missing_ok=True)
             return None
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")  # the run may resume elsewhere
         for key in sorted(set(config) | set(state["config"])):
             if config.get(key) != state["config"].get(key):
                 raise ValueError(f"resume: {key} is {config.get(key)!r} but the checkpoint was made with "
@@ -410,9 +415,11 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         print(f"{truncated} of {2 * len(encoded)} sequences were longer than max_length={spec.max_length} "
               "and were truncated")
 
-    scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive)
+    device = module_device(loaded.model)
+    scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive,
+                                   cache_device=_cache_device(loaded.model, encoded, quiet=not group.is_main))
     dim = sae.cfg.d_sae if sae is not None else hidden_size(loaded.model)
-    values = torch.zeros(dim, dtype=torch.float32, requires_grad=True)
+    values = torch.zeros(dim, dtype=torch.float32, device=device, requires_grad=True)  # fp32 whatever the model's
     metadata = dict(model_id=loaded.model_id, method=method)
     vector = (SteeringVector.sparse(values, spec.layer, sae, **metadata) if sae is not None
               else SteeringVector.dense(values, spec.layer, **metadata))
@@ -448,7 +455,8 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
             loss_value, stats = _data_parallel_backward(scorer, [train[i] for i in rows], vector, values,
                                                         directions, spec.beta, group)
         else:
-            loss, stats = preference_loss(scorer, [train[i] for i in rows], vector, directions, spec.beta)
+            loss, step_stats = preference_loss(scorer, [train[i] for i in rows], vector, directions, spec.beta)
+            stats = {name: float(value) for name, value in step_stats.items()}
             loss_value = float(loss.detach())
             if math.isfinite(loss_value):
                 loss.backward()
@@ -478,24 +486,41 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         if group.is_main and heldout and ((spec.eval_every and (step + 1) % spec.eval_every == 0) or done):
             run.log({"step": step + 1, "kind": "heldout", **evaluate_heldout(scorer, heldout, vector, spec)})
         if (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0) or done:
-            run.save_checkpoint({"step": step + 1, "values": values.detach().clone(), "config": spec.config(),
+            run.save_checkpoint({"step": step + 1, "values": values.detach().cpu().clone(), "config": spec.config(),
                                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
             last_good = step + 1
         if done:
             break
 
     result = SteeringVector(
-        values=values.detach().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
+        values=values.detach().cpu().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
         sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
         provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
                     "truncated_sequences": truncated, "steps_run": steps_done,
-                    "divergence_rule": spec.divergence_rule(),
+                    "divergence_rule": spec.divergence_rule(), **model_placement(loaded.model),
                     "final_loss": loss_value if math.isfinite(loss_value) else None},
     )
     if run.dir and run.writer:
         result.save(run.dir)
     group.barrier()  # with several ranks, none returns before the vector is on disk
     return result
+
+
+def _cache_device(model: nn.Module, encoded: Sequence[EncodedPair], quiet: bool = False) -> torch.device:
+    """Where the layer-output cache lives: the model's device when every sequence's layer output would take at most
+    half its free memory, else the CPU (and it says so)."""
+    device = module_device(model)
+    if device.type != "cuda":
+        return device
+    tokens = sum(len(s.ids) for pair in encoded for s in (pair.chosen, pair.rejected))
+    need = tokens * hidden_size(model) * next(model.parameters()).element_size()
+    free, _total = torch.cuda.mem_get_info(device)
+    if need <= free // 2:
+        return device
+    if not quiet:
+        print(f"layer-output cache: up to {need / 2**30:.1f} GiB for {tokens} tokens would not fit beside the model "
+              f"on {device} ({free / 2**30:.1f} GiB free); it is kept in CPU memory and each step's rows are moved")
+    return torch.device("cpu")
 
 
 def _divergence(spec: PreferenceSpec, loss: float, grad_norm: float, optimizer: torch.optim.Optimizer,
@@ -535,7 +560,8 @@ def _data_parallel_backward(scorer: PreferenceBatchScorer, batch: Sequence[Encod
         loss, stats = preference_loss(scorer, share, vector, list(directions[part]), beta)
         weight = len(share) / len(batch)
         loss = loss * weight
-        totals = torch.tensor([float(loss.detach()), stats["accuracy"] * weight, stats["reward_margin"] * weight],
+        totals = torch.tensor([float(loss.detach()), float(stats["accuracy"]) * weight,
+                               float(stats["reward_margin"]) * weight],
                               dtype=torch.float64)
     loss_value, accuracy, margin = group.all_reduce_sum_(totals).tolist()
     if not math.isfinite(loss_value):  # the same decision on every rank: no backward, no collective

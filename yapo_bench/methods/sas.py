@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from yapo_bench.devices import model_placement
 from yapo_bench.methods.budget import TrainingBudget
 from yapo_bench.methods.mean_diff import MeanDiffSpec, mean_difference
 from yapo_bench.models import LoadedModel
@@ -28,4 +29,5 @@ def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec,
     check_sae_fits(sae, model.model, needed_by="SAS")
     values, truncated = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config=spec.config(), provenance={**describe_pairs(pairs), "truncated_sequences": truncated})
+                                 config=spec.config(), provenance={**describe_pairs(pairs), "truncated_sequences": truncated,
+                                             **model_placement(model.model)})

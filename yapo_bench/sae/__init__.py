@@ -122,18 +122,20 @@ def sae_layer(sae: nn.Module) -> int | None:
 def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, needs_sae: bool,
                           sae_field: str = "sae", purpose: str = "a sparse vector",
                           layer_field: str = "layer",
-                          load: Callable[[str], nn.Module] | None = None) -> tuple[nn.Module | None, int | None]:
+                          load: Callable[[str], nn.Module] | None = None,
+                          device: str | torch.device = "cpu") -> tuple[nn.Module | None, int | None]:
     """The SAE (`sae_spec`, else the preset's shipped one when `needs_sae`) and the layer to steer: explicit,
     else the SAE's own layer, else the preset's default; None when nothing says (callers name their field).
     An explicit layer that is not the SAE's own is refused: the SAE would encode a layer it was not trained on.
-    `load`: how to load an SAE source (default `load_sae`; a run passes one that loads each source once)."""
+    `load`: how to load an SAE source (default `load_sae` onto `device`, the model's; a run passes one that loads
+    each source once)."""
     model_source(model)  # an unknown model is the first thing wrong, before anything about its SAE or layer
     preset = PRESETS.get(model)
     sae = None
     if sae_spec or needs_sae:
         if not sae_spec and not (preset and preset.shipped_sae):
             raise SAELoadError(f"{sae_field}: required for {purpose} with model {model!r}, which has no shipped SAE")
-        sae = (load or load_sae)(sae_spec or model)
+        sae = load(sae_spec or model) if load else load_sae(sae_spec or model, device=str(device))
     own = sae_layer(sae) if sae is not None else None
     if layer is not None and own is not None and layer != own:
         raise SAELoadError(f"{layer_field}: {layer} but the SAE {sae_identity(sae)} reads layer {own}; pass an SAE "

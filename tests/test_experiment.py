@@ -171,3 +171,62 @@ def test_a_judge_step_with_failed_requests_is_not_done_and_a_rerun_retries_exact
     assert stub.calls - calls == len(retry) > 0  # exactly the failed ones: what came back was cached
     assert run(config, progress=False) == []
     stub.server.shutdown()
+
+
+def _user_culture_file(path: Path, with_answers: bool = False) -> Path:
+    """A held-out-style culture file: two countries outside the 15 contexts, words of the tiny vocabulary."""
+    rows = []
+    for country, other in (("atlantis", "lemuria"), ("lemuria", "atlantis")):
+        for q in range(4):
+            options = [f"w{10 + q} w{20 + q}", f"w{30 + q} w{40 + q}", f"w{50 + q}"]
+            countries = [country, other, "western"] if country == "atlantis" else [other, country, "western"]
+            for localization in ("localized", "nonlocalized"):
+                row = {"id": f"{country}-{q}-{localization}", "question_id": f"{country}-{q}", "country": country,
+                       "language_group": "mythic", "localization": localization, "topic": "meals",
+                       "mcq_prompt": f"w{q} w{q + 1} w{60 + (localization == 'localized')}", "options": options,
+                       "gold_index": countries.index(country), "option_country": countries,
+                       "open_prompt": f"w{q} w2", "reference_answer": options[countries.index(country)]}
+                if with_answers:
+                    row["model_answers"] = {"tiny-model": {"mcq": "3"}}  # \\boxed-style label: the Western option
+                rows.append(row)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_user_culture_file_with_its_own_countries_runs_all_methods_and_reports(tmp_path: Path) -> None:
+    from conftest import random_sae
+
+    random_sae().save_model(str(tmp_path / "sae"))
+    data = _user_culture_file(tmp_path / "mythic.jsonl")
+    config = _config(tmp_path, countries=["atlantis", "lemuria"], culture_data=str(data), sae=str(tmp_path / "sae"),
+                     methods=["base", "caa", "sas", "bipo", "yapo"], multipliers={})
+    assert config.countries_checked == f"checked against {data}"
+    run(config, progress=False)
+    out = Path(config.out)
+    report = json.loads((out / "report.json").read_text())
+    assert {r["label"] for r in report["tables"]["table1_mcq"]} == {"base", "caa", "sas", "bipo", "yapo"}
+    assert {r["country"] for r in report["tables"]["table1_mcq"]} >= {"atlantis", "lemuria"}
+    assert str(data) in json.dumps(report["provenance"])  # the report names the data it evaluated
+    pairs = [json.loads(line) for line in (out / "pairs" / "atlantis.jsonl").read_text().splitlines()]
+    test_questions = {"atlantis-0", "atlantis-1", "atlantis-2", "atlantis-3"} - {p["question_id"] for p in pairs}
+    assert pairs and test_questions  # trained on the train questions only: the tasks read the others
+    results = next((out / "evals" / "eval-base").rglob("results_*.json"))
+    assert str(data) in results.read_text()  # lm-eval records the data each task read
+    with pytest.raises(ValueError, match="countries: 'egypt' is not in .*mythic.jsonl; it defines atlantis, lemuria"):
+        _config(tmp_path, countries=["egypt"], culture_data=str(data))
+
+
+def test_rejected_model_reads_the_datas_own_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from yapo_bench.experiment import Runner
+
+    data = _user_culture_file(tmp_path / "mythic.jsonl", with_answers=True)
+    config = _config(tmp_path, model=str(tmp_path / "model"), countries=["atlantis"], culture_data=str(data),
+                     rejected="model")
+    runner = Runner(config, Path(config.out))
+    monkeypatch.setattr(runner, "model", lambda: pytest.fail("the data has this model's answers: no sampling"))
+    monkeypatch.setattr(config, "model", "org/tiny-model")  # the data's answers are tiny-model's
+    _, pairs = runner.training_pairs("culture:atlantis")
+    assert pairs and all(p.rejected.startswith("w5") for p in pairs)  # option 3, the Western one, named by its number
+    monkeypatch.setenv("YAPO_BENCH_CULTURE_DATA", "culture-mini")
+    with pytest.raises(ValueError, match="culture_data: the config says .* but \\$YAPO_BENCH_CULTURE_DATA is"):
+        _config(tmp_path, countries=["atlantis"], culture_data=str(data))

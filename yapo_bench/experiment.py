@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -24,13 +25,6 @@ from yapo_bench.methods import TrainingBudget, get_method, method_names
 
 CULTURE_FAMILIES = ("mcq", "letter", "boxed", "open")
 BEHAVIOURS = ("power-seeking", "wealth-seeking", "hallucination")
-# Rough CPU seconds on the default 135M model (2 cores), for --dry-run: measured by benchmarks P1/P3/P5.
-SECONDS_PER_TRAIN_STEP = 2.0
-SECONDS_PER_MEAN_DIFF_PAIR = 0.15
-SECONDS_PER_LOGLIK_REQUEST = 0.15
-SECONDS_PER_GENERATION = 4.0
-SECONDS_PER_VERDICT = 1.6
-SECONDS_PER_PATCHED_COUNTRY = 60.0  # 12 culture-mini questions patched at every layer (`analyze layers`)
 
 
 @dataclass
@@ -78,21 +72,31 @@ class RunConfig:
     max_gen_toks: int = 64
     judge: JudgeSpec | None = None
     data_dir: str | None = None
+    # culture-mini | a culture-schema JSONL | localization-gap | culturalbench | a hub id or local dataset in the
+    # paper's layout: both the training pairs and the evaluation tasks come from it
+    culture_data: str = "culture-mini"
+    rejected: str = "sibling"  # the rejected response of a culture pair: sibling | western | others | model
+    # lm-eval MMLU tasks or groups (e.g. mmlu_local), run for the base and at every λ with the first culture
+    # context's vectors (or the first behaviour's): a check that general knowledge is kept, not a per-context result
+    mmlu: list[str] = field(default_factory=list)
     device: str = "auto"  # auto: the GPU when there is one, else the CPU
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 
     def __post_init__(self) -> None:
-        from yapo_bench.data.culture import LANGUAGE_OF
+        from yapo_bench.data.culture_pairs import REJECTED
+        from yapo_bench.data.culture_sources import CULTURE_DATA_ENV
         from yapo_bench.steering import check_multiplier
 
         if isinstance(self.training, dict):
             self.training = _nested(TrainingBudget, self.training, "training")
         if isinstance(self.judge, dict):
             self.judge = _nested(JudgeSpec, self.judge, "judge")
-        known = set(LANGUAGE_OF)
-        for country in self.countries:
-            if country not in known:
-                raise ValueError(f"countries: {country!r}; expected some of {', '.join(sorted(known))}")
+        if self.rejected not in REJECTED:
+            raise ValueError(f"rejected: {self.rejected!r}; expected one of {', '.join(REJECTED)}")
+        if os.environ.get(CULTURE_DATA_ENV) not in (None, "", self.culture_data):
+            raise ValueError(f"culture_data: the config says {self.culture_data!r} but ${CULTURE_DATA_ENV} is "
+                             f"{os.environ[CULTURE_DATA_ENV]!r}; a run reads only its config's (unset the variable)")
+        self.countries_checked = self._check_countries()
         for behaviour in self.behaviours:
             if behaviour not in BEHAVIOURS:
                 raise ValueError(f"behaviours: {behaviour!r}; expected some of {', '.join(BEHAVIOURS)}")
@@ -138,10 +142,33 @@ class RunConfig:
             raise ValueError(f"config: unknown field(s) {', '.join(sorted(unknown))} in {path}")
         return cls(**raw)
 
+    def _check_countries(self) -> str:
+        """Refuse countries the culture data does not define; says how they were checked (a hub dataset that
+        cannot be reached now is checked when the run loads it)."""
+        from yapo_bench.data.culture_sources import culture_items, is_local_culture_data
+
+        if not self.countries:
+            return "no countries"
+        if not is_local_culture_data(self.culture_data):  # no network in validation: the run checks on loading
+            return f"checked when the run loads {self.culture_data} (from the hub or its cache)"
+        try:
+            known = {item.country for item in culture_items(self.culture_data, self.data_dir)}
+        except ValueError as err:
+            raise ValueError(f"culture_data: {err}") from None
+        unknown = [c for c in self.countries if c not in known]
+        if unknown:
+            raise ValueError(f"countries: {unknown[0]!r} is not in {self.culture_data}; it defines "
+                             f"{', '.join(sorted(known))}")
+        return f"checked against {self.culture_data}"
+
     def placement(self) -> Any:
         from yapo_bench.devices import resolve_placement
 
         return resolve_placement(self.device, self.dtype)
+
+    def mmlu_unit(self) -> str | None:
+        """The unit whose vectors MMLU is run with (None without MMLU tasks)."""
+        return run_units(self)[0] if self.mmlu else None
 
     def multipliers_for(self, method: str) -> list[float]:
         return [float(v) for v in self.multipliers.get(method, [1.0])]
@@ -162,75 +189,95 @@ class Step:
     unit: str = ""  # culture:<country> or behaviour:<name>
     multiplier: float = 0.0
     tasks: tuple[str, ...] = ()
-    estimate_s: float = 0.0
 
 
 def unit_tasks(config: RunConfig, unit: str) -> list[str]:
     kind, name = unit.split(":", 1)
+    mmlu = list(config.mmlu) if unit == config.mmlu_unit() else []
     if kind == "culture":
         return [f"culture_{family}_{name}_{loc}" for family in config.families
-                for loc in ("localized", "nonlocalized", "both")]
-    return [f"bipo_{name.replace('-', '_')}_ab"] + ([f"bipo_{name.replace('-', '_')}_open"] if config.judge else [])
+                for loc in ("localized", "nonlocalized", "both")] + mmlu
+    return ([f"bipo_{name.replace('-', '_')}_ab"] + ([f"bipo_{name.replace('-', '_')}_open"] if config.judge else [])
+            + mmlu)
 
 
-def _unit_data(config: RunConfig, unit: str) -> str:
-    kind, name = unit.split(":", 1)
-    return f"culture-mini:{name}:train" if kind == "culture" else f"bipo:{name}:train"
 
 
-def _estimate_eval(config: RunConfig, tasks: list[str]) -> float:
-    items = config.limit or 12
-    seconds = 0.0
-    for task in tasks:
-        generative = "_open" in task or "_boxed_" in task
-        seconds += items * (SECONDS_PER_GENERATION if generative else 5 * SECONDS_PER_LOGLIK_REQUEST)
-    return seconds
+def run_units(config: RunConfig) -> list[str]:
+    """What a run trains vectors for: culture:<country> and behaviour:<name>."""
+    return [f"culture:{c}" for c in config.countries] + [f"behaviour:{b}" for b in config.behaviours]
 
 
 def plan(config: RunConfig) -> list[Step]:
     """The steps of a run, in order: train, evaluate (base once, then every vector × λ), judge, report."""
-    units = [f"culture:{c}" for c in config.countries] + [f"behaviour:{b}" for b in config.behaviours]
+    units = run_units(config)
     steps: list[Step] = []
     if config.layer == "auto":
-        steps.append(Step("layers", "layers", estimate_s=SECONDS_PER_PATCHED_COUNTRY * len(config.countries)))
+        steps.append(Step("layers", "layers"))
     learned = [m for m in config.methods if m != "base"]
     for method in learned:
         for unit in units:
-            cost = (config.training.steps * SECONDS_PER_TRAIN_STEP if get_method(method).LEARNED
-                    else 50 * SECONDS_PER_MEAN_DIFF_PAIR)
-            steps.append(Step(f"train-{method}-{unit.replace(':', '-')}", "train", method, unit, estimate_s=cost))
+            steps.append(Step(f"train-{method}-{unit.replace(':', '-')}", "train", method, unit))
     evals = []
     if "base" in config.methods:
         tasks = tuple(t for unit in units for t in unit_tasks(config, unit))
-        evals.append(Step("eval-base", "eval", "base", "", 0.0, tasks, _estimate_eval(config, list(tasks))))
+        evals.append(Step("eval-base", "eval", "base", "", 0.0, tasks))
     for method in learned:
         for unit in units:
             for multiplier in config.multipliers_for(method):
                 tasks = tuple(unit_tasks(config, unit))
                 evals.append(Step(f"eval-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit,
-                                  multiplier, tasks, _estimate_eval(config, list(tasks))))
+                                  multiplier, tasks))
     steps += evals
     if config.judge:
         for step in evals:
             open_tasks = [t for t in step.tasks if t.endswith(("_open",)) or "_open_" in t]
             if open_tasks:
                 steps.append(Step(f"judge-{step.key[len('eval-'):]}", "judge", step.method, step.unit,
-                                  step.multiplier, step.tasks,
-                                  (config.limit or 12) * len(open_tasks) * SECONDS_PER_VERDICT))
-    steps.append(Step("report", "report", estimate_s=15.0))
+                                  step.multiplier, step.tasks))
+    steps.append(Step("report", "report"))
     return steps
 
 
 def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
-    done = {s.key for s in steps if (out / "steps" / f"{s.key}.json").exists()}
+    """The plan with what it reads (model, SAE, data) and, per step, its estimated time on each device of
+    `costs.DEVICES` and its peak memory; then the totals of what is left."""
+    from yapo_bench.costs import DEVICES, format_duration, peak, plan_costs, total_seconds
+    from yapo_bench.models import PRESETS
+    from yapo_bench.sae import describe_sae_source
+
+    done = [(out / "steps" / f"{s.key}.json").exists() for s in steps]
     layer = {None: "SAE/preset default", "auto": "auto (found by step `layers`)"}.get(config.layer, config.layer)
-    lines = [f"run {config.name}: model {config.model}, layer {layer}, methods {', '.join(config.methods)}, out {out}"]
-    for step in steps:
-        mark = "done" if step.key in done else f"~{step.estimate_s / 60:.1f} min"
-        lines.append(f"  {step.key:<60} {mark}")
-    remaining = sum(s.estimate_s for s in steps if s.key not in done)
-    lines.append(f"{len(steps)} steps, {len(done)} done; estimated {remaining / 60:.0f} min left on 2 CPU cores "
-                 "(rough: from benchmarks P1/P3/P5 on the default model)")
+    sparse = any(m != "base" and get_method(m).SPARSE for m in config.methods)
+    sae_text, latents = describe_sae_source(config.sae, config.model) if sparse else ("none (no sparse method)", 0)
+    resolved_layer = config.layer if isinstance(config.layer, int) else (
+        PRESETS[config.model].default_layer if config.model in PRESETS else None)
+    costs, basis = plan_costs(config, steps, resolved_layer, latents)
+    placement = config.placement().record()
+    lines = [f"run {config.name}: model {config.model} on {placement['device']} in {placement['dtype']}, "
+             f"layer {layer}, methods {', '.join(config.methods)}, out {out}",
+             f"  SAE: {sae_text}",
+             f"  culture data: {config.culture_data} (rejected: {config.rejected}); countries {config.countries_checked}"]
+    if costs:
+        lines.append(f"  {'step':<58} " + "  ".join(f"{name:>9}" for name in costs) + "  peak memory")
+    for i, step in enumerate(steps):
+        if done[i]:
+            lines.append(f"  {step.key:<58} done")
+        elif costs:
+            times = "  ".join(f"{format_duration(costs[name][i].seconds):>9}" for name in costs)
+            memory = "  ".join(f"{costs[name][i].peak_bytes / 2**30:.1f}" for name in costs)
+            lines.append(f"  {step.key:<58} {times}  {memory} GiB")
+        else:
+            lines.append(f"  {step.key:<58}")
+    finished = sum(done)
+    if not costs:
+        lines.append(f"{len(steps)} steps, {finished} done; estimated ? ({basis})")
+        return "\n".join(lines)
+    totals = ", ".join(f"{format_duration(total_seconds(costs[name], done))} on {DEVICES[name].name} "
+                       f"(peak {peak(costs[name]) / 2**30:.1f} GiB of {DEVICES[name].memory / 2**30:.0f}; "
+                       f"{DEVICES[name].basis})" for name in costs)
+    lines.append(f"{len(steps)} steps, {finished} done; estimated {totals}. Data sizes {basis}; costs.py says how "
+                 "estimates are made")
     return "\n".join(lines)
 
 
@@ -290,17 +337,71 @@ class Runner:
 
         loaded = self.model()
         summary = discover_layer(loaded.model, loaded.tokenizer, self.config.model, list(self.config.countries),
-                                 self.out / "layers", progress=self.progress)
+                                 self.out / "layers", progress=self.progress, culture_data=self.config.culture_data,
+                                 data_dir=self.config.data_dir)
         return {"layer": summary["suggested_layer"], "signal": summary["signal"]}
+
+    def culture_items(self) -> list[Any]:
+        """The run's culture data (countries checked against it here when the config could not yet)."""
+        from yapo_bench.data.culture_sources import culture_items
+
+        items = culture_items(self.config.culture_data, self.config.data_dir)
+        unknown = sorted(set(self.config.countries) - {item.country for item in items})
+        if unknown:
+            raise ValueError(f"countries: {unknown[0]!r} is not in {self.config.culture_data}")
+        return items
+
+    def training_pairs(self, unit: str) -> tuple[str, Any]:
+        """(data key, pairs) a unit's vectors are trained on. A culture context's pairs come from the run's culture
+        data, the train questions of its question-level split (the evaluation tasks read the test ones), written to
+        <out>/pairs/ when first made (with `rejected: model`, sampled answers are kept there)."""
+        from yapo_bench.data import load_pairs
+
+        kind, name = unit.split(":", 1)
+        if kind != "culture":
+            return f"bipo:{name}:train", load_pairs(f"bipo:{name}:train", self.config.data_dir)
+        from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pair_rows, pair_set
+
+        spec = CulturePairSpec(country=name, split="train", rejected=self.config.rejected, model=self.config.model)
+        source = f"{self.config.culture_data} [{spec.describe()}]"
+        path = self.out / "pairs" / f"{name}.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            rows, _skipped = culture_pair_rows(self.culture_items(), spec, self._sampler())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+        return f"culture:{source}", pair_set(rows, spec, source)
+
+    def _sampler(self) -> Callable[[str], str] | None:
+        """The model's greedy answer, for `rejected: model` where the data has no answers of this model."""
+        if self.config.rejected != "model":
+            return None
+        from yapo_bench.pairs import generate_response
+
+        return lambda prompt: generate_response(self.model(), prompt, self.config.max_gen_toks)
 
     def train(self, step: Step) -> dict[str, Any]:
         from yapo_bench.store import trained_vector
 
         sae, layer = self.sae_and_layer(get_method(step.method).SPARSE)
-        stored = trained_vector(step.method, _unit_data(self.config, step.unit), self.model(), sae, layer,
-                                self.config.training, data_dir=self.config.data_dir, root=self.out / "vectors",
-                                progress=self.progress)
+        data, pairs = self.training_pairs(step.unit)
+        stored = trained_vector(step.method, data, self.model(), sae, layer, self.config.training,
+                                data_dir=self.config.data_dir, root=self.out / "vectors", progress=self.progress,
+                                pairs=pairs)
         return {"vector": str(stored.path)}
+
+    def lm_eval_tasks(self, step: Step) -> list[str | dict[str, Any]]:
+        """A step's tasks for lm-eval: the run's culture tasks as inline configs on its culture data (any country it
+        defines), every other task (behaviours, MMLU) by name."""
+        from yapo_bench.lm_eval_plugin.culture_tasks import culture_task_config
+
+        culture = {f"culture_{family}_{country}_{localization}": (family, country, localization)
+                   for country in self.config.countries for family in self.config.families
+                   for localization in ("localized", "nonlocalized", "both")}
+        return [culture_task_config(*culture[task], self.config.culture_data, self.config.data_dir)
+                if task in culture else task for task in step.tasks]
 
     def evaluate(self, step: Step, vectors: dict[tuple[str, str], str]) -> dict[str, Any]:
         from lm_eval import simple_evaluate
@@ -323,7 +424,7 @@ class Runner:
             stored = StoredVector(vector, self.sae_and_layer(vector.space == "sae")[0], Path(args["vector"]))
         lm = YapoSteeredLM(loaded=self.model(), stored=stored, batch_size=4, **args)
         metadata = {"data_dir": self.config.data_dir} if self.config.data_dir else None
-        results = simple_evaluate(model=lm, tasks=list(step.tasks), limit=self.config.limit, log_samples=True,
+        results = simple_evaluate(model=lm, tasks=self.lm_eval_tasks(step), limit=self.config.limit, log_samples=True,
                                   gen_kwargs=f"max_gen_toks={self.config.max_gen_toks}",
                                   task_manager=TaskManager(metadata=metadata))
         results["config"]["model"] = "yapo_steered"

@@ -13,16 +13,16 @@ from yapo_bench.analysis.outputs import pyplot, save_figure, write_csv, write_te
 
 def discover_layer(model: Any, tokenizer: Any, model_name: str, countries: list[str], out: Path,
                    layers: list[int] | None = None, max_pairs: int | None = None, normalization: str = "chars",
-                   progress: bool = True) -> dict[str, Any]:
-    """Layer discovery by activation patching on culture-mini's localized/non-localized pairs of `countries`;
+                   progress: bool = True, culture_data: str = "culture-mini", data_dir: str | None = None) -> dict[str, Any]:
+    """Layer discovery by activation patching on the localized/non-localized pairs of `countries` in `culture_data`;
     writes layers.csv, layers.json and layers.png into `out` and returns the summary (with the suggested
     layer and whether there was any signal to suggest it from)."""
     from yapo_bench.analysis.patching import culture_patching_pairs, layer_patching
-    from yapo_bench.data.spec import culture_mini_items
+    from yapo_bench.data.culture_sources import culture_items
 
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"--max-pairs: {max_pairs}; expected a positive integer")
-    pairs = culture_patching_pairs(culture_mini_items(), countries)
+    pairs = culture_patching_pairs(culture_items(culture_data, data_dir), countries)
     if max_pairs is not None:
         by_country: dict[str, list] = {}
         for pair in pairs:  # sorted by country, then question_id: the first questions of each country
@@ -34,7 +34,7 @@ def discover_layer(model: Any, tokenizer: Any, model_name: str, countries: list[
     max_gain = float(result.gain().max())
     localized_gain = float((result.source_target - result.baseline_target).nanmean())
     summary = {
-        "model": model_name, "data": "culture-mini", "countries": sorted({p.country for p in pairs}),
+        "model": model_name, "data": culture_data, "countries": sorted({p.country for p in pairs}),
         "n_pairs": len(pairs), "suggested_layer": result.suggested_layer,
         # Patching can only carry over what the localized prompt adds; without that the argmax is noise.
         "signal": max_gain > 0 and localized_gain > 0,

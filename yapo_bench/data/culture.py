@@ -9,6 +9,7 @@ open-ended form with a reference answer. The two variants of a question share `q
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -26,8 +27,9 @@ CONTEXTS = {"english": ("usa", "uk", "australia"), "spanish": ("spain", "mexico"
 LANGUAGE_OF = {country: language for language, countries in CONTEXTS.items() for country in countries}
 WESTERN = "western"
 FIELDS = ("id", "question_id", "country", "language_group", "localization", "topic", "mcq_prompt", "options",
-          "gold_index", "option_country", "open_prompt", "reference_answer")
-OPTIONAL = ("open_prompt", "reference_answer")
+          "gold_index", "option_country", "open_prompt", "reference_answer", "model_answers")
+OPTIONAL = ("open_prompt", "reference_answer", "model_answers")
+ANSWER_FORMS = ("mcq", "open")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class CultureItem:
     option_country: tuple[str | None, ...]
     open_prompt: str | None = None
     reference_answer: str | None = None
+    # a model's own answers to the item ({model: {"mcq": ..., "open": ...}}), as the paper's dataset ships them for
+    # its rejected responses
+    model_answers: dict[str, dict[str, str]] | None = dataclasses.field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         problem = _problem(asdict(self))
@@ -61,6 +66,8 @@ class CultureItem:
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["options"], row["option_country"] = list(self.options), list(self.option_country)
+        if row["model_answers"] is None:
+            del row["model_answers"]
         return row
 
 
@@ -106,6 +113,11 @@ def _problem(row: dict[str, Any]) -> str | None:
     for field, value in (("open_prompt", open_prompt), ("reference_answer", reference)):
         if value is not None and not _nonempty(value):
             return f"{field}: expected {_EXPECTED[field]} or null, got {value!r}"
+    answers = row.get("model_answers")
+    if answers is not None and (not isinstance(answers, dict) or not all(
+            _nonempty(model) and isinstance(forms, dict) and forms and set(forms) <= set(ANSWER_FORMS)
+            and all(_nonempty(text) for text in forms.values()) for model, forms in answers.items())):
+        return f"model_answers: expected {_EXPECTED['model_answers']}, got {answers!r}"
     return None
 
 
@@ -123,6 +135,7 @@ _EXPECTED = {
                       "null for a distractor that answers for no country)",
     "open_prompt": "the open-ended question as a non-empty string",
     "reference_answer": "the reference answer as a non-empty string",
+    "model_answers": "null or {model: {\"mcq\": answer, \"open\": answer}} with non-empty answers",
 }
 
 

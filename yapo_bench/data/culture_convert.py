@@ -60,7 +60,8 @@ def split_mcq_prompt(prompt: str) -> tuple[str, list[str]]:
     return "\n".join(stem).strip(), options
 
 
-def _gold_from_answer(answer: str, options: list[str]) -> int | None:
+def option_index_of(answer: str, options: list[str]) -> int | None:
+    """The option an answer names: `\\boxed{k}`, a bare number or letter (from 1 / A), or the option's own text."""
     answer = str(answer).strip()
     boxed = _BOXED.search(answer)
     if boxed:
@@ -179,8 +180,10 @@ def convert_culturalbench(path: str | Path) -> list[CultureItem]:
 
 
 def convert_paper(source: str | Path, split: str = "train") -> list[CultureItem]:
-    """The paper's dataset from a local file/dir or, when the hub is reachable, its hub id. Without an id column the
-    two variants of a question are paired by content: same country, same option set, same gold option."""
+    """The paper's dataset from a local file/dir or, when the hub is reachable, its hub id; `split` one of its splits
+    or `all` (every split, rows numbered per split). Without an id column the two variants of a question are paired
+    by content: same country, same option set, same gold option. The `rejected_<model>_mcq` / `_open_ended` columns
+    (a model's own answers, the paper's rejected responses) become the items' `model_answers`."""
     rows = _paper_rows(source, split)
     items = []
     for number, row in rows:
@@ -207,9 +210,29 @@ def convert_paper(source: str | Path, split: str = "train") -> list[CultureItem]
             localization=localization, topic=str(row.get("topic") or "general"), mcq_prompt=stem or row["prompt-mcq"],
             options=tuple(options), gold_index=gold,
             option_country=tuple(country if i == gold else None for i in range(len(options))),
-            open_prompt=open_prompt, reference_answer=reference,
+            open_prompt=open_prompt, reference_answer=reference, model_answers=_model_answers(row),
         ))
     return items
+
+
+_REJECTED_COLUMN = re.compile(r"^rejected[_-](.+?)[_-](mcq|open[_-]ended)$")
+
+
+def _model_answers(row: dict[str, Any]) -> dict[str, dict[str, str]] | None:
+    """{model: {"mcq": answer, "open": answer}} from a row's rejected_<model>_{mcq,open_ended} columns."""
+    answers: dict[str, dict[str, str]] = {}
+    for column, value in row.items():
+        match = _REJECTED_COLUMN.match(str(column))
+        if match and isinstance(value, str) and value.strip():
+            form = "mcq" if match[2] == "mcq" else "open"
+            answers.setdefault(model_key(match[1]), {})[form] = value.strip()
+    return answers or None
+
+
+def model_key(name: str) -> str:
+    """How a model is named in the paper's columns and matched to a run's model: `google/gemma-2-2b-it` and
+    `gemma_2_2b_it` are both `gemma-2-2b-it`."""
+    return re.sub(r"[^a-z0-9.]+", "-", str(name).split("/")[-1].lower()).strip("-")
 
 
 def _paper_options(prompt: str, where: str) -> tuple[str, list[str]]:
@@ -234,7 +257,7 @@ def _paper_gold(answer: str, options: list[str], where: str) -> int:
     boxed = set(_BOXED.findall(answer))
     if len(boxed) > 1:
         raise ValueError(f"{where}: chosen-mcq: {answer!r} boxes {len(boxed)} different answers")
-    gold = _gold_from_answer(answer, options)
+    gold = option_index_of(answer, options)
     if gold is None or not 0 <= gold < len(options):
         raise ValueError(f"{where}: chosen-mcq: {answer!r} names none of the {len(options)} options")
     match = _BOXED.search(answer)
@@ -260,12 +283,17 @@ def _paper_rows(source: str | Path, split: str) -> list[tuple[int, dict[str, Any
 
     try:
         if path.is_file():
-            dataset = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path), split=split)
+            loaded = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
         else:
-            dataset = datasets.load_dataset(str(source), split=split)
+            loaded = datasets.load_dataset(str(source))
     except Exception as err:  # noqa: BLE001 - datasets raises many types (network, missing split, format)
-        raise ValueError(f"paper data: cannot load {source!r} split {split!r} ({type(err).__name__}: {err})") from None
-    return list(enumerate(dataset, 1))
+        raise ValueError(f"paper data: cannot load {source!r} ({type(err).__name__}: {err})") from None
+    if split == "all":
+        return [(f"{name}:{number}", row) for name in sorted(loaded) for number, row in enumerate(loaded[name], 1)]
+    if split not in loaded:
+        raise ValueError(f"paper data: {source!r} has no split {split!r}; expected one of {', '.join(sorted(loaded))} "
+                         "or all")
+    return list(enumerate(loaded[split], 1))
 
 
 CONVERTERS: dict[str, Callable[[str | Path], list[CultureItem]]] = {

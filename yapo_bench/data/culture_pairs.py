@@ -5,7 +5,8 @@ chosen = the country's option (MCQ form) or its reference answer (open form); re
            intra-language confusions), or plain distractors where options answer for no country
   western  the Western control option
   others   sibling + western
-  model    the model's own greedy answer to the prompt, as the paper did (needs a model)
+  model    the model's own answer, as the paper did: the item's `model_answers` for that model when the data has
+           them (the paper's dataset ships them), else its greedy answer, sampled (needs a sampler)
 Pairs whose chosen and rejected are equal are never made. A question's localized and non-localized
 variants always land in the same split.
 """
@@ -35,6 +36,7 @@ class CulturePairSpec:
     localization: str = "both"
     test_fraction: float = 0.25
     seed: int = 0
+    model: str | None = None  # whose answers `rejected: model` reads from the data (matched by culture_convert.model_key)
 
     def __post_init__(self) -> None:
         for field, allowed in (("split", SPLITS), ("form", FORMS), ("rejected", REJECTED),
@@ -64,6 +66,20 @@ def _rejected_options(item: CultureItem, kind: str) -> list[str]:
     return {"sibling": siblings, "western": western, "others": siblings + western}[kind]
 
 
+def _model_answer(item: CultureItem, spec: CulturePairSpec) -> str | None:
+    """The data's own answer of `spec.model` to `item` in `spec.form` (an MCQ answer naming an option by its
+    number, letter or \\boxed{k} becomes that option's text, the form chosen responses take), or None."""
+    from yapo_bench.data.culture_convert import model_key, option_index_of
+
+    if spec.model is None or not item.model_answers:
+        return None
+    answer = item.model_answers.get(model_key(spec.model), {}).get(spec.form)
+    if answer is None or spec.form == "open":
+        return answer
+    index = option_index_of(answer, list(item.options))
+    return item.options[index] if index is not None and 0 <= index < len(item.options) else answer
+
+
 def culture_pair_rows(items: Sequence[CultureItem], spec: CulturePairSpec,
                       sample: Callable[[str], str] | None = None) -> tuple[list[dict[str, str]], list[str]]:
     """Pair rows (prompt, chosen, rejected + the item they came from) for `spec.country` in the requested
@@ -72,8 +88,10 @@ def culture_pair_rows(items: Sequence[CultureItem], spec: CulturePairSpec,
     if not mine:
         countries = sorted({i.country for i in items})
         raise ValueError(f"country: {spec.country!r} has no items; expected one of {', '.join(countries)}")
-    if spec.rejected == "model" and sample is None:
-        raise ValueError("rejected: 'model' needs the model's own answers (a sampler); choose sibling, western or others")
+    answers = [_model_answer(item, spec) for item in mine] if spec.rejected == "model" else []
+    if spec.rejected == "model" and sample is None and not all(answers):
+        raise ValueError("rejected: 'model' needs the model's own answers: the data has none for model "
+                         f"{spec.model!r} and no sampler was given; choose sibling, western or others")
     train, test = split_question_ids([i.question_id for i in mine], spec.test_fraction, spec.seed)
     keep = {"train": train, "test": test, "all": train | test}[spec.split]
     rows, skipped = [], []
@@ -85,7 +103,10 @@ def culture_pair_rows(items: Sequence[CultureItem], spec: CulturePairSpec,
             continue
         prompt = item.open_prompt if spec.form == "open" else item.mcq_prompt
         chosen = item.reference_answer if spec.form == "open" else item.gold_option
-        rejected = [sample(prompt)] if spec.rejected == "model" else _rejected_options(item, spec.rejected)
+        if spec.rejected == "model":
+            rejected = [_model_answer(item, spec) or sample(prompt)]
+        else:
+            rejected = _rejected_options(item, spec.rejected)
         for text in rejected:
             if not text.strip() or text.strip() == chosen.strip():
                 skipped.append(f"{item.id}: rejected is empty or equals chosen")
@@ -102,7 +123,12 @@ def culture_pairs(items: Sequence[CultureItem], spec: CulturePairSpec,
                   sample: Callable[[str], str] | None = None, source: str = "culture") -> PairSet:
     """The pairs of `culture_pair_rows` as a PairSet that records the spec and what chosen stands for."""
     rows, skipped = culture_pair_rows(items, spec, sample)
-    pairs = [PreferencePair(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+    return pair_set(rows, spec, f"{source} [{spec.describe()}]", skipped)
+
+
+def pair_set(rows: Sequence[dict[str, str]], spec: CulturePairSpec, source: str,
+             skipped: Sequence[str] = ()) -> PairSet:
+    """Pair rows (as `culture_pair_rows` makes them) as a PairSet recording where they came from."""
     answer = "reference answer" if spec.form == "open" else "option"
-    return PairSet(pairs, source=f"{source} [{spec.describe()}]",
+    return PairSet([PreferencePair(r["prompt"], r["chosen"], r["rejected"]) for r in rows], source=source,
                    chosen=f"the {spec.country} {answer} (rejected: {spec.rejected})", skipped=skipped)

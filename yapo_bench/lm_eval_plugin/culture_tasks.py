@@ -17,42 +17,15 @@ with `train=yapo:culture-mini:<country>` is never scored on its training questio
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-from yapo_bench.data.culture import CONTEXTS, CultureItem, load_culture
+from yapo_bench.data.culture import CONTEXTS
 from yapo_bench.data.culture_pairs import CulturePairSpec, split_question_ids
+from yapo_bench.data.culture_sources import culture_items
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, mcq_docs, task_yaml, template_yaml
 
-CULTURE_DATA_ENV = "YAPO_BENCH_CULTURE_DATA"
-DEFAULT_CULTURE_DATA = "culture-mini"
 LOCALIZATIONS = ("localized", "nonlocalized", "both")
 TEMPLATE = "_culture_mcq_template.yaml"
-
-
-PUBLIC_SETS = {  # eval-only sets read from the data dir, converted on the fly
-    "localization-gap": ("culture/localization_gap/localization_gap_5choice.jsonl", "convert_localization_gap"),
-    "culturalbench": ("culture/culturalbench/culturalbench_easy.jsonl", "convert_culturalbench"),
-}
-
-
-def culture_items(culture_data: str | None = None, data_dir: str | None = None) -> list[CultureItem]:
-    """culture-mini, localization-gap / culturalbench (from the data dir), a culture-schema JSONL file, or
-    the paper's dataset by hub id / local dataset."""
-    from yapo_bench.data import culture_convert
-    from yapo_bench.data.spec import culture_mini_items
-    from yapo_bench.data.spec import data_dir as find_data_dir
-
-    source = culture_data or os.environ.get(CULTURE_DATA_ENV) or DEFAULT_CULTURE_DATA
-    if source == DEFAULT_CULTURE_DATA:
-        return culture_mini_items()
-    if source in PUBLIC_SETS:
-        relative, converter = PUBLIC_SETS[source]
-        return getattr(culture_convert, converter)(find_data_dir(data_dir) / relative)
-    if Path(source).is_file() and Path(source).suffix == ".jsonl":
-        return load_culture(source)
-    return culture_convert.convert_paper(source, split="train")
 
 
 def load_culture_mcq(country: str, localization: str = "both", scoring: str = "cloze", split: str = "test",
@@ -117,6 +90,43 @@ CULTURALBENCH_COUNTRIES = ("usa", "uk", "australia", "spain", "mexico", "brazil"
                            "morocco", "india", "nepal")
 
 
+# family -> (scoring, template): the task name is culture_<family>_<country>_<localization>
+FAMILIES = {"mcq": ("cloze", TEMPLATE), "letter": ("letter", TEMPLATE), "boxed": ("boxed", BOXED_TEMPLATE),
+            "open": ("open", OPEN_TEMPLATE)}
+
+
+def culture_task_config(family: str, country: str, localization: str, culture_data: str,
+                        data_dir: str | None = None) -> dict[str, Any]:
+    """The lm-eval task `culture_<family>_<country>_<localization>` on `culture_data` as an inline config (the same
+    template as the generated YAML), for any country the data defines, not only the 15 contexts the YAML covers.
+    The data is named in the task's dataset_kwargs, so lm-eval's results record which data each task read."""
+    scoring, template = FAMILIES[family]
+    config = _template(template)
+    config.update(task=f"culture_{family}_{country}_{localization}", dataset_kwargs={
+        "country": country, "localization": localization, "scoring": scoring, "culture_data": culture_data,
+        **({"data_dir": data_dir} if data_dir else {})})
+    return config
+
+
+def _template(name: str) -> dict[str, Any]:
+    """A generated template's YAML text as a config, its `!function` tags resolved (as lm-eval's loader does)."""
+    import importlib
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def function(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        module, _, attribute = loader.construct_scalar(node).rpartition(".")
+        return getattr(importlib.import_module(module), attribute)
+
+    Loader.add_constructor("!function", function)
+    text = template_yaml("yapo_bench.lm_eval_plugin.culture_tasks.load_culture_mcq") if name == TEMPLATE else \
+        _generation_templates()[name]
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - our own generated text, with one custom tag
+
+
 def task_yamls() -> dict[str, str]:
     """File name → YAML text of every culture MCQ task and group (tasks/culture/ is generated from this)."""
     files = {TEMPLATE: template_yaml("yapo_bench.lm_eval_plugin.culture_tasks.load_culture_mcq"),
@@ -126,9 +136,8 @@ def task_yamls() -> dict[str, str]:
         groups[f"culture_mcq-{language}"] = []
         for country in countries:
             for localization in LOCALIZATIONS:
-                for prefix, scoring, template in (("culture_mcq", "cloze", TEMPLATE), ("culture_letter", "letter", TEMPLATE),
-                                                  ("culture_boxed", "boxed", BOXED_TEMPLATE),
-                                                  ("culture_open", "open", OPEN_TEMPLATE)):
+                for family, (scoring, template) in FAMILIES.items():
+                    prefix = f"culture_{family}"
                     name = f"{prefix}_{country}_{localization}"
                     files[f"{name}.yaml"] = task_yaml(name, template, {"country": country, "localization": localization,
                                                                        "scoring": scoring})

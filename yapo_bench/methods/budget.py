@@ -12,8 +12,11 @@ class TrainingBudget:
     lr: float = 5e-4
     batch_size: int = 4
     seed: int = 0
+    warmup_steps: int = 20
 
     def __post_init__(self) -> None:
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"training.warmup_steps: {self.warmup_steps!r}; expected an integer >= 0")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -24,7 +24,7 @@ Spec = PreferenceSpec
 
 def spec(layer: int, budget: TrainingBudget) -> PreferenceSpec:
     return PreferenceSpec(layer=layer, steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size,
-                          seed=budget.seed)
+                          seed=budget.seed, warmup_steps=budget.warmup_steps)
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: PreferenceSpec, sae: nn.Module | None = None) -> SteeringVector:

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from yapo_bench.data.culture import LANGUAGE_OF
 from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
-from yapo_bench.report.runs import EvalRun, culture_task
+from yapo_bench.report.runs import EvalRun, culture_task, language_of
 from yapo_bench.report.scorecard import (
     Scorecard,
     ScorecardRow,
@@ -78,7 +77,7 @@ def _language_mean(per_country: dict[str, Any]) -> Any:
     """The paper's pooling (Table 3 'Overall'): the mean over languages of the mean over each one's countries."""
     by_language: dict[str, list[Any]] = {}
     for country, value in per_country.items():
-        by_language.setdefault(LANGUAGE_OF[country], []).append(value)
+        by_language.setdefault(language_of(country), []).append(value)
     return np.mean([np.mean(values, axis=0) for values in by_language.values()], axis=0)
 
 

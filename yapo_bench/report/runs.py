@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from yapo_bench.data.culture import LANGUAGE_OF
-from yapo_bench.lm_eval_plugin.culture_tasks import DEFAULT_CULTURE_DATA
+from yapo_bench.data.culture_sources import DEFAULT_CULTURE_DATA
 
 LOCALIZATIONS = ("localized", "nonlocalized", "both")
 _CULTURE_TASK = re.compile(r"^culture_(mcq|letter|boxed|open)_(.+)_(localized|nonlocalized|both)$")
@@ -48,7 +48,12 @@ class EvalRun:
 def culture_task(task: str) -> tuple[str, str, str] | None:
     """(family, country, localization) of a culture task name, else None."""
     match = _CULTURE_TASK.match(task)
-    return (match[1], match[2], match[3]) if match and match[2] in LANGUAGE_OF else None
+    return (match[1], match[2], match[3]) if match else None
+
+
+def language_of(country: str) -> str:
+    """The paper's language group of a context; `other` for a country of a user's own culture data."""
+    return LANGUAGE_OF.get(country, "other")
 
 
 def _parse_model_args(model_args: Any) -> dict[str, str]:

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yapo_bench.data.culture import LANGUAGE_OF
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
-from yapo_bench.report.runs import EvalRun, any_overlap, culture_task
+from yapo_bench.report.runs import EvalRun, any_overlap, culture_task, language_of
 from yapo_bench.report.selection import Selection, Split, select_multipliers, split_ids
 
 PRIMARY_METRIC = {"mcq": "acc", "letter": "acc", "boxed": "exact_match"}
@@ -92,7 +91,7 @@ def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None =
                 values = item_values(run, task, name)
                 cell = _cell(run.metrics[task][name], values, run.stderrs.get(task, {}).get(name), 100.0)
                 values = values * 100.0
-            key = (LANGUAGE_OF[country], country, localization)
+            key = (language_of(country), country, localization)
             items[(run.label, *key)] = values
             rows.append({"language": key[0], "country": country, "localization": localization, "family": family,
                          "metric": name, "method": run.method, "label": run.label, "multiplier": run.multiplier,
@@ -124,7 +123,7 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
             low = high = float("nan")
             if len(loc_items) >= 2 and len(non_items) >= 2:
                 low, high = bootstrap_ci_pair(loc_items.to_numpy(), non_items.to_numpy(), statistic=statistic)
-            rows.append({"language": LANGUAGE_OF[country], "country": country, "metric": name, "family": family,
+            rows.append({"language": language_of(country), "country": country, "metric": name, "family": family,
                          "method": run.method, "label": label, "value": value, "ci_low": low, "ci_high": high})
     per_country = pd.DataFrame(rows)
     if per_country.empty:

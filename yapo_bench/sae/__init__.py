@@ -192,3 +192,33 @@ def temporarily(target: Any, name: str, value: Any) -> Iterator[None]:
             del target[name]
         else:
             target[name] = old
+
+
+def describe_sae_source(source: str | None, model: str) -> tuple[str, int]:
+    """What an SAE source names, without loading it: (a line for plans, its number of latents or 0 if unknown).
+    A registry id is resolved to its hub repo and file through sae-lens' registry."""
+    import json
+    import math
+    import re
+
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    if source is None:
+        preset = PRESETS.get(model)
+        if preset is None or preset.shipped_sae is None:
+            return "none", 0
+        source = preset.shipped_sae
+    release, _, sae_id = source.partition("/")
+    entry = get_pretrained_saes_directory().get(release)
+    if entry is not None and sae_id in entry.saes_map:
+        width = re.search(r"width_(\d+)([km])", sae_id)
+        # Gemma Scope's widths are powers of two named in thousands: 16k = 16,384, 65k = 65,536, 1m = 1,048,576
+        latents = 2 ** round(math.log2(int(width[1]) * (1e3 if width[2] == "k" else 1e6))) if width else 0
+        l0 = (entry.expected_l0 or {}).get(sae_id)
+        return (f"{source} (sae-lens registry: repo {entry.repo_id}, file {entry.saes_map[sae_id]}"
+                + (f", {latents:,} latents" if latents else "") + (f", L0 {l0:g}" if l0 else "") + ")"), latents
+    try:
+        config = json.loads((sae_directory(source) / "cfg.json").read_text())
+    except (SAELoadError, OSError, json.JSONDecodeError):
+        return f"{source} (not found here)", 0
+    return f"{source} ({config.get('d_sae', '?'):,} latents, local)", int(config.get("d_sae") or 0)

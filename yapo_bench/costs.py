@@ -1,0 +1,247 @@
+"""What a run will cost, per device: the time and peak memory of each step, from the tokens it processes.
+
+A step's work is counted in FLOPs (2 × parameters per token forward, 3× that with the backward pass; the LM head
+where logits are computed; the SAE's encoder and decoder for sparse vectors) and, for generation, in weight reads
+per decoded token (decoding is memory-bound). Devices turn that into seconds:
+
+- `cpu`: this machine's kind (2 cores, fp32), measured here: 412 tok/s forward on SmolLM2-135M (8 × 128 tokens,
+  2 × 134.5M FLOPs a token, so 1.1e11 FLOP/s) and 11 generated tok/s unbatched (5.9 GB/s of weights read).
+- `h100`: assumed, not measured (no GPU was lent when this was written): 989 TFLOP/s dense bf16 at 40 % utilisation
+  and 3.35 TB/s at 70 %, 80 GB, generation in batches of 32.
+
+Data sizes come from the run's data where it can be read locally and from stated assumptions where it cannot (the
+paper's dataset: 45,000 items over 15 contexts, a quarter held out; MMLU: 14,042 test items, 5-shot prompts).
+An estimate, not a promise: it is within a factor of 2-3 on the default model (`yapo-bench run --dry-run` vs P6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    d_model: int
+    vocab: int
+    params: int  # total, embeddings included
+    embedding: int  # input embedding parameters (not run per token)
+    kv_dim: int  # width of K (or V) per layer: key-value heads × head dimension
+
+    def body_params(self, last_layer: int | None = None) -> float:
+        """Decoder parameters per token, of layers 0..last_layer (all by default)."""
+        body = self.params - self.embedding
+        return body if last_layer is None else body * (last_layer + 1) / self.layers
+
+    @property
+    def head_params(self) -> int:
+        return self.d_model * self.vocab
+
+
+# Shapes of the presets and the paper's models, from their configs (so a dry run loads nothing).
+KNOWN_SHAPES = {
+    "smollm2-135m": ModelShape(30, 576, 49_152, 134_515_008, 28_311_552, 192),
+    "gemma3-270m": ModelShape(18, 640, 262_144, 268_098_176, 167_772_160, 256),
+    "google/gemma-2-2b-it": ModelShape(26, 2304, 256_000, 2_614_341_888, 589_824_000, 1024),
+    "google/gemma-3-270m-it": ModelShape(18, 640, 262_144, 268_098_176, 167_772_160, 256),
+}
+
+
+def model_shape(source: str) -> ModelShape | None:
+    """A model's shape: known, else from its config (a local directory, or the HF cache, offline); None when
+    neither says."""
+    if source in KNOWN_SHAPES:
+        return KNOWN_SHAPES[source]
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_dim = getattr(text, "num_key_value_heads", heads) * head_dim
+    d, inner = text.hidden_size, text.intermediate_size
+    per_layer = 2 * d * heads * head_dim + 2 * d * kv_dim + 3 * d * inner
+    embedding = text.vocab_size * d
+    return ModelShape(text.num_hidden_layers, d, text.vocab_size, embedding + text.num_hidden_layers * per_layer,
+                      embedding, kv_dim)
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    flops: float  # effective FLOP/s on batched forward and backward passes
+    bandwidth: float  # effective bytes/s of weight reads when decoding
+    memory: float  # bytes
+    bytes_per_param: int
+    generation_batch: int
+    basis: str
+
+
+DEVICES = {
+    "cpu": Device("cpu (2 cores, fp32)", 1.1e11, 5.9e9, 24 * GIB, 4, 4, "measured on this machine's kind"),
+    "h100": Device("1x H100 80GB (bf16)", 0.40 * 989e12, 0.70 * 3.35e12, 80e9, 2, 32, "assumed"),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The data a step processes (tokens, items), as the cost model needs it."""
+
+    flops: float = 0.0
+    decoded_tokens: int = 0  # tokens generated one step at a time (memory-bound)
+    peak_extra: float = 0.0  # bytes beside the weights and the SAE (caches, logits, KV)
+    verdicts: int = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    peak_bytes: float
+
+
+def estimate(work: Workload, shape: ModelShape, device: Device, sae_latents: int, judge_seconds: float) -> Estimate:
+    weights = shape.params * device.bytes_per_param
+    sae = 2 * shape.d_model * sae_latents * 4 if sae_latents else 0
+    decode = work.decoded_tokens / device.generation_batch * weights / device.bandwidth
+    seconds = work.flops / device.flops + decode + work.verdicts * judge_seconds
+    return Estimate(seconds, weights + sae + work.peak_extra * device.bytes_per_param / 4)
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """Per culture context: train pairs and test items per localization; token lengths. `basis` says where they
+    came from."""
+
+    train_pairs: int
+    test_items: int  # per localization (a `both` task reads twice as many)
+    prompt_tokens: int
+    option_tokens: int
+    options: int
+    open_tokens: int
+    basis: str
+
+
+def culture_sizes(config: Any) -> DataSizes:
+    """From the run's culture data when it can be read locally, else the paper dataset's stated sizes."""
+    from yapo_bench.data.culture_sources import culture_items, is_local_culture_data
+
+    if is_local_culture_data(config.culture_data):
+        items = culture_items(config.culture_data, config.data_dir)
+        mine = [i for i in items if i.country in config.countries] or items
+        per_country = len(mine) / max(1, len({i.country for i in mine}))
+        options = sum(len(i.options) for i in mine) / len(mine)
+        prompt = sum(len(i.mcq_prompt) for i in mine) / len(mine) / 4  # ~4 characters a token
+        option = sum(len(o) for i in mine for o in i.options) / sum(len(i.options) for i in mine) / 4
+        pairs = per_country * 0.75 * (1 if config.rejected == "model" else max(1, options - 2))
+        return DataSizes(round(pairs), max(1, round(per_country * 0.25 / 2)), round(prompt) + 30, round(option) + 1,
+                         round(options), round(prompt) + 30, f"counted in {config.culture_data}")
+    pairs = 3000 * 0.75 * (1 if config.rejected == "model" else 3)
+    return DataSizes(round(pairs), 375, 150, 12, 5, 120,
+                     "assumed for the paper's dataset: 3,000 items a context, a quarter held out, 150-token prompts")
+
+
+MMLU_ITEMS, MMLU_PROMPT_TOKENS = 14_042, 600
+BEHAVIOUR_AB_ITEMS, BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_TOKENS = 200, 50, 150
+
+
+def step_workload(step: Any, config: Any, shape: ModelShape, sizes: DataSizes, layer: int, sae_latents: int) -> Workload:
+    """The work of one planned step (see `experiment.plan`)."""
+    limit = config.limit
+    forward = 2 * (shape.body_params() + shape.head_params)  # a scored token: logits at every position
+    if step.kind == "train":
+        from yapo_bench.methods import get_method
+
+        learned = get_method(step.method).LEARNED
+        pairs = BEHAVIOUR_AB_ITEMS * 4 if step.unit.startswith("behaviour") else sizes.train_pairs
+        tokens = sizes.prompt_tokens + sizes.option_tokens
+        sae = 2 * 2 * shape.d_model * sae_latents if get_method(step.method).SPARSE else 0
+        if not learned:  # each pair's prompt once, two responses, to layer L
+            flops = pairs * (tokens + sizes.option_tokens) * 2 * shape.body_params(layer) + pairs * 2 * tokens * sae
+            return Workload(flops=flops)
+        visited = min(2 * pairs, config.training.steps * config.training.batch_size * 2)
+        after = shape.body_params() - shape.body_params(layer)
+        per_step = config.training.batch_size * 2 * tokens * (3 * 2 * after + 3 * sae) \
+            + config.training.batch_size * 2 * sizes.option_tokens * 3 * 2 * shape.head_params
+        cache = visited * tokens * (2 * shape.body_params(layer) + forward)
+        return Workload(flops=config.training.steps * per_step + cache,
+                        peak_extra=visited * tokens * shape.d_model * 4)
+    if step.kind == "eval":
+        flops, decoded, logits = 0.0, 0, 0.0
+        for task in step.tasks:
+            if task.startswith("mmlu"):
+                items = min(limit or MMLU_ITEMS, MMLU_ITEMS)
+                flops += items * 4 * (MMLU_PROMPT_TOKENS + 1) * forward
+            elif task.startswith("bipo_"):
+                items = min(limit or BEHAVIOUR_AB_ITEMS, BEHAVIOUR_AB_ITEMS)
+                if task.endswith("_open"):
+                    decoded += min(limit or BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_OPEN_ITEMS) * config.max_gen_toks
+                else:
+                    flops += items * 2 * BEHAVIOUR_TOKENS * forward
+            else:
+                items = min(limit or 10**9, sizes.test_items * (2 if task.endswith("_both") else 1))
+                if "_open_" in task or "_boxed_" in task:
+                    flops += items * sizes.open_tokens * forward
+                    decoded += items * config.max_gen_toks
+                else:
+                    flops += items * sizes.options * (sizes.prompt_tokens + sizes.option_tokens) * forward
+            logits = max(logits, 8 * (MMLU_PROMPT_TOKENS if task.startswith("mmlu") else sizes.prompt_tokens)
+                         * shape.vocab * 4)
+        return Workload(flops=flops, decoded_tokens=decoded, peak_extra=logits)
+    if step.kind == "judge":
+        open_tasks = [t for t in step.tasks if "_open" in t]
+        items = sum(min(limit or 10**9, BEHAVIOUR_OPEN_ITEMS if t.startswith("bipo_") else
+                        sizes.test_items * (2 if t.endswith("_both") else 1)) for t in open_tasks)
+        return Workload(verdicts=items)
+    if step.kind == "layers":
+        pairs = min(sizes.test_items * 4, 48) * len(config.countries)
+        return Workload(flops=pairs * shape.layers * sizes.options * sizes.prompt_tokens * forward)
+    return Workload()
+
+
+def judge_seconds(config: Any) -> float:
+    """Seconds a verdict takes: measured 1.6 s on the local 135M judge; a served judge assumed at 0.2 s per request
+    per connection, over its `concurrency` connections."""
+    if config.judge is None:
+        return 0.0
+    return 1.6 if config.judge.local else 0.2 / max(1, config.judge.concurrency) * 4
+
+
+def plan_costs(config: Any, steps: list[Any], layer: int | None, sae_latents: int) -> tuple[dict[str, list[Estimate]],
+                                                                                           str]:
+    """{device: [Estimate per step]} and what the data sizes rest on; empty when the model's shape is unknown."""
+    shape = model_shape(config.model)
+    if shape is None:
+        return {}, f"no cost estimate: the shape of {config.model} is unknown here (not a preset, not cached)"
+    sizes = culture_sizes(config)
+    layer = layer if layer is not None else shape.layers // 2
+    verdict = judge_seconds(config)
+    costs = {name: [estimate(step_workload(step, config, shape, sizes, layer, sae_latents), shape, device,
+                             sae_latents, verdict) for step in steps] for name, device in DEVICES.items()}
+    return costs, sizes.basis
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} d"
+
+
+def peak(estimates: list[Estimate]) -> float:
+    return max((e.peak_bytes for e in estimates), default=0.0)
+
+
+def fits(device: str, estimates: list[Estimate]) -> bool:
+    return peak(estimates) <= DEVICES[device].memory
+
+
+def total_seconds(estimates: list[Estimate], done: list[bool]) -> float:
+    return math.fsum(e.seconds for e, finished in zip(estimates, done) if not finished)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
@@ -78,3 +80,47 @@ def tiny_texts(n: int = 12, seed: int = 0) -> list[str]:
     gen = torch.Generator().manual_seed(seed)
     return [" ".join(f"w{int(i)}" for i in torch.randint(0, 124, (int(length),), generator=gen))
             for length in torch.randint(10, 40, (n,), generator=gen)]
+
+
+class StubJudge:
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 that answers {"score": 7}, except for the next `fail`
+    requests, which get a 400 (a non-retryable error: the request fails at once). `url` for the judge settings;
+    `close()` stops it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        stub = self
+        self.fail, self.calls, self.lock = 0, 0, threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with stub.lock:
+                    stub.calls += 1
+                    failing = stub.fail > 0
+                    stub.fail -= failing
+                if failing:
+                    status, body = 400, {"error": {"message": "injected", "type": "invalid_request_error"}}
+                else:
+                    status, body = 200, {"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
+                                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                             "role": "assistant", "content": '{"score": 7}'}}]}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import transformers
-from conftest import tiny_llama, tiny_tokenizer
+from conftest import StubJudge, tiny_llama, tiny_tokenizer
 
 from yapo_bench.cli import main
 from yapo_bench.experiment import RunConfig, plan, run
@@ -110,51 +110,12 @@ def test_layer_auto_steers_at_the_discovered_layer(tmp_path: Path) -> None:
     assert SteeringVector.load(vector_dir).layer == found["suggested_layer"]
 
 
-class _StubJudge:
-    """A real OpenAI-compatible HTTP server on 127.0.0.1 that answers {"score": 7}, except for the next `fail`
-    requests, which get a 400 (a non-retryable error: the request fails at once)."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        stub = self
-        self.fail, self.calls, self.lock = 0, 0, threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with stub.lock:
-                    stub.calls += 1
-                    failing = stub.fail > 0
-                    stub.fail -= failing
-                if failing:
-                    status, body = 400, {"error": {"message": "injected", "type": "invalid_request_error"}}
-                else:
-                    status, body = 200, {"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
-                                         "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                             "role": "assistant", "content": '{"score": 7}'}}]}
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_a_judge_step_with_failed_requests_is_not_done_and_a_rerun_retries_exactly_those(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from yapo_bench.experiment import StepIncomplete
 
     monkeypatch.setenv("YAPO_BENCH_CACHE", str(tmp_path / "cache"))  # a fresh answer cache
-    stub = _StubJudge()
+    stub = StubJudge()
     config = _config(tmp_path, methods=["base"], families=["open"], limit=2, max_gen_toks=4,
                      judge={"url": stub.url, "model": "stub", "concurrency": 1})
     out = Path(config.out)

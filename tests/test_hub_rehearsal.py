@@ -258,3 +258,49 @@ if __name__ == "__main__":
     mode, payload = sys.argv[1], json.loads(sys.argv[2])
     result = _probe(payload) if mode == "probe" else _control()
     print(json.dumps(result, default=str))
+
+
+def test_the_papers_run_config_runs_end_to_end_offline_through_the_hub_loaders(hub_cache: dict, tmp_path: Path) -> None:
+    """`yapo-bench run configs/paper.yaml` with small overrides (two contexts, 2 steps, 2 items, a stub judge on
+    127.0.0.1), in a fresh process under HF_HUB_OFFLINE=1 with HF_HOME at the stand-ins: gemma-2-2b-it, the L0-68
+    Gemma Scope SAE and Deep-Culture-Lense come through from_pretrained, SAE.from_pretrained and load_dataset."""
+    import yaml
+    from conftest import StubJudge
+
+    from yapo_bench.data.spec import data_dir
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text())
+    judge = StubJudge()
+    try:
+        shared = data_dir()
+    except ValueError:  # a machine without the public data: the culture part alone
+        shared = None
+    config.update(out=str(tmp_path / "paper"), countries=["usa", "egypt"], limit=2, max_gen_toks=8,
+                  training={**config["training"], "steps": 2, "batch_size": 2, "warmup_steps": 1},
+                  judge={"url": judge.url, "model": "stub-judge", "concurrency": 2}, device="cpu", dtype="float32",
+                  behaviours=[],  # BiPO's data is not a hub path, and 65k-latent YaPO training on it is slow
+                  mmlu=["mmlu_local_anatomy"] if shared else [])  # one subject: the path, not the numbers
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(offline_env(Path(hub_cache["hf_home"])), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               YAPO_BENCH_CACHE=str(tmp_path / "cache"), HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY,
+               NO_PROXY="127.0.0.1,localhost", http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY,
+               no_proxy="127.0.0.1,localhost")
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "yapo-bench"), "run", str(tmp_path / "paper.yaml"),
+                               "--no-progress"], env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        judge.close()
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = tmp_path / "paper"
+    report = json.loads((out / "report.json").read_text())
+    assert "google/gemma-2-2b-it" in json.dumps(report["provenance"])
+    assert DATASET_ID in json.dumps(report["provenance"])
+    assert {row["label"] for row in report["tables"]["table1_mcq"]} == {"base", "caa", "sas", "bipo", "yapo"}
+    yapo = json.loads(next((out / "vectors").glob("yapo-*/vector.json")).read_text())
+    assert yapo["sae_id"] == SCOPE_SPEC and yapo["model_id"] == "google/gemma-2-2b-it" and yapo["layer"] == 15
+    pairs = [json.loads(line) for line in (out / "pairs" / "usa.jsonl").read_text().splitlines()]
+    assert pairs and all(p["rejected_kind"] == "model" for p in pairs)  # the dataset's own rejected answers
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["config"]["sae"] == SCOPE_SPEC and plan["config"]["culture_data"] == DATASET_ID
+    assert judge.calls > 0 and not (out / "steps").joinpath("judge-base.json").read_text().count('"failed": 1')

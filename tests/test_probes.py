@@ -132,6 +132,12 @@ def test_over_long_inputs_are_cut_by_one_rule_counted_and_recorded(model_dir: Pa
                  "--max-length", "101", "--out", str(tmp_path / "cut")]) == 0
     recorded = json.loads((tmp_path / "cut" / "vector.json").read_text())
     assert recorded["provenance"]["truncated_sequences"] == 16 and recorded["config"]["max_length"] == 101
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(medium.read_text() + long_prompt.read_text())  # 8 pairs that fit, 8 whose prompts do not
+    assert main(["train", "--method", "bipo", "--model", str(model_dir), "--layer", "1", "--data", str(mixed),
+                 "--steps", "1", "--out", str(tmp_path / "mixed")]) == 0
+    assert "8 of 16 pairs dropped: their prompts alone exceed max_length=128 tokens" in capsys.readouterr().out
+    assert json.loads((tmp_path / "mixed" / "vector.json").read_text())["provenance"]["dropped_pairs"] == 8
 
 
 # -- errors that name the file, row or field ----------------------------------------------------------------------

@@ -303,9 +303,10 @@ def continuation_layer_outputs(model: nn.Module, layer: int, prefixes: Sequence[
     rows = [c for group in continuations for c in group]
     ids, mask = _right_padded(rows, pad_id, device)
     window = sliding_window(model)
-    if window and prefix_ids.shape[1] + ids.shape[1] > window:
+    padded = bool((prefix_mask == 0).any())  # padding shifts cache positions, which the sliding window is counted in
+    if window and padded and prefix_ids.shape[1] + ids.shape[1] > window:
         raise ValueError(f"prefixes/continuations: padded to {prefix_ids.shape[1] + ids.shape[1]} tokens, beyond the "
-                         f"model's sliding window of {window}: run them in smaller batches")
+                         f"model's sliding window of {window}: run them one prefix at a time")
     cache = DynamicCache(config=model.config)
     keyword = {cache_keyword(model): cache}
     with record_layer_outputs(model, [layer], stop_after=True):

@@ -47,17 +47,52 @@ def length_limit(model: torch.nn.Module, requested: int) -> int:
     return min(requested, positions) if positions else requested
 
 
-def truncate(ids: torch.Tensor, limit: int, response_start: int | None = None,
-             what: str = "a sequence") -> tuple[torch.Tensor, bool]:
+def truncate(ids: torch.Tensor, limit: int) -> tuple[torch.Tensor, bool]:
     """The one rule for over-long inputs (training, mean-difference fitting, analyses): keep the first `limit`
-    tokens, and refuse a sequence whose response would lose every token. Returns the ids and whether they were
-    cut, for the caller to count and record."""
-    if len(ids) <= limit:
-        return ids, False
-    if response_start is not None and response_start >= limit:
-        raise ValueError(f"max_length: {limit} leaves no response token for {what} (its prompt has "
-                         f"{response_start} tokens); raise max_length or shorten the prompt")
-    return ids[:limit], True
+    tokens. Returns the ids and whether they were cut, for the caller to count and record."""
+    return (ids, False) if len(ids) <= limit else (ids[:limit], True)
+
+
+@dataclass
+class EncodedPairs:
+    """Pairs as token ids under the length rule: per kept pair, both sides' (ids, response start); how many
+    sequences were cut; the pairs dropped because a side would have lost its whole response (their prompts)."""
+
+    sides: list[tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]]
+    truncated: int
+    dropped: list[str]
+
+    def record(self) -> dict[str, object]:
+        """What a vector's provenance says of it."""
+        return {"truncated_sequences": self.truncated, "dropped_pairs": len(self.dropped)}
+
+
+def encode_pairs_within(tokenizer: object, pairs: Sequence[PreferencePair], limit: int,
+                        say: bool = True) -> EncodedPairs:
+    """Both sides of every pair (chat template applied), each cut to `limit` tokens; a pair whose response would be
+    cut away entirely is dropped (counted, recorded and, with `say`, printed); if every pair is, that is an error."""
+    sides, truncated, dropped = [], 0, []
+    for pair in pairs:
+        encoded = []
+        for response in (pair.chosen, pair.rejected):
+            ids, start = encode_with_response(tokenizer, pair.prompt, response)
+            ids, cut = truncate(ids, limit)
+            truncated += cut
+            encoded.append((ids, start))
+        if any(start >= limit for _, start in encoded):
+            dropped.append(pair.prompt)
+            continue
+        sides.append((encoded[0], encoded[1]))
+    if not sides:
+        longest = max(len(p) for p in dropped)
+        raise ValueError(f"max_length: {limit} leaves no response token for any of the {len(dropped)} pairs (prompts "
+                         f"up to {longest} characters); raise max_length or shorten the prompts")
+    if dropped and say:
+        print(f"{len(dropped)} of {len(pairs)} pairs dropped: their prompts alone exceed max_length={limit} tokens "
+              f"(e.g. {dropped[0][:60]!r})")
+    if truncated and say:
+        print(f"{truncated} of {2 * len(pairs)} sequences were longer than max_length={limit} and were truncated")
+    return EncodedPairs(sides, truncated, dropped)
 
 
 def render_prompt(tokenizer: object, prompt: str) -> str:

@@ -25,7 +25,7 @@ def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
 
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
-    values, truncated = mean_difference(model, pairs, spec)
+    values, within = mean_difference(model, pairs, spec)
     return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=spec.config(),
-                                provenance={**describe_pairs(pairs), "truncated_sequences": truncated,
+                                provenance={**describe_pairs(pairs), **within.record(),
                                             **model_placement(model.model)})

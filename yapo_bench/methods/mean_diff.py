@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from yapo_bench.internals import continuation_layer_outputs, sliding_window
 from yapo_bench.models import LoadedModel
-from yapo_bench.pairs import PreferencePair, encode_with_response, length_limit, truncate
+from yapo_bench.pairs import EncodedPairs, PreferencePair, encode_pairs_within, length_limit
 
 AGGREGATIONS = ("response_mean", "last")
 RUN_FIELDS = ("batch_size", "progress")  # how a fit runs, not what it computes
@@ -55,21 +55,15 @@ def mean_difference(
     pairs: Sequence[PreferencePair],
     spec: MeanDiffSpec,
     transform: Callable[[torch.Tensor], torch.Tensor] = lambda h: h,
-) -> tuple[torch.Tensor, int]:
-    """mean over pairs of [agg(transform(A_L(chosen))) − agg(transform(A_L(rejected)))], and how many sequences
-    were truncated."""
+) -> tuple[torch.Tensor, EncodedPairs]:
+    """mean over the pairs kept by the length rule of [agg(transform(A_L(chosen))) − agg(transform(A_L(rejected)))],
+    and what the rule did (`pairs.EncodedPairs`)."""
     if not pairs:
         raise ValueError("pairs: expected at least one preference pair")
     limit = length_limit(loaded.model, spec.max_length)
-    encoded, truncated = [], 0
-    for pair in pairs:
-        prompt, responses = None, []
-        for response in (pair.chosen, pair.rejected):
-            ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
-            ids, cut = truncate(ids, limit, start, f"prompt {pair.prompt[:60]!r}")
-            truncated += cut
-            prompt, responses = ids[:start], [*responses, ids[start:]]
-        encoded.append((prompt, responses))
+    within = encode_pairs_within(loaded.tokenizer, pairs, limit)
+    encoded = [(chosen[0][: chosen[1]], [chosen[0][chosen[1]:], rejected[0][rejected[1]:]])
+               for chosen, rejected in within.sides]
     # the prompts of a batch are right-padded: keep each batch within a sliding attention window
     window = sliding_window(loaded.model)
     batch_size = spec.batch_size if not window or 2 * limit <= window else 1
@@ -86,8 +80,8 @@ def mean_difference(
             else:
                 diff = summary[0][-1] - summary[1][-1]
             total = diff if total is None else total + diff
-    mean = total / len(pairs)
+    mean = total / len(encoded)
     if spec.top_k:
         keep = mean.abs().topk(min(spec.top_k, mean.numel())).indices
         mean = torch.zeros_like(mean).index_copy_(0, keep, mean[keep])
-    return mean, truncated
+    return mean, within

@@ -31,7 +31,7 @@ from yapo_bench.devices import model_placement
 from yapo_bench.distributed import DataParallel, data_parallel
 from yapo_bench.internals import get_layer, hidden_size, layer_output, replay_layer_output
 from yapo_bench.models import LoadedModel
-from yapo_bench.pairs import PreferencePair, describe_pairs, encode_with_response, length_limit, truncate
+from yapo_bench.pairs import EncodedPairs, PreferencePair, describe_pairs, encode_pairs_within, length_limit
 from yapo_bench.steering import SteeringVector, module_device, steer
 
 
@@ -49,19 +49,18 @@ class EncodedPair:
 
 
 def encode_pairs(loaded: LoadedModel, pairs: Sequence[PreferencePair], max_length: int) -> tuple[list[EncodedPair], int]:
-    """Token ids of every pair (chat template applied), cut by `truncate`'s rule to `max_length` (or the model's
-    positions, if fewer). Returns the pairs and how many sequences were truncated."""
-    encoded, truncated = [], 0
-    limit = length_limit(loaded.model, max_length)
-    for pair in pairs:
-        sides = []
-        for response in (pair.chosen, pair.rejected):
-            ids, start = encode_with_response(loaded.tokenizer, pair.prompt, response)
-            ids, cut = truncate(ids, limit, start, f"prompt {pair.prompt[:60]!r}")
-            truncated += cut
-            sides.append(EncodedSequence(len(encoded) * 2 + len(sides), ids, start))
-        encoded.append(EncodedPair(*sides))
-    return encoded, truncated
+    """Token ids of every pair (chat template applied) under the length rule (`pairs.encode_pairs_within`, at most
+    the model's positions). Returns the pairs and how many sequences were truncated."""
+    encoded, within = _encode(loaded, pairs, max_length)
+    return encoded, within.truncated
+
+
+def _encode(loaded: LoadedModel, pairs: Sequence[PreferencePair], max_length: int,
+            say: bool = True) -> tuple[list[EncodedPair], EncodedPairs]:
+    within = encode_pairs_within(loaded.tokenizer, pairs, length_limit(loaded.model, max_length), say)
+    encoded = [EncodedPair(EncodedSequence(2 * i, *chosen), EncodedSequence(2 * i + 1, *rejected))
+               for i, (chosen, rejected) in enumerate(within.sides)]
+    return encoded, within
 
 
 def _pad(sequences: Sequence[EncodedSequence], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,7 +401,7 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     ranks, so every rank takes the single-process step on the whole batch and ends with the same v; rank 0
     alone reads and writes the run directory and evaluates the held-out pairs."""
     group = data_parallel()
-    encoded, truncated = encode_pairs(loaded, pairs, spec.max_length)
+    encoded, within = _encode(loaded, pairs, spec.max_length, say=group.is_main)
     train_rows, heldout_rows = split_heldout(len(encoded), spec.heldout_fraction, spec.seed)
     if not train_rows:
         raise ValueError("pairs: expected at least one training pair")
@@ -411,9 +410,6 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     run = _RunFiles(spec.run_dir, writer=group.is_main)
     state = group.on_main(lambda: run.start(spec.resume, spec.config()))
     progress = spec.progress and group.is_main
-    if truncated and group.is_main:
-        print(f"{truncated} of {2 * len(encoded)} sequences were longer than max_length={spec.max_length} "
-              "and were truncated")
 
     device = module_device(loaded.model)
     scorer = PreferenceBatchScorer(loaded, spec.layer, sae, spec.positions, spec.naive,
@@ -496,7 +492,7 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         values=values.detach().cpu().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
         sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
         provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
-                    "truncated_sequences": truncated, "steps_run": steps_done,
+                    **within.record(), "steps_run": steps_done,
                     "divergence_rule": spec.divergence_rule(), **model_placement(loaded.model),
                     "final_loss": loss_value if math.isfinite(loss_value) else None},
     )

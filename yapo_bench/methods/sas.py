@@ -27,7 +27,7 @@ def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     check_sae_fits(sae, model.model, needed_by="SAS")
-    values, truncated = mean_difference(model, pairs, spec, transform=sae.encode)
+    values, within = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config=spec.config(), provenance={**describe_pairs(pairs), "truncated_sequences": truncated,
+                                 config=spec.config(), provenance={**describe_pairs(pairs), **within.record(),
                                              **model_placement(model.model)})

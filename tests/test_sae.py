@@ -16,7 +16,7 @@ from yapo_bench.sae.training import SAETrainSpec, save_sae, train_sae
 from yapo_bench.steering import SteeringVector, phi_full, sparse_delta
 
 
-def test_load_from_local_directory_and_errors(tmp_path) -> None:
+def test_load_from_local_directory_and_errors(tmp_path, monkeypatch) -> None:
     sae = random_sae()
     sae.save_model(tmp_path / "sae")
     loaded = load_sae(str(tmp_path / "sae"))
@@ -27,6 +27,12 @@ def test_load_from_local_directory_and_errors(tmp_path) -> None:
         load_sae(str(tmp_path / "empty"))
     with pytest.raises(SAELoadError, match="not a shipped SAE"):
         load_sae("no-such-release/layer_0")
+    from dataclasses import replace
+
+    from yapo_bench.models import PRESETS
+
+    # a preset with neither a registry SAE nor a shipped one (every preset has one today)
+    monkeypatch.setitem(PRESETS, "gemma3-270m", replace(PRESETS["gemma3-270m"], shipped_sae=None, hub_sae=None))
     with pytest.raises(SAELoadError, match="ships no SAE yet"):
         load_sae("gemma3-270m")
 
@@ -62,6 +68,46 @@ def test_train_saves_a_jumprelu_sae_that_steers_exactly(tmp_path) -> None:
     hidden = acts[:32]
     torch.testing.assert_close(hidden + sparse_delta(hidden, vector.values, 1.0, sae),
                                phi_full(hidden, vector.values, 1.0, sae), rtol=1e-5, atol=1e-4)
+
+
+def test_whitened_training_folds_into_weights_and_sees_past_a_dominant_dimension(tmp_path) -> None:
+    """Gemma-3's residual stream has one dimension holding ~90% of the variance. sae-lens' covariance whitening
+    (folded into the weights after training) keeps the other dimensions in view, and the saved SAE reads raw
+    activations."""
+    torch.manual_seed(0)
+    codes = torch.rand(8192, 64) * (torch.rand(8192, 64) < 4 / 64)  # sparse ground truth, 4 features a token
+    acts = codes @ torch.randn(64, HIDDEN)
+    acts[:, 0] = acts[:, 0] * 300 + 5000  # a huge, offset dimension
+    rest = slice(1, None)
+
+    def rest_error(normalize: str) -> tuple[float, torch.nn.Module]:
+        spec = SAETrainSpec(model="tiny", layer=1, d_sae=64, k=8, batch_size=256, epochs=12, tokens=8192, lr=3e-3,
+                            normalize=normalize)
+        trained = train_sae(acts, spec, progress=False)
+        sae = load_sae(str(save_sae(trained, tmp_path / normalize, {}, dtype="float32")))
+        with torch.no_grad():
+            recon = sae.decode(sae.encode(acts[:1024]))
+        error = (recon - acts[:1024])[:, rest].pow(2).sum() / (acts[:1024, rest] - acts[:, rest].mean(0)).pow(2).sum()
+        return float(error), sae
+
+    whitened, sae = rest_error("covariance_whitening")
+    assert sae.cfg.normalize_activations == "none"  # the whitening lives in the weights
+    # With one global scale the decoder's small errors in the other dimensions, scaled back up, swamp them: worse
+    # than predicting their mean, as Gemma-3-270M's first SAE was (CE loss worse than mean ablation).
+    assert whitened < 0.3 and rest_error("expected_average_only_in")[0] > 1.0
+    with pytest.raises(ValueError, match="normalize: 'zscore'; expected one of"):
+        SAETrainSpec(model="tiny", layer=1, normalize="zscore")
+
+
+def test_activation_cache_is_float16_unless_a_row_training_uses_overflows() -> None:
+    from yapo_bench.sae.training import _cacheable
+
+    acts = torch.randn(100, HIDDEN)
+    acts[3, 0] = 1e5  # an attention sink: its norm is far above 10x the median, so training drops it
+    cached = _cacheable(acts, massive_norm_factor=10.0)
+    assert cached.dtype == torch.float16 and torch.isinf(cached[3, 0]) and torch.isfinite(cached[4:]).all()
+    kept = _cacheable(acts, massive_norm_factor=1e6)  # now training would use that row: its value must survive
+    assert kept.dtype == torch.float32 and kept[3, 0] == 1e5
 
 
 def test_evaluate_reports_consistent_figures() -> None:

@@ -37,7 +37,7 @@ def _cmd_sae_train(args: argparse.Namespace) -> None:
     spec = SAETrainSpec(
         model=args.model, layer=args.layer, corpus=args.corpus, tokens=args.tokens, d_sae=args.d_sae, k=args.k,
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seq_len=args.seq_len, seed=args.seed,
-        save_dtype=args.save_dtype,
+        save_dtype=args.save_dtype, normalize=args.normalize,
     )
     command = "yapo-bench " + shlex.join(sys.argv[1:])
     _, evaluation = build_sae(spec, args.out, command=command)
@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     train.add_argument("--save-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
                        help="dtype of the saved weights (default: %(default)s)")
+    train.add_argument("--normalize", default="expected_average_only_in",
+                       help="sae-lens input normalisation, folded into the saved weights: expected_average_only_in "
+                       "or covariance_whitening, for residual streams dominated by a few huge dimensions such as "
+                       "Gemma-3's (default: %(default)s)")
     train.add_argument("--out", type=Path, required=True, help="output directory (sae-lens format + card.json)")
     train.set_defaults(func=_cmd_sae_train)
 

@@ -25,6 +25,8 @@ from yapo_bench.sae import load_sae, temporarily
 from yapo_bench.sae.activations import collect_activations, massive_norm_mask
 from yapo_bench.sae.evaluation import SAEEval, evaluate_sae
 
+NORMALIZATIONS = ("expected_average_only_in", "covariance_whitening")
+
 
 @dataclass
 class SAETrainSpec:
@@ -44,6 +46,10 @@ class SAETrainSpec:
     massive_norm_factor: float = 10.0
     seed: int = 0
     save_dtype: str = "bfloat16"
+    # sae-lens' input normalisation. covariance_whitening (folded into the weights after training) is for models
+    # whose residual stream is dominated by a few huge dimensions (Gemma-3: one dimension holds ~90% of the
+    # variance), where a single global scale leaves the reconstruction loss blind to everything else.
+    normalize: str = "expected_average_only_in"
 
     def __post_init__(self) -> None:
         positive = {"tokens": self.tokens, "d_sae": self.d_sae, "k": self.k, "lr": self.lr,
@@ -53,6 +59,8 @@ class SAETrainSpec:
                 raise ValueError(f"{name}: must be positive, got {value!r}")
         if self.save_dtype not in {"float32", "bfloat16", "float16"}:
             raise ValueError(f"save_dtype: {self.save_dtype!r}; expected float32, bfloat16 or float16")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize: {self.normalize!r}; expected one of {', '.join(NORMALIZATIONS)}")
 
 
 def _batches(acts: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -75,13 +83,14 @@ def train_sae(acts: torch.Tensor, spec: SAETrainSpec, progress: bool = True) -> 
 
     torch.manual_seed(spec.seed)
     sae_cfg = BatchTopKTrainingSAEConfig(
-        d_in=acts.shape[1], d_sae=spec.d_sae, k=spec.k, normalize_activations="expected_average_only_in"
+        d_in=acts.shape[1], d_sae=spec.d_sae, k=spec.k, normalize_activations=spec.normalize
     )
     sae_cfg.metadata.model_name = spec.model
     sae_cfg.metadata.hook_name = f"model.layers.{spec.layer}"
     sae = BatchTopKTrainingSAE(sae_cfg)
-    with torch.no_grad():  # start b_dec at the data median-ish mean, as sae-lens' runner does
-        sae.b_dec.copy_(acts[: min(len(acts), 100_000)].mean(0))
+    if spec.normalize != "covariance_whitening":  # whitened inputs have zero mean already
+        with torch.no_grad():  # start b_dec at the data mean, as sae-lens' runner does
+            sae.b_dec.copy_(acts[: min(len(acts), 100_000)].mean(0))
     total = (acts.shape[0] // spec.batch_size) * spec.batch_size * spec.epochs
     steps = total // spec.batch_size
     trainer_cfg = SAETrainerConfig(
@@ -117,6 +126,22 @@ def save_sae(sae: nn.Module, out: Path, card: dict, dtype: str = "float32") -> P
     return out
 
 
+def _overflow_is_dropped(cached: torch.Tensor, massive_norm_factor: float) -> bool:
+    """Rows that overflow float16 may be cached as inf only if training drops them as massive-norm tokens (Gemma's
+    attention sinks reach 1e5). An overflowing row's real norm exceeds float16's largest value, so it is surely
+    massive when `massive_norm_factor` × the median norm is below that; otherwise its real values are needed."""
+    if torch.isfinite(cached).all():
+        return True
+    threshold = massive_norm_factor * cached.float().norm(dim=-1).median()
+    return bool(threshold < torch.finfo(torch.float16).max)
+
+
+def _cacheable(acts: torch.Tensor, massive_norm_factor: float) -> torch.Tensor:
+    """float16 halves the cache; float32 when a row that training may use would overflow it."""
+    half = acts.half()
+    return half if _overflow_is_dropped(half, massive_norm_factor) else acts.float()
+
+
 def _activation_cache_path(spec: SAETrainSpec) -> Path:
     from yapo_bench.models import cache_dir
 
@@ -139,13 +164,17 @@ def build_sae(spec: SAETrainSpec, out: Path, command: str = "", progress: bool =
     texts = [texts[i] for i in torch.randperm(len(texts), generator=torch.Generator().manual_seed(spec.seed))]
     cache = _activation_cache_path(spec)
     started = time.time()
-    if cache.exists():
-        acts = load_file(cache)["acts"].float()
-    else:
-        acts = collect_activations(model, tokenizer, texts, spec.layer, spec.tokens, spec.seq_len, progress=progress)
-        acts = acts.half().float()  # train on exactly what the cache holds, so a rerun is identical
+    acts = load_file(cache)["acts"] if cache.exists() else None
+    if acts is not None and not _overflow_is_dropped(acts, spec.massive_norm_factor):
+        print(f"note: activation cache {cache} holds float16 overflows in tokens that massive_norm_factor "
+              f"{spec.massive_norm_factor} keeps for training; collecting again in float32")
+        acts = None
+    if acts is None:
+        acts = _cacheable(collect_activations(model, tokenizer, texts, spec.layer, spec.tokens, spec.seq_len,
+                                              progress=progress), spec.massive_norm_factor)
         with atomic_file(cache) as tmp:
-            save_file({"acts": acts.half()}, tmp)
+            save_file({"acts": acts}, tmp)
+    acts = acts.float()  # train on exactly what the cache holds, so a rerun is identical
     collect_seconds = time.time() - started
     massive = massive_norm_mask(acts, spec.massive_norm_factor)
     train_acts = acts[~massive]

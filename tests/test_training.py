@@ -232,3 +232,14 @@ def test_lazy_caching_computes_only_what_the_steps_visit_and_equals_eager_cachin
     monkeypatch.setattr(preference.PreferenceBatchScorer, "_ensure_cached", eager)
     assert torch.equal(preference.train_preference_vector(loaded, many, spec, sae=None, method="bipo").values,
                        lazy.values)
+
+
+def test_the_cache_holds_each_sequences_own_layer_output_and_reference_from_one_forward_pass() -> None:
+    loaded = _loaded()
+    pairs = preference.encode_pairs(loaded, PAIRS, 64)[0][:3]
+    sequences = [s for pair in pairs for s in (pair.chosen, pair.rejected)]
+    scorer = preference.PreferenceBatchScorer(loaded, 1, None, "all", naive=False)
+    scorer._ensure_cached(sequences)
+    for seq in sequences:  # what a forward pass stopped at the layer, and a full one, give for it alone
+        assert torch.equal(scorer._layer_cache[seq.key], scorer._alone(seq))
+        assert torch.equal(scorer._reference_cache[seq.key], scorer._logprob_sums([seq], None, 1)[0])

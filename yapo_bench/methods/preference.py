@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from yapo_bench.atomic import atomic_file
 from yapo_bench.devices import model_placement
 from yapo_bench.distributed import DataParallel, data_parallel
-from yapo_bench.internals import get_layer, hidden_size, layer_output, replay_layer_output
+from yapo_bench.internals import get_layer, hidden_size, layer_output, record_layer_outputs, replay_layer_output
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import EncodedPairs, PreferencePair, describe_pairs, encode_pairs_within, length_limit
 from yapo_bench.steering import SteeringVector, module_device, steer
@@ -110,8 +110,10 @@ class PreferenceBatchScorer:
         """Fill both caches for those of `sequences` not in them yet."""
         for seq in sorted({s.key: s for s in sequences if s.key not in self._reference_cache}.values(),
                           key=lambda s: s.key):
-            self._layer_cache[seq.key] = self._alone(seq).to(self.cache_device)
-            self._reference_cache[seq.key] = self._logprob_sums([seq], None, 1)[0]
+            # one forward pass gives both: A_L on the way up, the unsteered log-probs at the top
+            with record_layer_outputs(self.decoder, [self.layer]) as recorded:
+                self._reference_cache[seq.key] = self._logprob_sums([seq], None, 1)[0]
+            self._layer_cache[seq.key] = recorded[self.layer][0].to(self.cache_device)
 
     @torch.no_grad()
     def residual_norm(self, sequences: Sequence[EncodedSequence]) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,9 @@ def test_mmlu_kl_to_base_is_the_mean_per_item_kl_of_the_option_distributions() -
     p, q = [0.5, 0.5], [0.75, 0.25]
     expected = sum(a * math.log(a / b) for a, b in zip(p, q)) / 2  # item 0 differs, item 1 is identical
     assert kl == pytest.approx(1000 * expected)
+    # rendered with labels of different lengths, one column level (the demo's report crashed sorting them)
+    from yapo_bench.report.render import _pivot
+
+    longer = mmlu_table([run("base", base), replace(run("yapo", steered), label="yapo@1"),
+                         replace(run("yapo", steered), label="yapo@10")])
+    assert list(_pivot(longer, ["group", "metric"], [], 1, False).columns) == ["base", "yapo@1", "yapo@10"]

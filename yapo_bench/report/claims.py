@@ -375,10 +375,23 @@ def _claim_d(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec)
         rows.append(ScorecardRow(
             claim="d", family="scorecard", kind="equivalence", method=method, reference="base", measure="mmlu",
             measure_label=f"MMLU accuracy (%), {group}", scope=group, direction=0, basis=basis,
-            paper=paper.paper_mmlu_figure(method),
+            paper=paper.paper_mmlu_figure(method), detail=_at_chance(group, [base[i] for i in items]),
             **equivalence_evidence(np.array([ours[i] for i in items]), np.array([base[i] for i in items]), margin,
                                    spec.seed)))
     return rows
+
+
+def _at_chance(group: str, base_scores: list[float]) -> str:
+    """A caveat when the base model's MMLU accuracy is indistinguishable from guessing one of 4 options: keeping
+    knowledge is then easy to show, there being little to lose."""
+    from scipy.stats import binomtest
+
+    correct = sum(score > 0 for score in base_scores)
+    if binomtest(correct, len(base_scores), 0.25).pvalue <= 0.05:
+        return ""
+    return (f"the base model is at chance on {group} ({100 * correct / len(base_scores):.1f} % of "
+            f"{len(base_scores)}, chance 25 %): equivalence here shows steering did not move its answers, not that "
+            "it keeps knowledge the model has")
 
 
 def _behaviour(task: str, suffix: str) -> str | None:

@@ -90,7 +90,11 @@ def _pivot(frame: pd.DataFrame, index: list[str], columns: list[str], digits: in
                                       text=published["paper_value"].map(lambda v: _fmt(v, digits)))
         table = table.join(published.pivot_table(index=index, columns=[*columns, "label"], values="text",
                                                  aggfunc="first"), how="left")
-    ordered = sorted(table.columns, key=lambda c: (*c[:-1], c[-1].startswith("paper:"), method_rank(c[-1].split(":")[-1])))
+    def order(column: str | tuple) -> tuple:
+        *rest, label = column if isinstance(column, tuple) else (column,)  # one level (labels only) comes as str
+        return (*rest, label.startswith("paper:"), method_rank(label.split(":")[-1]))
+
+    ordered = sorted(table.columns, key=order)
     table = table[ordered].fillna("")
     table.columns = [column if isinstance(column, str) else " ".join(map(str, column)) for column in table.columns]
     table = table.reset_index()

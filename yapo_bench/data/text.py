@@ -3,6 +3,7 @@ names neither file nor row)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -32,3 +33,19 @@ def read_text(path: str | Path) -> str:
         more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
         raise ValueError(f"{path} row {number}: {problem}{more}")
     return "\n".join(text for _, text in rows)
+
+
+def json_rows(path: Path) -> list[tuple[int, dict]]:
+    """Rows of a JSON list or a JSONL file, numbered from 1."""
+    text = read_text(path)
+    try:
+        if text.lstrip().startswith("["):
+            rows = list(enumerate(json.loads(text), 1))
+        else:
+            rows = [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON/JSONL ({err})") from None
+    for row_number, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} row {row_number}: expected a JSON object, got {type(row).__name__}")
+    return rows

@@ -10,7 +10,8 @@ per decoded token (decoding is memory-bound). Devices turn that into seconds:
   and 3.35 TB/s at 70 %, 80 GB, generation in batches of 32.
 
 Data sizes come from the run's data where it can be read locally and from stated assumptions where it cannot (the
-paper's dataset: 45,000 items over 15 contexts, a quarter held out; MMLU: 14,042 test items, 5-shot prompts).
+paper's dataset: 45,000 items over 15 contexts, a quarter held out; MMLU: 14,042 test items, 0-shot prompts of ~200
+tokens).
 An estimate, not a promise: it is within a factor of 2-3 on the default model (`yapo-bench run --dry-run` vs P6).
 """
 
@@ -82,11 +83,14 @@ class Device:
     bytes_per_param: int
     generation_batch: int
     basis: str
+    # the least a model call takes however small the model: kernel launches of an eager forward on a GPU (the CPU
+    # figure is already inside its measured FLOP/s)
+    call_seconds: float = 0.0
 
 
 DEVICES = {
     "cpu": Device("cpu (2 cores, fp32)", 1.1e11, 5.9e9, 24 * GIB, 4, 4, "measured on this machine's kind"),
-    "h100": Device("1x H100 80GB (bf16)", 0.40 * 989e12, 0.70 * 3.35e12, 80e9, 2, 32, "assumed"),
+    "h100": Device("1x H100 80GB (bf16)", 0.40 * 989e12, 0.70 * 3.35e12, 80e9, 2, 32, "assumed", call_seconds=0.02),
 }
 
 
@@ -98,6 +102,7 @@ class Workload:
     decoded_tokens: int = 0  # tokens generated one step at a time (memory-bound)
     peak_extra: float = 0.0  # bytes beside the weights and the SAE (caches, logits, KV)
     verdicts: int = 0
+    calls: float = 0.0  # forward or backward passes of the model (each at least `Device.call_seconds`)
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ def estimate(work: Workload, shape: ModelShape, device: Device, sae_latents: int
     weights = shape.params * device.bytes_per_param
     sae = 2 * shape.d_model * sae_latents * 4 if sae_latents else 0
     decode = work.decoded_tokens / device.generation_batch * weights / device.bandwidth
-    seconds = work.flops / device.flops + decode + work.verdicts * judge_seconds
+    calls = work.calls + work.decoded_tokens / device.generation_batch  # a decoding step is a call too
+    seconds = max(work.flops / device.flops + decode, calls * device.call_seconds) + work.verdicts * judge_seconds
     return Estimate(seconds, weights + sae + work.peak_extra * device.bytes_per_param / 4)
 
 
@@ -147,7 +153,7 @@ def culture_sizes(config: Any) -> DataSizes:
                      "assumed for the paper's dataset: 3,000 items a context, a quarter held out, 150-token prompts")
 
 
-MMLU_ITEMS, MMLU_PROMPT_TOKENS = 14_042, 600
+MMLU_ITEMS, MMLU_PROMPT_TOKENS = 14_042, 200  # 0-shot, as runs evaluate it
 BEHAVIOUR_AB_ITEMS, BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_TOKENS = 200, 50, 150
 
 
@@ -164,26 +170,38 @@ def step_workload(step: Any, config: Any, shape: ModelShape, sizes: DataSizes, l
         sae = 2 * 2 * shape.d_model * sae_latents if get_method(step.method).SPARSE else 0
         if not learned:  # each pair's prompt once, two responses, to layer L
             flops = pairs * (tokens + sizes.option_tokens) * 2 * shape.body_params(layer) + pairs * 2 * tokens * sae
-            return Workload(flops=flops)
+            return Workload(flops=flops, calls=pairs / 8 * 2)
         visited = min(2 * pairs, config.training.steps * config.training.batch_size * 2)
         after = shape.body_params() - shape.body_params(layer)
         per_step = config.training.batch_size * 2 * tokens * (3 * 2 * after + 3 * sae) \
             + config.training.batch_size * 2 * sizes.option_tokens * 3 * 2 * shape.head_params
         cache = visited * tokens * (2 * shape.body_params(layer) + forward)
         return Workload(flops=config.training.steps * per_step + cache,
-                        peak_extra=visited * tokens * shape.d_model * 4)
+                        peak_extra=visited * tokens * shape.d_model * 4,
+                        # forward and backward a step; a forward per cached sequence
+                        calls=config.training.steps * 3 + visited)
     if step.kind == "eval":
-        flops, decoded, logits = 0.0, 0, 0.0
+        flops, decoded, logits, calls = 0.0, 0, 0.0, 0.0
         for task in step.tasks:
             if task.startswith("mmlu"):
-                items = min(limit or MMLU_ITEMS, MMLU_ITEMS)
-                flops += items * 4 * (MMLU_PROMPT_TOKENS + 1) * forward
+                from yapo_bench.lm_eval_plugin.mmlu_tasks import FAMILIES, SUBJECTS
+
+                family = next((f for f in FAMILIES if task == f or task.startswith(f + "_")), task)
+                subjects = len(SUBJECTS) if task == family else 1  # a family name is its 57-subject group
+                per_subject = MMLU_ITEMS // len(SUBJECTS)
+                questions = min(getattr(config, "mmlu_limit", None) or limit or per_subject, per_subject)
+                items = subjects * questions * (4 if family == "mmlu_rotated" else 1)
+                # a letter is one token, and lm-eval scores all of a prompt's one-token continuations in one pass
+                passes = 4 if family == "mmlu_cloze" else 1
+                flops += items * passes * (MMLU_PROMPT_TOKENS + 1) * forward
+                calls += items * passes
             elif task.startswith("bipo_"):
                 items = min(limit or BEHAVIOUR_AB_ITEMS, BEHAVIOUR_AB_ITEMS)
                 if task.endswith("_open"):
                     decoded += min(limit or BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_OPEN_ITEMS) * config.max_gen_toks
                 else:
                     flops += items * 2 * BEHAVIOUR_TOKENS * forward
+                    calls += items
             else:
                 items = min(limit or 10**9, sizes.test_items * (2 if task.endswith("_both") else 1))
                 if "_open_" in task or "_boxed_" in task:
@@ -191,9 +209,10 @@ def step_workload(step: Any, config: Any, shape: ModelShape, sizes: DataSizes, l
                     decoded += items * config.max_gen_toks
                 else:
                     flops += items * sizes.options * (sizes.prompt_tokens + sizes.option_tokens) * forward
+                    calls += items * sizes.options / 4  # lm-eval batches of 4 requests
             logits = max(logits, 8 * (MMLU_PROMPT_TOKENS if task.startswith("mmlu") else sizes.prompt_tokens)
                          * shape.vocab * 4)
-        return Workload(flops=flops, decoded_tokens=decoded, peak_extra=logits)
+        return Workload(flops=flops, decoded_tokens=decoded, peak_extra=logits, calls=calls)
     if step.kind == "judge":
         open_tasks = [t for t in step.tasks if "_open" in t]
         items = sum(min(limit or 10**9, BEHAVIOUR_OPEN_ITEMS if t.startswith("bipo_") else

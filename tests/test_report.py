@@ -99,7 +99,11 @@ def test_golden_report_numbers_do_not_drift(golden_runs: Path, tmp_path: Path) -
 
 
 def test_tables_follow_the_papers_definitions(golden_runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "table2_boxed.csv").write_text("from an earlier report of this folder\n")
+    (tmp_path / "notes.txt").write_text("the user's own\n")
     build_report(_run_dirs(golden_runs), tmp_path)
+    assert not (tmp_path / "tables" / "table2_boxed.csv").exists() and (tmp_path / "notes.txt").exists()
     tables = json.loads((tmp_path / "report.json").read_text())["tables"]
     table1 = {(r["label"], r["country"], r["localization"]): r for r in tables["table1_mcq"]}
     table5 = {(r["label"], r["country"], r["metric"]): r["value"] for r in tables["table5_mcq_country"]}

@@ -60,7 +60,7 @@ class Section:
     frame: pd.DataFrame
     display: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-    wrap: bool = False  # long text cells (the scorecard's basis and paper columns) wrap instead of scrolling
+    wrap: bool = False  # the scorecard: its prose columns wrap (the template picks them by position)
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -343,6 +343,12 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
     for name, png in figures.items():
         with atomic_file(out / "plots" / f"{name}.png") as tmp:
             tmp.write_bytes(png)
+    # tables and plots an earlier report of this folder wrote and this one has not (e.g. a family no longer run)
+    # would read as this report's: they go
+    written = {f"{section.key}.csv" for section in sections} | {f"{name}.png" for name in figures}
+    for stale in [*(out / "tables").glob("*.csv"), *(out / "plots").glob("*.png")]:
+        if stale.name not in written:
+            stale.unlink()
     run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
     footer = _version_footer(run_versions)
     with atomic_file(out / "report.md") as tmp:

@@ -89,7 +89,7 @@ def forest_plot(scorecard: pd.DataFrame) -> bytes | None:
         flipped = " (sign flipped: a decrease is claimed)" if (group["direction"] < 0).any() else ""
         axis.set_title(f"({claim}) {measure}{flipped}", fontsize=8, loc="left")
         axis.tick_params(axis="x", labelsize=7)
-    axes[-1][0].set_xlabel("effect, oriented so that right of 0 = the claimed direction; dotted: δ "
+    axes[-1][0].set_xlabel("effect, oriented so that right of 0 = the claimed direction; dotted: δ\n"
                            "(green supported, red contradicted, grey inconclusive)", fontsize=8)
     return _png(figure)
 

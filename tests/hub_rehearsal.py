@@ -13,6 +13,8 @@ so that with HF_HOME=hf_home and HF_HUB_OFFLINE=1 the real loaders resolve the r
   weights, the rest are dead (zero encoder column, threshold 1), so the zip-deflated file stays ~1 MB.
 - `hub/models--google--gemma-scope-2-270m-it`: `resid_post/layer_9_width_16k_l0_medium/{config.json,
   params.safetensors}` in Gemma Scope 2's format (w_enc [64, 16384], w_dec, b_enc, b_dec, threshold).
+- `build_preset_sae_cache` writes, into an HF_HOME of its own, the gemma3-270m preset's registry SAE
+  (`gemma-scope-2-270m-pt-res`) at the real model's width (d_in 640), 1,024 latents.
 - `hub/datasets--MBZUAI-Paris--Deep-Culture-Lense` (README.md card + data/{train,test}-00000-of-00001.parquet,
   the layout `push_to_hub` writes) and `datasets/MBZUAI-Paris___deep-culture-lense/default/0.0.0/<commit>/`,
   the Arrow cache datasets prepares on a first load. datasets 5.x reads only the latter when offline: in offline
@@ -443,7 +445,6 @@ def offline_env(hf_home: Path) -> dict[str, str]:
 def build_hub_cache(hf_home: Path) -> dict:
     """Fill `hf_home` (the future HF_HOME) with the stand-ins; returns what was written where."""
     from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
-    from safetensors.torch import save_file
 
     hf_home = Path(hf_home)
     hub, staging = hf_home / "hub", hf_home / "staging"
@@ -472,23 +473,41 @@ def build_hub_cache(hf_home: Path) -> dict:
     written["saes"][spec] = {**write_repo(hub, "model", repo_id, staging / "scope"), "path": folder,
                              "conversion_func": conversion, "d_in": d_in, "d_sae": d_sae, "live_latents": live}
 
-    repo_id, folder, conversion = _registry_entry(*GEMMA_SCOPE_2)
-    d_in, d_sae = gemma3.config.hidden_size, _width(folder)
+    written["saes"]["/".join(GEMMA_SCOPE_2)] = write_gemma_scope_2(hub, staging, GEMMA_SCOPE_2,
+                                                                  gemma3.config.hidden_size, GEMMA3_ID)
+    written["dataset"] = write_dataset(hub, hf_home / "datasets", staging)
+    shutil.rmtree(staging)
+    return written
+
+
+def write_gemma_scope_2(hub: Path, staging: Path, spec: tuple[str, str], d_in: int, model_name: str,
+                        d_sae: int | None = None) -> dict:
+    """A Gemma Scope 2 SAE (params.safetensors + config.json) under its registry repo and path."""
+    from safetensors.torch import save_file
+
+    repo_id, folder, conversion = _registry_entry(*spec)
+    d_sae = d_sae or _width(folder)
     layer = int(re.search(r"layer_(\d+)", folder).group(1))
-    target = staging / "scope2" / folder
+    root = staging / f"scope2-{spec[0]}"
+    target = root / folder
     target.mkdir(parents=True)
     save_file(gemma_scope_2_params(d_in, d_sae), target / "params.safetensors")
     config = {  # the keys Gemma Scope 2's per-SAE config.json carries
-        "width": d_sae, "model_name": GEMMA3_ID, "architecture": "jump_relu", "l0": 60, "affine_connection": False,
+        "width": d_sae, "model_name": model_name, "architecture": "jump_relu", "l0": 60, "affine_connection": False,
         "hf_hook_point_in": f"model.layers.{layer}.output", "hf_hook_point_out": f"model.layers.{layer}.output",
         "type": "sae",
     }
     (target / "config.json").write_text(json.dumps(config, indent=2))
-    spec = "/".join(GEMMA_SCOPE_2)
-    written["saes"][spec] = {**write_repo(hub, "model", repo_id, staging / "scope2"), "path": folder,
-                             "conversion_func": conversion, "d_in": d_in, "d_sae": d_sae}
+    return {**write_repo(hub, "model", repo_id, root), "path": folder, "conversion_func": conversion,
+            "d_in": d_in, "d_sae": d_sae}
 
-    written["dataset"] = write_dataset(hub, hf_home / "datasets", staging)
+
+def build_preset_sae_cache(hf_home: Path, spec: tuple[str, str], d_in: int, model_name: str) -> dict:
+    """An HF_HOME holding one Gemma Scope 2 stand-in at a preset model's real width (`d_in`), 1,024 latents: what a
+    user who once loaded the gemma3-270m preset's registry SAE has in their cache."""
+    hub, staging = Path(hf_home) / "hub", Path(hf_home) / "staging"
+    staging.mkdir(parents=True)
+    written = write_gemma_scope_2(hub, staging, spec, d_in, model_name, d_sae=1024)
     shutil.rmtree(staging)
     return written
 

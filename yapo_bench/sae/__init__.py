@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,52 @@ def sae_directory(source: str) -> Path:
     return path
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers now (False at once under HF_HUB_OFFLINE): one request, no retries."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def _preset_sae(name: str, device: str, dtype: str) -> nn.Module:
+    """A preset's SAE: its sae-lens registry SAE (Gemma Scope 2 for gemma3-270m) when the hub or the HF cache has
+    it, else the one we ship, saying so. Offline, only the cache is tried, so a missing SAE costs no retries."""
+    from huggingface_hub import constants
+
+    preset = PRESETS[name]
+    if preset.hub_sae:
+        offline = not hub_reachable()
+        try:
+            with temporarily(constants, "HF_HUB_OFFLINE", True) if offline else contextlib.nullcontext():
+                return load_sae(preset.hub_sae, device, dtype)
+        except SAELoadError as err:
+            if preset.shipped_sae is None:
+                raise
+            why = "the hub is unreachable and the HF cache does not hold it" if offline else str(err)
+            print(f"note: sae for {name}: {preset.hub_sae} cannot be loaded ({why}); using the shipped "
+                  f"{preset.shipped_sae}", file=sys.stderr)
+    sae_directory(name)  # says so when the preset ships none
+    return load_sae(preset.shipped_sae, device, dtype)
+
+
 def load_sae(source: str, device: str = "cpu", dtype: str = "float32") -> nn.Module:
-    """Load an SAE: a shipped name, a model preset (its shipped SAE), a local sae-lens directory,
-    or `<release>/<sae_id>` from sae-lens' pretrained registry (downloads from the hub)."""
+    """Load an SAE: a shipped name, a model preset (its registry SAE when reachable, else its shipped one), a local
+    sae-lens directory, or `<release>/<sae_id>` from sae-lens' pretrained registry (downloads from the hub)."""
     from sae_lens import SAE
+
+    if source in PRESETS and not Path(source).expanduser().exists():
+        return _preset_sae(source, device, dtype)
 
     release, _, sae_id_in_release = source.partition("/")
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
@@ -207,6 +250,10 @@ def describe_sae_source(source: str | None, model: str) -> tuple[str, int]:
         preset = PRESETS.get(model)
         if preset is None or preset.shipped_sae is None:
             return "none", 0
+        if preset.hub_sae:
+            hub, latents = describe_sae_source(preset.hub_sae, model)
+            shipped, _ = describe_sae_source(preset.shipped_sae, model)
+            return f"{hub} if the hub or the HF cache has it, else {shipped}", latents
         source = preset.shipped_sae
     release, _, sae_id = source.partition("/")
     entry = get_pretrained_saes_directory().get(release)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 from conftest import StubJudge, tiny_llama, tiny_tokenizer
 
@@ -91,6 +92,25 @@ def test_a_killed_run_resumes_without_redoing_finished_steps(tmp_path: Path) -> 
     assert [s.key for s in run(config, progress=False)] == ["eval-caa-culture-egypt-x3", "report"]
     labels = {r["label"] for r in json.loads((out / "report.json").read_text())["tables"]["table1_mcq"]}
     assert {"caa@1", "caa@3"} <= labels
+
+
+def test_a_bf16_run_on_the_cpu_trains_evaluates_records_its_precision_and_keeps_to_it(tmp_path: Path) -> None:
+    config = _config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, dtype="bfloat16")
+    run(config, progress=False)
+    out = Path(config.out)
+    assert json.loads((out / "plan.json").read_text())["placement"] == {"device": "cpu", "dtype": "bfloat16"}
+    vector_dir = json.loads((out / "steps" / "train-bipo-culture-egypt.json").read_text())["vector"]
+    from yapo_bench.steering import SteeringVector
+
+    vector = SteeringVector.load(vector_dir)
+    assert vector.values.dtype == torch.float32 and torch.isfinite(vector.values).all()  # v stays fp32
+    assert "bfloat16" in json.dumps(vector.provenance)
+    results = [json.loads(p.read_text()) for p in (out / "evals").rglob("results_*.json")]
+    assert results and all("bfloat16" in json.dumps(r["config"]) for r in results)
+    assert (out / "index.html").is_file()
+    with pytest.raises(ValueError, match="device/dtype: .* was run with cpu/bfloat16, not cpu/float32"):
+        run(_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, dtype="float32"),
+            progress=False)
 
 
 def test_layer_auto_needs_an_sae_template_for_sparse_methods(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_bf16_preference_step_keeps_v_in_fp32_and_matches_fp32() -> None:
         loss, _ = preference_loss(scorer, encoded, SteeringVector.sparse(values, layer=1, sae=sae), 1, beta=0.5)
         loss.backward()
         assert values.grad.dtype is torch.float32
-        out[dtype] = (float(loss), values.grad.clone())
+        out[dtype] = (float(loss.detach()), values.grad.clone())
     (loss32, grad32), (loss16, grad16) = out[torch.float32], out[torch.bfloat16]
     assert loss16 == pytest.approx(loss32, rel=0.05)
     cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0)

@@ -211,16 +211,19 @@ class Step:
     tasks: tuple[str, ...] = ()
 
 
+def culture_tasks(config: RunConfig, country: str) -> dict[str, tuple[str, str, str]]:
+    """A culture context's lm-eval task names, each with its (family, country, localization)."""
+    return {f"culture_{family}_{country}_{localization}": (family, country, localization)
+            for family in config.families for localization in ("localized", "nonlocalized", "both")}
+
+
 def unit_tasks(config: RunConfig, unit: str) -> list[str]:
     kind, name = unit.split(":", 1)
     mmlu = list(config.mmlu) if unit == config.mmlu_unit() else []
     if kind == "culture":
-        return [f"culture_{family}_{name}_{loc}" for family in config.families
-                for loc in ("localized", "nonlocalized", "both")] + mmlu
+        return [*culture_tasks(config, name), *mmlu]
     return ([f"bipo_{name.replace('-', '_')}_ab"] + ([f"bipo_{name.replace('-', '_')}_open"] if config.judge else [])
             + mmlu)
-
-
 
 
 def run_units(config: RunConfig) -> list[str]:
@@ -277,7 +280,8 @@ def describe_plan(config: RunConfig, steps: list[Step], out: Path) -> str:
     lines = [f"run {config.name}: model {config.model} on {placement['device']} in {placement['dtype']}, "
              f"layer {layer}, methods {', '.join(config.methods)}, out {out}",
              f"  SAE: {sae_text}",
-             f"  culture data: {config.culture_data} (rejected: {config.rejected}); countries {config.countries_checked}"]
+             f"  culture data: {config.culture_data} (rejected: {config.rejected}); "
+             f"countries {config.countries_checked}"]
     if costs:
         lines.append(f"  {'step':<58} " + "  ".join(f"{name:>9}" for name in costs) + "  peak memory")
     for i, step in enumerate(steps):
@@ -417,9 +421,8 @@ class Runner:
         defines), every other task (behaviours, MMLU) by name."""
         from yapo_bench.lm_eval_plugin.culture_tasks import culture_task_config
 
-        culture = {f"culture_{family}_{country}_{localization}": (family, country, localization)
-                   for country in self.config.countries for family in self.config.families
-                   for localization in ("localized", "nonlocalized", "both")}
+        culture = {task: parts for country in self.config.countries
+                   for task, parts in culture_tasks(self.config, country).items()}
         return [culture_task_config(*culture[task], self.config.culture_data, self.config.data_dir)
                 if task in culture else task for task in step.tasks]
 
@@ -462,7 +465,8 @@ class Runner:
         spec = self.config.judge
         model = spec.model or Path(spec.gguf or "SmolLM2-135M-Instruct.Q4_1.gguf").stem
         summary = judge_run(self.out / "evals" / f"eval-{step.key[len('judge-'):]}",
-                            JudgeConfig(base_url=judge_url, model=model, concurrency=spec.concurrency), progress=self.progress)
+                            JudgeConfig(base_url=judge_url, model=model, concurrency=spec.concurrency),
+                            progress=self.progress)
         if summary["failed"]:  # not done: a rerun retries exactly the failed requests (they are never cached)
             raise StepIncomplete(f"{step.key}: {summary['failed']} of {summary['n']} judge requests failed")
         return {"scored": summary["scored"], "errors": summary["errors"], "failed": summary["failed"]}

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from yapo_bench.data.culture import CultureItem, load_culture
+from yapo_bench.data.text import file_version
 
 CULTURE_DATA_ENV = "YAPO_BENCH_CULTURE_DATA"
 DEFAULT_CULTURE_DATA = "culture-mini"
@@ -30,9 +31,7 @@ def culture_items(culture_data: str | None = None, data_dir: str | None = None) 
         from yapo_bench.data.spec import culture_mini_items
 
         return culture_mini_items()
-    path = Path(source)
-    version = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None  # a rewritten file is read again
-    return list(_items(source, data_dir, version))
+    return list(_items(source, data_dir, file_version(source)))
 
 
 def is_local_culture_data(source: str) -> bool:
@@ -51,6 +50,3 @@ def _items(source: str, data_dir: str | None, _version: tuple[int, int] | None) 
     if Path(source).is_file() and Path(source).suffix == ".jsonl":
         return tuple(load_culture(source))
     return tuple(culture_convert.convert_paper(source, split="all"))
-
-
-

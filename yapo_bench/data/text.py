@@ -49,3 +49,12 @@ def json_rows(path: Path) -> list[tuple[int, dict]]:
         if not isinstance(row, dict):
             raise ValueError(f"{path} row {row_number}: expected a JSON object, got {type(row).__name__}")
     return rows
+
+
+def file_version(path: str | Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, None if it is not one: a cache key under which a rewritten file is read again."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from yapo_bench.data import spec as data_spec
-from yapo_bench.data.text import json_rows
+from yapo_bench.data.text import file_version, json_rows
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, mcq_docs, task_yaml, template_yaml
 
 MMLU_ENV = "YAPO_BENCH_MMLU"
@@ -80,12 +80,11 @@ def _csv_docs(path: Path, subject: str, scoring: str) -> list[dict[str, Any]]:
 def _jsonl_rows(path: Path) -> dict[str, list[tuple[int, dict[str, str]]]]:
     """The file's questions by subject (topic with underscores), with their line numbers; parsed once per
     version of the file (57 subject tasks read the same file)."""
-    stat = path.stat()
-    return _parsed_jsonl(path, stat.st_mtime_ns, stat.st_size)
+    return _parsed_jsonl(path, file_version(path))
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed_jsonl(path: Path, _mtime_ns: int, _size: int) -> dict[str, list[tuple[int, dict[str, str]]]]:
+def _parsed_jsonl(path: Path, _version: tuple[int, int] | None) -> dict[str, list[tuple[int, dict[str, str]]]]:
     by_subject: dict[str, list[tuple[int, dict[str, str]]]] = {}
     for number, row in json_rows(path):
         if row.get("question") == "question" and row.get("correct_answer") == "answer":

@@ -113,6 +113,20 @@ def test_a_bf16_run_on_the_cpu_trains_evaluates_records_its_precision_and_keeps_
             progress=False)
 
 
+def test_a_runs_mmlu_data_and_mmlu_limit_take_effect(tmp_path: Path) -> None:
+    mmlu = tmp_path / "mmlu.jsonl"
+    mmlu.write_text("".join(json.dumps({"question": f"Which bone is number {i}?", "answer_a": "one", "answer_b": "two",
+                                        "answer_c": "three", "answer_d": "four", "correct_answer": "B",
+                                        "topic": "anatomy"}) + "\n" for i in range(5)))
+    config = _config(tmp_path, methods=["base"], mmlu=["mmlu_local_anatomy"], mmlu_data=str(mmlu), mmlu_limit=2,
+                     limit=None)  # no overall limit: mmlu_limit alone keeps 2 of the 5
+    run(config, progress=False)
+    (samples_file,) = (Path(config.out) / "evals").rglob("samples_mmlu_local_anatomy_*.jsonl")
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    questions = {s["doc"]["prompt"].split("\n\n")[1].split("\n")[0] for s in samples}
+    assert questions == {"Which bone is number 0?", "Which bone is number 1?"}  # this file, its first 2
+
+
 def test_layer_auto_needs_an_sae_template_for_sparse_methods(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"sae: with layer: auto, yapo need an SAE .*\{layer\}"):
         _config(tmp_path, layer="auto", methods=["base", "yapo"])

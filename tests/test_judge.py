@@ -313,6 +313,18 @@ def test_judge_run_end_to_end_cache_and_no_key_leak(tmp_path: Path, proxy: Proxy
         assert db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 3
 
 
+def test_a_full_disk_under_the_answer_cache_is_one_line_naming_it(tmp_path: Path) -> None:
+    """sqlite says 'database or disk is full' in its own error type, naming no file: the cache names itself."""
+    from yapo_bench.atomic import WriteError
+
+    with AnswerCache(tmp_path / "c.sqlite") as cache:
+        pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+        cache._db.execute(f"PRAGMA max_page_count = {pages}")  # the file cannot grow: sqlite's real SQLITE_FULL
+        with pytest.raises(WriteError, match="database or disk is full") as caught:
+            cache.put("k", "m", "h", {}, "x" * 100_000, None)
+    assert caught.value.filename == str(tmp_path / "c.sqlite") and "\n" not in str(caught.value)
+
+
 def test_retries_429_500_and_timeout_then_succeeds(proxy: Proxy, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     proxy.plan = [429, 500, "sleep"]

@@ -45,6 +45,16 @@ def test_sas_lives_in_sae_space_and_keeps_top_k() -> None:
         sas.fit(_loaded(), PAIRS, MeanDiffSpec(layer=1))
 
 
+@pytest.mark.parametrize("method", [caa, sas])
+def test_the_recorded_max_length_is_the_one_that_applied(method) -> None:
+    """30000 tokens asked of a model with 128 positions: the vector's config says 128 applied, its provenance what
+    was asked."""
+    vector = method.fit(_loaded(), PAIRS, MeanDiffSpec(layer=1, max_length=30000), sae=random_sae())
+    assert vector.config["max_length"] == 128 and vector.provenance["max_length_requested"] == 30000
+    fits = method.fit(_loaded(), PAIRS, MeanDiffSpec(layer=1, max_length=64), sae=random_sae())
+    assert fits.config["max_length"] == 64 and fits.provenance["max_length_requested"] == 64
+
+
 def test_pair_validation(tmp_path) -> None:
     with pytest.raises(ValueError, match="chosen/rejected: identical"):
         PreferencePair("q", "same", "same")

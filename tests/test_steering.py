@@ -257,6 +257,47 @@ def test_corrupt_vector_files_are_refused(tmp_path) -> None:
         SteeringVector.load(tmp_path / "missing")
 
 
+def test_a_hand_edited_vector_json_is_refused_by_every_loader(tmp_path) -> None:
+    """The checksum covers what determines a vector's effect: `layer: 2` edited to 1 is not applied at layer 1."""
+    from conftest import tiny_tokenizer
+
+    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+    from yapo_bench.store import load_vector
+
+    model_dir = tmp_path / "tiny"
+    tiny_llama().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    _dense().save(tmp_path / "vec")
+    meta_path = tmp_path / "vec" / "vector.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["format"] == "yapo-bench-vector/2" and len(meta["checksum"]) == 64
+    meta_path.write_text(json.dumps({**meta, "layer": 1}))
+    refused = f"vector: {meta_path} does not match its checksum"
+    with pytest.raises(VectorFileError, match=refused):
+        SteeringVector.load(tmp_path / "vec")
+    with pytest.raises(VectorFileError, match=refused):
+        load_vector(tmp_path / "vec", str(model_dir))
+    with pytest.raises(VectorFileError, match=refused):
+        YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "vec"))
+    # a vector saved by yapo-bench 1 (no checksum over its layer) is refused, not applied as it says
+    meta_path.write_text(json.dumps({**{k: v for k, v in meta.items() if k != "checksum"},
+                                     "format": "yapo-bench-vector/1"}))
+    with pytest.raises(VectorFileError, match="saved by an older yapo-bench .*; retrain it"):
+        SteeringVector.load(tmp_path / "vec")
+
+
+def test_the_vector_store_key_names_the_file_format(monkeypatch) -> None:
+    """A vector cached in an older format is never found and reused: it is trained again."""
+    from yapo_bench import store
+    from yapo_bench.methods.mean_diff import MeanDiffSpec
+    from yapo_bench.models import LoadedModel
+
+    loaded = LoadedModel(model=tiny_llama(), tokenizer=None, model_id="tiny")
+    now = store.vector_directory("caa", "demo", loaded, None, MeanDiffSpec(layer=LAYER))
+    monkeypatch.setattr(store, "VECTOR_FORMAT", "yapo-bench-vector/1")
+    assert store.vector_directory("caa", "demo", loaded, None, MeanDiffSpec(layer=LAYER)) != now
+
+
 def test_lm_eval_steered_export_import(tmp_path) -> None:
     vector = _dense()
     path = vector.to_lm_eval_steered(tmp_path / "steer.pt", multiplier=2.0, direction=-1)
@@ -268,6 +309,37 @@ def test_lm_eval_steered_export_import(tmp_path) -> None:
     assert torch.equal(back.values, vector.values * -2.0)
     with pytest.raises(SteeringError, match="only dense"):
         _sparse(random_sae()).to_lm_eval_steered(tmp_path / "x.pt")
+
+
+def test_a_full_disk_names_the_vector_file_it_could_not_write(tmp_path, monkeypatch) -> None:
+    """torch.save and safetensors report ENOSPC without the path (safetensors in its own error type): the error says
+    which file, and no temporary file is left behind."""
+    import errno
+    import os
+
+    from safetensors import SafetensorError
+
+    from yapo_bench import steering
+    from yapo_bench.atomic import WriteError
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def safetensors_full(*_args: object, **_kwargs: object) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28) at path "
+                              f'"{tmp_path}/vec/.tmpAbC123"')
+
+    for write in (full, safetensors_full):
+        monkeypatch.setattr(steering, "save_file", write)
+        with pytest.raises(WriteError, match="No space left on device") as caught:
+            _dense().save(tmp_path / "vec")
+        assert caught.value.filename == str(tmp_path / "vec" / "vector.safetensors")
+        assert caught.value.errno == errno.ENOSPC
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(WriteError, match="No space left on device") as caught:
+        _dense().to_lm_eval_steered(tmp_path / "steer.pt")
+    assert caught.value.filename == str(tmp_path / "steer.pt")
+    assert not list(tmp_path.rglob("*.*"))  # no temporary file, no half-written one
 
 
 def test_lm_eval_steered_model_applies_the_export_like_steer(tmp_path) -> None:

@@ -110,6 +110,20 @@ def test_logs_checkpoint_and_vector_land_in_the_run_dir(tmp_path: Path) -> None:
         get_method("bipo").fit(_loaded(), PAIRS, _spec(run_dir=str(tmp_path)))
 
 
+@pytest.mark.parametrize("method", ["bipo", "yapo"])
+def test_the_recorded_max_length_is_the_one_that_applied(tmp_path: Path, method: str) -> None:
+    """30000 tokens asked of a model with 128 positions: the vector, its file and its checkpoint say 128 applied
+    (and keep what was asked beside it); resuming with the same request agrees with the checkpoint."""
+    spec = _spec(steps=2, max_length=30000, run_dir=str(tmp_path))
+    vector = get_method(method).fit(_loaded(), PAIRS, spec, sae=random_sae())
+    assert vector.config["max_length"] == 128 and vector.provenance["max_length_requested"] == 30000
+    saved = json.loads((tmp_path / "vector.json").read_text())
+    assert saved["config"]["max_length"] == 128 and saved["provenance"]["max_length_requested"] == 30000
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["max_length"] == 128
+    get_method(method).fit(_loaded(), PAIRS, _spec(steps=2, max_length=30000, run_dir=str(tmp_path), resume=True),
+                           sae=random_sae())
+
+
 def test_weight_decay_is_applied() -> None:
     """Same run with and without decay: the vectors differ (the reference declared decay but never used it)."""
     plain = get_method("bipo").fit(_loaded(), PAIRS, _spec(weight_decay=0.0))

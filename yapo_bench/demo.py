@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from yapo_bench.atomic import atomic_file
 from yapo_bench.data import load_pairs
 from yapo_bench.methods import caa, sas
 from yapo_bench.methods.mean_diff import MeanDiffSpec
@@ -71,6 +72,7 @@ def run_demo(model: str = DEFAULT_MODEL, out: Path = Path("runs/demo"), multipli
             print(f"  {name:>4}: {text}")
         summary.setdefault("generations", []).append({"prompt": prompt, **rows})
     summary["seconds"] = round(time.time() - started, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    with atomic_file(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print(f"\nvectors and summary written to {out}/ in {summary['seconds']} s")
     return summary

@@ -56,15 +56,19 @@ def truncate(ids: torch.Tensor, limit: int) -> tuple[torch.Tensor, bool]:
 @dataclass
 class EncodedPairs:
     """Pairs as token ids under the length rule: per kept pair, both sides' (ids, response start); how many
-    sequences were cut; the pairs dropped because a side would have lost its whole response (their prompts)."""
+    sequences were cut; the pairs dropped because a side would have lost its whole response (their prompts); the
+    token limit that applied (`length_limit`: the model's positions when fewer than requested)."""
 
     sides: list[tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int]]]
     truncated: int
     dropped: list[str]
+    limit: int
 
-    def record(self) -> dict[str, object]:
-        """What a vector's provenance says of it."""
-        return {"truncated_sequences": self.truncated, "dropped_pairs": len(self.dropped)}
+    def record(self, requested: int) -> dict[str, object]:
+        """What a vector's provenance says of it; `requested`: the max_length asked for (its config records `limit`,
+        the one that applied)."""
+        return {"truncated_sequences": self.truncated, "dropped_pairs": len(self.dropped),
+                "max_length_requested": requested}
 
 
 def encode_pairs_within(tokenizer: object, pairs: Sequence[PreferencePair], limit: int,
@@ -92,7 +96,7 @@ def encode_pairs_within(tokenizer: object, pairs: Sequence[PreferencePair], limi
               f"(e.g. {dropped[0][:60]!r})")
     if truncated and say:
         print(f"{truncated} of {2 * len(pairs)} sequences were longer than max_length={limit} and were truncated")
-    return EncodedPairs(sides, truncated, dropped)
+    return EncodedPairs(sides, truncated, dropped, limit)
 
 
 def render_prompt(tokenizer: object, prompt: str) -> str:

@@ -75,8 +75,19 @@ def check_direction(value: Any, field: str = "direction") -> int:
 # SteeringVector
 
 
+VECTOR_FORMAT = "yapo-bench-vector/2"
+# what determines a vector's effect: the checksum covers these, so a hand-edited layer, space, model or SAE is refused
+_CHECKED = ("format", "space", "layer", "dim", "model_id", "sae_id", "sae_hash", "values_sha256")
+
+
 def _values_digest(values: torch.Tensor) -> str:
     return hashlib.sha256(values.detach().to(torch.float32).cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _checksum(meta: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of `meta`'s `_CHECKED` fields."""
+    canonical = json.dumps({k: meta.get(k) for k in _CHECKED}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -148,8 +159,8 @@ class SteeringVector:
         return int((self.values.detach() != 0).sum())
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "format": "yapo-bench-vector/1",
+        meta = {
+            "format": VECTOR_FORMAT,
             "space": self.space,
             "layer": self.layer,
             "dim": self.dim,
@@ -161,6 +172,7 @@ class SteeringVector:
             "provenance": self.provenance,
             "values_sha256": _values_digest(self.values),
         }
+        return {**meta, "checksum": _checksum(meta)}
 
     # -- compatibility -------------------------------------------------------------------------------
 
@@ -242,15 +254,25 @@ class SteeringVector:
                 header = handle.metadata() or {}
         except (SafetensorError, OSError, ValueError) as err:
             raise VectorFileError(f"vector: {tensor_path} is corrupt or not safetensors ({err})") from None
+        meta_path = json_path if json_path.is_file() else tensor_path
         try:
             meta = json.loads(json_path.read_text()) if json_path.is_file() else json.loads(header["yapo_bench"])
         except (KeyError, json.JSONDecodeError) as err:
             raise VectorFileError(f"vector: {tensor_path} has no readable yapo-bench metadata ({err})") from None
-        if "values" not in tensors or meta.get("format") != "yapo-bench-vector/1":
-            raise VectorFileError(f"vector: {tensor_path} is not a yapo-bench vector (format {meta.get('format')!r})")
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if "values" not in tensors or not str(fmt).startswith("yapo-bench-vector/"):
+            raise VectorFileError(f"vector: {tensor_path} is not a yapo-bench vector (format {fmt!r})")
+        if fmt == "yapo-bench-vector/1":
+            raise VectorFileError(f"vector: {meta_path} was saved by an older yapo-bench (format {fmt}, whose checksum "
+                                  "does not cover its layer, space, model or SAE); retrain it with this version")
+        if fmt != VECTOR_FORMAT:
+            raise VectorFileError(f"vector: {meta_path} has format {fmt!r}; this yapo-bench reads {VECTOR_FORMAT}")
         values = tensors["values"]
         if _values_digest(values) != meta.get("values_sha256"):
             raise VectorFileError(f"vector: {tensor_path} is corrupt (values do not match the recorded checksum)")
+        if _checksum({**meta, "dim": values.numel()}) != meta.get("checksum"):
+            raise VectorFileError(f"vector: {meta_path} does not match its checksum (layer, space, model or SAE "
+                                  "edited after saving?)")
         fields_ = ("space", "layer", "model_id", "sae_id", "sae_hash", "method", "config", "provenance")
         return cls(values=values, **{k: meta.get(k) for k in fields_ if k in meta})
 

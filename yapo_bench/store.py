@@ -14,10 +14,11 @@ from typing import Any
 
 from torch import nn
 
+from yapo_bench.devices import model_placement
 from yapo_bench.methods import TrainingBudget, fit_and_save, get_method, spec_config
 from yapo_bench.models import LoadedModel, cache_dir, model_identity
 from yapo_bench.pairs import PreferencePair
-from yapo_bench.steering import SteeringVector
+from yapo_bench.steering import VECTOR_FORMAT, SteeringVector
 
 
 @dataclass
@@ -35,8 +36,10 @@ def vector_directory(method: str, data: str, loaded: LoadedModel, sae: nn.Module
     (with `pairs`, their content too), under `root` (default $YAPO_BENCH_CACHE/vectors)."""
     from yapo_bench.sae import sae_hash
 
-    key = {"model": model_identity(loaded.model), "method": method, "data": data, "layer": spec.layer,
-           "sae": sae_hash(sae) if sae is not None else None, "spec": spec_config(spec)}
+    # the file format too: a vector cached by an older yapo-bench (which load refuses) is never found, it is retrained
+    key = {"format": VECTOR_FORMAT, "model": model_identity(loaded.model), "method": method, "data": data,
+           "layer": spec.layer, "sae": sae_hash(sae) if sae is not None else None, "spec": spec_config(spec),
+           **model_placement(loaded.model)}  # a vector fitted in bf16 is not the fp32 one
     if pairs is not None:
         key["pairs_sha256"] = hashlib.sha256(json.dumps([dataclasses.astuple(p) for p in pairs]).encode()).hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

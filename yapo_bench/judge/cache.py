@@ -11,6 +11,8 @@ failed request, or when its holder is gone (a dead pid on this host, or older th
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,8 +20,11 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
+
+from yapo_bench.atomic import WriteError
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, params TEXT NOT NULL,
@@ -27,6 +32,10 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
     claimed REAL NOT NULL)"""
 CLAIM_TIMEOUT_S = 900.0
+# sqlite's primary result codes for a disk that is full, failing, read-only or cannot hold the file: the OS error each
+# is reported as
+_DISK_ERRORS = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_IOERR: errno.EIO,
+                sqlite3.SQLITE_READONLY: errno.EROFS, sqlite3.SQLITE_CANTOPEN: errno.EIO}
 
 
 def prompt_sha256(messages: list[dict[str, str]]) -> str:
@@ -45,14 +54,28 @@ class AnswerCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        with self._disk():
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
         self._me = (os.getpid(), socket.gethostname())
 
+    @contextlib.contextmanager
+    def _disk(self) -> Iterator[None]:
+        """sqlite's errors for a full, failing or read-only disk (its own exception types, naming no file) as one
+        WriteError naming this database; any other sqlite error is left as it is."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            code = getattr(err, "sqlite_errorcode", None)
+            number = _DISK_ERRORS.get(code & 0xFF) if code is not None else None  # extended codes keep the primary
+            if number is None:
+                raise
+            raise WriteError(number, f"{err} (the judge answer cache)", str(self.path)) from err
+
     def get(self, key: str) -> tuple[str | None, list[dict[str, Any]] | None] | None:
-        with self._lock:
+        with self._lock, self._disk():
             row = self._db.execute("SELECT content, tokens FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
@@ -60,7 +83,7 @@ class AnswerCache:
 
     def put(self, key: str, model: str, prompt_hash: str, params: dict[str, Any], content: str | None,
             tokens: list[dict[str, Any]] | None) -> None:
-        with self._lock:
+        with self._lock, self._disk():
             self._db.execute(
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, model, prompt_hash, json.dumps(params, sort_keys=True), content,
@@ -70,7 +93,7 @@ class AnswerCache:
 
     def claim(self, key: str) -> bool:
         """True when this process may ask the server for `key`: nobody else holds a live claim on it."""
-        with self._lock:
+        with self._lock, self._disk():
             row = self._db.execute("SELECT pid, host, claimed FROM claims WHERE key = ?", (key,)).fetchone()
             if row is not None and (row[0], row[1]) != self._me and _alive(*row):
                 return False
@@ -80,12 +103,12 @@ class AnswerCache:
 
     def release(self, key: str) -> None:
         """Give up this process's claim on `key` (its request failed): another process may ask now."""
-        with self._lock:
+        with self._lock, self._disk():
             self._db.execute("DELETE FROM claims WHERE key = ? AND pid = ? AND host = ?", (key, *self._me))
             self._db.commit()
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._disk():
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:

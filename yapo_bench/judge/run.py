@@ -7,7 +7,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from yapo_bench.atomic import atomic_file
+from yapo_bench.atomic import atomic_file, writing
 from yapo_bench.judge.cache import AnswerCache
 from yapo_bench.judge.client import JudgeClient, JudgeItem, Verdict, judge_items
 from yapo_bench.judge.config import JudgeConfig
@@ -62,8 +62,9 @@ def judge_run(run_dir: str | Path, config: JudgeConfig, out_path: str | Path | N
                                                  retry_unparsable=retry_unparsable):
                     record = _record(item, verdict, judge_record)
                     records.append(record)
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    sink.flush()
+                    with writing(partial):
+                        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        sink.flush()
         finally:
             client.close()
         records.sort(key=lambda r: (r["task"], r["source"], r["doc_id"]))

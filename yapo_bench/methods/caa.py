@@ -26,6 +26,7 @@ def spec(layer: int, budget: TrainingBudget) -> MeanDiffSpec:
 
 def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec, sae: nn.Module | None = None) -> SteeringVector:
     values, within = mean_difference(model, pairs, spec)
-    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa", config=spec.config(),
-                                provenance={**describe_pairs(pairs), **within.record(),
+    return SteeringVector.dense(values, layer=spec.layer, model_id=model.model_id, method="caa",
+                                config={**spec.config(), "max_length": within.limit},  # the limit that applied
+                                provenance={**describe_pairs(pairs), **within.record(spec.max_length),
                                             **model_placement(model.model)})

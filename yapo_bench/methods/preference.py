@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from yapo_bench.atomic import atomic_file
+from yapo_bench.atomic import atomic_file, writing
 from yapo_bench.devices import model_placement
 from yapo_bench.distributed import DataParallel, data_parallel
 from yapo_bench.internals import get_layer, hidden_size, layer_output, record_layer_outputs, replay_layer_output
@@ -341,7 +341,7 @@ class _RunFiles:
 
     def log(self, record: dict[str, Any]) -> None:
         if self.dir and self.writer:
-            with open(self.dir / LOG, "a", encoding="utf-8") as handle:
+            with writing(self.dir / LOG), open(self.dir / LOG, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -404,6 +404,9 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
     alone reads and writes the run directory and evaluates the held-out pairs."""
     group = data_parallel()
     encoded, within = _encode(loaded, pairs, spec.max_length, say=group.is_main)
+    # from here the spec says the limit that applied (the model's positions when fewer were asked for): the checkpoint
+    # and the vector record what ran
+    requested, spec = spec.max_length, replace(spec, max_length=within.limit)
     train_rows, heldout_rows = split_heldout(len(encoded), spec.heldout_fraction, spec.seed)
     if not train_rows:
         raise ValueError("pairs: expected at least one training pair")
@@ -494,7 +497,7 @@ def train_preference_vector(loaded: LoadedModel, pairs: Sequence[PreferencePair]
         values=values.detach().cpu().clone(), space=vector.space, layer=spec.layer, model_id=vector.model_id,
         sae_id=vector.sae_id, sae_hash=vector.sae_hash, method=method, config=spec.config(),
         provenance={**describe_pairs(pairs), "train_pairs": len(train), "heldout_pairs": len(heldout),
-                    **within.record(), "steps_run": steps_done,
+                    **within.record(requested), "steps_run": steps_done,
                     "divergence_rule": spec.divergence_rule(), **model_placement(loaded.model),
                     "final_loss": loss_value if math.isfinite(loss_value) else None},
     )

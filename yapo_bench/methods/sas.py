@@ -29,5 +29,6 @@ def fit(model: LoadedModel, pairs: Sequence[PreferencePair], spec: MeanDiffSpec,
     check_sae_fits(sae, model.model, needed_by="SAS")
     values, within = mean_difference(model, pairs, spec, transform=sae.encode)
     return SteeringVector.sparse(values, layer=spec.layer, sae=sae, model_id=model.model_id, method="sas",
-                                 config=spec.config(), provenance={**describe_pairs(pairs), **within.record(),
+                                 config={**spec.config(), "max_length": within.limit},  # the limit that applied
+                                 provenance={**describe_pairs(pairs), **within.record(spec.max_length),
                                              **model_placement(model.model)})

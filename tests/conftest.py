@@ -82,6 +82,21 @@ def tiny_texts(n: int = 12, seed: int = 0) -> list[str]:
             for length in torch.randint(10, 40, (n,), generator=gen)]
 
 
+def tiny_run_config(tmp_path, **overrides):
+    """A run config on a tiny llama saved under `tmp_path` (once): one country, the base, CAA and BiPO at two λ,
+    culture MCQ, 2 items per task, 2 training steps; `overrides` replace any field."""
+    from yapo_bench.pipeline import RunConfig
+
+    model_dir = tmp_path / "model"
+    if not model_dir.exists():
+        tiny_llama().save_pretrained(model_dir)
+        tiny_tokenizer().save_pretrained(model_dir)
+    fields = {"name": "tiny", "out": str(tmp_path / "out"), "model": str(model_dir), "layer": 1,
+              "countries": ["egypt"], "methods": ["base", "caa", "bipo"], "families": ["mcq"], "limit": 2,
+              "training": {"steps": 2, "lr": 0.01}, "multipliers": {"bipo": [1.0, 2.0]}}
+    return RunConfig(**{**fields, **overrides})
+
+
 class StubJudge:
     """A real OpenAI-compatible HTTP server on 127.0.0.1 that answers {"score": 7}, except for the next `fail`
     requests, which get a 400 (a non-retryable error: the request fails at once). `url` for the judge settings;

@@ -222,7 +222,7 @@ def test_selection_ties_go_to_the_smaller_lambda_and_bad_input_is_named():
 
 
 def test_analyze_kl_command_writes_table_and_plot(tmp_path, monkeypatch):
-    from yapo_bench.analysis import cli as analysis_cli
+    from yapo_bench.commands import analyze as analysis_cli
 
     model, tokenizer = tiny_llama(), tiny_tokenizer()
     vector = _dense_vector()
@@ -242,7 +242,7 @@ def test_analyze_kl_command_writes_table_and_plot(tmp_path, monkeypatch):
 
 
 def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
-    from yapo_bench.analysis import cli as analysis_cli
+    from yapo_bench.commands import analyze as analysis_cli
 
     model, tokenizer = tiny_llama(), tiny_tokenizer()  # culture text is all <unk> to it: mechanics only
     monkeypatch.setattr(analysis_cli, "_load_model", lambda source, args: (model, tokenizer))
@@ -318,9 +318,9 @@ def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path
     import pandas as pd
     import yaml
 
-    from yapo_bench.analysis import cli as analysis_cli
+    from yapo_bench.commands import analyze as analysis_cli
     from yapo_bench.data import spec
-    from yapo_bench.experiment import Runner
+    from yapo_bench.commands import sweep as sweep_command
 
     def tiny_words(text: str) -> str:  # culture text in the tiny vocabulary, so that vectors are not ~0
         return " ".join(f"w{zlib.crc32(word.encode()) % 124}" for word in text.split())
@@ -391,5 +391,6 @@ def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path
     def no_evaluation(*_args, **_kwargs):
         raise AssertionError("a rerun must reuse every evaluation")
 
-    monkeypatch.setattr(Runner, "evaluate", no_evaluation)
+    monkeypatch.setattr(sweep_command, "run_eval", no_evaluation)
+    monkeypatch.setattr("yapo_bench.pipeline.executor.EXECUTORS", {})  # the run's steps are all done too
     parser.parse_args(argv).func(parser.parse_args(argv))

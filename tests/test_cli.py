@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pytest
 
@@ -55,6 +56,55 @@ def test_vector_info_and_export(tmp_path, capsys) -> None:
     assert '"method": "caa"' in capsys.readouterr().out
     assert main(["vector", "export-lm-eval", str(tmp_path / "v"), "--out", str(tmp_path / "v.pt")]) == 0
     assert (tmp_path / "v.pt").is_file()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch) -> None:
+    import errno
+    import os
+
+    import torch
+
+    from yapo_bench.steering import SteeringVector
+
+    SteeringVector.dense(torch.arange(4.0), layer=1).save(tmp_path / "v")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    assert main(["vector", "export-lm-eval", str(tmp_path / "v"), "--out", str(tmp_path / "v.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"yapo-bench: error: cannot write {tmp_path / 'v.pt'}: No space left on device\n"
+
+
+def test_eval_refuses_a_limit_or_task_selection_lm_eval_would_fail_on(tmp_path, capsys, monkeypatch) -> None:
+    """Refused in one line before lm-eval runs (or loads a model); what lm-eval accepts is not refused: names, globs,
+    built-in tasks, comma-separated lists, YAML paths, its --config."""
+    import lm_eval.__main__
+
+    from yapo_bench.resources import resource_dir
+
+    for limit in ("0", "-2", "all"):
+        assert main(["eval", "--model_args", "model=nowhere", "--tasks", "culture_mcq_usa_both", "--limit", limit]) == 2
+        assert capsys.readouterr().err == f"yapo-bench: error: --limit: {limit}; expected a positive number " \
+                                          "(examples per task, or a fraction of each task below 1)\n"
+    assert main(["eval", "--model_args", "model=nowhere", "--tasks", "arc_easy,culture_mcq_*", "nosuch*",
+                 str(tmp_path / "none*.yaml"), "--limit", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"yapo-bench: error: --tasks: 'nosuch*', '{tmp_path / 'none*.yaml'}' match no task; ")
+    assert err.count("\n") == 1
+    (tmp_path / "lm_eval.yaml").write_text(f"tasks: [{tmp_path / 'absent.yaml'}]\nlimit: 0\n")
+    assert main(["eval", "--config", str(tmp_path / "lm_eval.yaml")]) == 2
+    assert f"limit (in --config {tmp_path / 'lm_eval.yaml'}): 0; expected" in capsys.readouterr().err
+    assert main(["eval", "-C", str(tmp_path / "lm_eval.yaml"), "--limit", "1"]) == 2
+    assert f"tasks (in --config {tmp_path / 'lm_eval.yaml'}): '{tmp_path / 'absent.yaml'}' matches no task" in \
+        capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr(sys, "argv", ["yapo-bench"])  # restored afterwards: run_lm_eval sets lm-eval's
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", lambda: ran.append(sys.argv[1:]))
+    yaml_file = resource_dir("tasks") / "culture" / "culture_mcq_usa_both.yaml"
+    assert main(["eval", "--tasks", f"{yaml_file},culture_open_*", "--limit", "3"]) == 0
+    assert ran == [["--model", "yapo_steered", "--tasks", f"{yaml_file},culture_open_*", "--limit", "3"]]
 
 
 def test_train_and_inspect_vectors_on_a_tiny_local_model(tmp_path, capsys) -> None:

@@ -15,14 +15,14 @@ from yapo_bench.lm_eval_plugin.mcq import mcq_docs, process_mcq
 
 
 def test_generated_task_yamls_are_current() -> None:
-    from yapo_bench.lm_eval_plugin.tasks import FAMILIES
+    from yapo_bench.families import TASK_FOLDERS
 
-    for family, generate in FAMILIES.items():
+    for family, generate in TASK_FOLDERS.items():
         expected = generate()
         assert {p.name for p in (tasks_dir() / family).glob("*.yaml")} == set(expected)
         for name, text in expected.items():
             assert (tasks_dir() / family / name).read_text(encoding="utf-8") == text, \
-                f"run python -m yapo_bench.lm_eval_plugin.tasks ({family}/{name})"
+                f"run python -m yapo_bench.families ({family}/{name})"
 
 
 def test_letter_scoring_is_invariant_to_shuffling_an_items_options() -> None:

@@ -113,7 +113,8 @@ def test_a_second_writer_is_refused_naming_the_holder(model_dir: Path, tmp_path:
         assert main(["train", "--method", "caa", "--model", str(model_dir), "--layer", "1", "--data",
                      str(_pairs(tmp_path / "p.jsonl")), "--out", str(out)]) == 2
         assert f"is being written by pid {os.getpid()}" in _err(capsys)
-        (tmp_path / "c.yaml").write_text(f"name: x\nout: {out}\nmodel: {model_dir}\nlayer: 1\ncountries: [egypt]\n")
+        (tmp_path / "c.yaml").write_text(f"name: x\nout: {out}\nmodel: {model_dir}\nlayer: 1\ncountries: [egypt]\n"
+                                         "methods: [base, caa]\n")
         assert main(["run", str(tmp_path / "c.yaml")]) == 2
         assert "out: " in _err(capsys)
     assert not (out / "vector.json").exists()

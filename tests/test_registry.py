@@ -13,7 +13,7 @@ from conftest import tiny_llama, tiny_tokenizer
 
 from yapo_bench import methods
 from yapo_bench.cli import main
-from yapo_bench.experiment import RunConfig, plan, run
+from yapo_bench.pipeline import RunConfig, make_plan, run
 
 TOY_METHOD = '''"""A toy steering method: the CAA mean difference of the first pair only, scaled."""
 
@@ -69,7 +69,7 @@ def test_a_toy_method_runs_through_train_run_and_report(toy_method, tmp_path: Pa
     config = RunConfig(name="toy", out=str(tmp_path / "out"), model=str(tmp_path / "model"), layer=1,
                        countries=["egypt"], methods=["base", "toy"], families=["mcq"], limit=2,
                        multipliers={"toy": [1.0]})
-    assert [s.key for s in plan(config)] == ["train-toy-culture-egypt", "eval-base", "eval-toy-culture-egypt-x1",
+    assert [s.key for s in make_plan(config)] == ["train-toy-culture-egypt", "eval-base", "eval-toy-culture-egypt-x1",
                                              "report"]
     run(config, progress=False)
     tables = json.loads((tmp_path / "out" / "report.json").read_text())["tables"]

@@ -252,3 +252,23 @@ def test_untested_claims_say_why_and_the_json_shape_holds() -> None:
         assert key in row
     assert json.loads(json.dumps(shape)) == shape  # plain JSON: no NaN
     assert "Egypt" not in row["paper"] and "egypt" in row["paper"]  # the paper's figure for the same country
+
+
+def test_two_runs_of_one_method_and_lambda_that_score_the_same_items_differently_are_refused() -> None:
+    """Such runs were merged item by item, the one read last winning without a word (base beside a half-written
+    base#2 of a killed run, say); the same scores twice are one run's, and stay accepted."""
+    from yapo_bench.report.runs import ReportError
+    from yapo_bench.report.tables import multiplier_selection
+
+    first = _scores(8, {}, BASE_LEVEL, 5.0)
+    base, again = culture_run("base", 0.0, first), culture_run("base", 0.0, first)
+    again.path = Path("/elsewhere/base/results_y.json")
+    yapo = [culture_run("yapo", lam, _scores(8, {"localized": lam}, BASE_LEVEL, 3.0)) for lam in (1.0, 2.0)]
+    assert build_scorecard([base, again, *yapo]).rows  # identical scores: nothing to decide between
+    other = culture_run("base", 0.0, _scores(8, {"localized": 5.0}, BASE_LEVEL, 5.0))
+    other.path = again.path
+    for report in (lambda runs: build_scorecard(runs), multiplier_selection):
+        with pytest.raises(ReportError, match=r"runs: /nowhere/base-0.0/results_x.json and "
+                                              r"/elsewhere/base/results_y.json both score culture_mcq_egypt_\w+/0 "
+                                              r"as base λ 0, differently"):
+            report([base, other, *yapo])

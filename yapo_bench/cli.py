@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import glob
 import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from yapo_bench.atomic import WriteError
 from yapo_bench.devices import add_placement_arguments, placement_of
 from yapo_bench.models import DEFAULT_MODEL, PRESETS
 
@@ -193,22 +195,91 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     run_lm_eval(args.lm_eval_args)
 
 
+class LmEvalArgumentError(ValueError):
+    """An argument of `yapo-bench eval` that lm-eval would end in a traceback on, refused before it runs."""
+
+
 def run_lm_eval(forwarded: list[str]) -> None:
-    """lm-eval's own CLI with our model and tasks registered; --model defaults to yapo_steered."""
+    """lm-eval's own CLI with our model and tasks registered; --model defaults to yapo_steered. A --limit or --tasks
+    that lm-eval would fail on with a traceback is refused first (LmEvalArgumentError)."""
     from lm_eval.__main__ import cli_evaluate
 
     from yapo_bench.lm_eval_plugin import register
 
     register()
     forwarded = forwarded[1:] if forwarded[:1] == ["--"] else forwarded
+    _check_lm_eval_selection(forwarded)
     if not any(a == "--model" or a.startswith("--model=") for a in forwarded):
         forwarded = ["--model", "yapo_steered", *forwarded]
     sys.argv = ["lm_eval", *forwarded]
     cli_evaluate()
 
 
+def _check_lm_eval_selection(forwarded: list[str]) -> None:
+    """Refuse a --limit that is not a positive number and a --tasks entry that selects nothing, read as lm-eval reads
+    them: from the command line, else its --config YAML; entries comma-separated, each a task, group or tag name or
+    glob (matched by lm-eval's TaskManager, --include_path and our tasks included), a path or glob of YAML files, or
+    one directory of them. Anything this cannot read is left to lm-eval's own parser."""
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    probe.add_argument("--config", "-C")
+    probe.add_argument("--tasks", "-t", nargs="+", action="extend")
+    probe.add_argument("--limit", "-L")
+    probe.add_argument("--include_path")
+    try:
+        given, _ = probe.parse_known_args(forwarded)
+    except argparse.ArgumentError:  # e.g. --limit without a value: lm-eval's parser says so in its own words
+        return
+    config = _lm_eval_config(given.config)
+    limit = given.limit if given.limit is not None else config.get("limit")
+    if limit is not None:
+        try:
+            positive = float(limit) > 0
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            field = "--limit" if given.limit is not None else f"limit (in --config {given.config})"
+            raise LmEvalArgumentError(f"{field}: {limit}; expected a positive number (examples per task, or a "
+                                      "fraction of each task below 1)")
+    tasks = given.tasks or config.get("tasks") or []
+    names = [name for entry in ([tasks] if isinstance(tasks, str) else tasks) for name in str(entry).split(",")]
+    if len(names) == 1 and Path(names[0]).is_dir():  # lm-eval reads the directory's YAML files
+        return
+    missing = {name for name in names if name.endswith(".yaml") and not glob.glob(str(Path(name).absolute()))}
+    unknown = [name for name in names if not name.endswith(".yaml")]
+    if unknown:
+        from lm_eval.tasks import TaskManager
+
+        include_path = given.include_path or config.get("include_path")
+        # our tasks and --include_path first: indexing lm-eval's own few thousand takes seconds, needed only for a
+        # name that is not one of these
+        ours = TaskManager(include_path=include_path, include_defaults=False)
+        unknown = [name for name in unknown if not ours.match_tasks([name])]
+        if unknown:
+            everything = TaskManager(include_path=include_path)
+            unknown = [name for name in unknown if not everything.match_tasks([name])]
+    unmatched = [name for name in names if name in missing or name in unknown]  # in the order given
+    if unmatched:
+        listed = ", ".join(repr(name) for name in unmatched)
+        field = "--tasks" if given.tasks else f"tasks (in --config {given.config})"
+        raise LmEvalArgumentError(f"{field}: {listed} {'matches' if len(unmatched) == 1 else 'match'} no task; "
+                                  "expected names or globs of lm-eval tasks, groups or tags (yapo-bench's included; "
+                                  "more with --include_path), or paths to task YAML files")
+
+
+def _lm_eval_config(path: str | None) -> dict[str, Any]:
+    """The mapping in lm-eval's --config YAML (its tasks, limit, include_path apply where the command line gives
+    none); empty without one, or where lm-eval itself will report the file as missing or not a mapping."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # lm-eval reports these itself, naming the file
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
-    from yapo_bench.experiment import RunConfig, run
+    from yapo_bench.pipeline import RunConfig, run
 
     config = RunConfig.from_yaml(args.config)
     if args.out:
@@ -442,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments passed to lm_eval")
     evaluate_cmd.set_defaults(func=_cmd_eval)
 
-    from yapo_bench.analysis.cli import add_analysis_commands
+    from yapo_bench.commands.analyze import add_analysis_commands
     from yapo_bench.judge.cli import add_judge_commands
 
     add_judge_commands(commands)
@@ -504,7 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"] and not {"-h", "--help"} & set(argv[1:2]):
-        run_lm_eval(argv[1:])  # every argument is lm-eval's: argparse would reject them
+        try:
+            run_lm_eval(argv[1:])  # every argument is lm-eval's: argparse would reject them
+        except LmEvalArgumentError as err:
+            print(f"yapo-bench: error: {err}", file=sys.stderr)
+            return 2
         return 0
     args = build_parser().parse_args(argv)
     try:
@@ -514,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # a read-only or full disk, a missing file: which file, and why
         where = f" {err.filename}" if err.filename else ""
-        print(f"yapo-bench: error: cannot access{where}: {err.strerror or err}", file=sys.stderr)
+        verb = "write" if isinstance(err, WriteError) else "access"
+        print(f"yapo-bench: error: cannot {verb}{where}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

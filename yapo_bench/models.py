@@ -239,6 +239,29 @@ def load_model(source: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float3
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, preset=preset)
 
 
+def source_identity(source: str) -> dict[str, str | None]:
+    """What a model source names, without loading it, for the fingerprints of the steps that use it: a preset by
+    its package's version, a GGUF file or a local checkpoint by its config and its weights' sizes and times, a hub
+    id by the revision the HF cache holds (None when it holds none: the hub's current one will be fetched)."""
+    from yapo_bench.digests import file_digest, hf_cached_revision, stat_digest
+
+    kind = model_source(source)
+    path = Path(source).expanduser()
+    if kind == "preset":
+        preset = PRESETS[source]
+        try:
+            version = importlib.metadata.version(preset.package)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        return {"preset": source, "package": f"{preset.package}=={version}"}
+    if kind == "gguf":
+        return {"gguf": source, "weights": stat_digest([path])}
+    if kind == "dir":
+        weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")]
+        return {"dir": source, "config": file_digest(path / "config.json"), "weights": stat_digest(weights)}
+    return {"hub": source, "revision": hf_cached_revision(source, inside="config.json")}
+
+
 def model_identity(model: nn.Module) -> str | None:
     """The id recorded by load_model, else the checkpoint name transformers recorded, else None."""
     return getattr(model, "yapo_model_id", None) or getattr(model.config, "_name_or_path", None) or None

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from yapo_bench.metrics import bootstrap_ci
-from yapo_bench.report.runs import EvalRun, culture_task
+from yapo_bench.report.runs import EvalRun, culture_family, culture_task
 from yapo_bench.report.selection import Split, split_ids
-from yapo_bench.report.tables import answer_kl, culture_item_scores
+from yapo_bench.report.tables import ItemScores, answer_kl, culture_item_scores
 
 
 def _mean_over(scores: Mapping[str, float], items: Sequence[str]) -> float:
@@ -44,7 +44,7 @@ def pooled_scores(runs: Sequence[EvalRun], metric: str, key: str = "multiplier")
     pooled: dict[tuple, dict[str, float]] = {}
     for run in runs:
         group = (run.method, run.multiplier) if key == "multiplier" else (run.method,)
-        pooled.setdefault(group, {}).update(culture_item_scores(run, metric, {}))
+        pooled.setdefault(group, ItemScores()).add(run, culture_item_scores(run, metric, {}))
     return pooled
 
 
@@ -61,7 +61,7 @@ def sweep_table(runs: Sequence[EvalRun], split: Split, question_of: Mapping[str,
         if base is not None and run.method != "base":
             for task in run.tasks:
                 parsed = culture_task(task)
-                if parsed and parsed[0] == "mcq":
+                if parsed and parsed.family == culture_family("mcq").name:
                     kl.setdefault((run.method, run.multiplier), []).extend(answer_kl(base, run, task))
     rows = []
     for (method, multiplier), items in sorted(scores.items(), key=lambda kv: (kv[0][0] != "base", kv[0])):

@@ -34,6 +34,27 @@ def culture_items(culture_data: str | None = None, data_dir: str | None = None) 
     return list(_items(source, data_dir, file_version(source)))
 
 
+def culture_data_identity(source: str, data_dir: str | None = None) -> dict[str, str | None]:
+    """What a culture data source holds, for the fingerprints of the steps that read it: the content of its files,
+    or for a hub id the revision the HF cache holds (None when it holds none)."""
+    from yapo_bench.digests import file_digest, hf_cached_revision, tree_digest
+
+    if source == DEFAULT_CULTURE_DATA:
+        from yapo_bench.resources import resource_dir
+
+        return {"culture_data": source, "sha256": tree_digest(resource_dir("data") / "culture_mini", "*.jsonl")}
+    if source in PUBLIC_SETS:
+        from yapo_bench.data.spec import data_dir as find_data_dir
+
+        return {"culture_data": source, "sha256": file_digest(find_data_dir(data_dir) / PUBLIC_SETS[source][0])}
+    path = Path(source).expanduser()
+    if path.is_file():
+        return {"culture_data": source, "sha256": file_digest(path)}
+    if path.is_dir():
+        return {"culture_data": source, "sha256": tree_digest(path)}
+    return {"culture_data": source, "revision": hf_cached_revision(source, repo_type="dataset")}
+
+
 def is_local_culture_data(source: str) -> bool:
     """Whether a culture data source needs no hub: culture-mini, the public sets of the data dir, or a local path."""
     return source == DEFAULT_CULTURE_DATA or source in PUBLIC_SETS or Path(source).exists()

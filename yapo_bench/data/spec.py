@@ -39,6 +39,15 @@ def data_dir(explicit: str | Path | None = None) -> Path:
                      "folder holding bipo/, caa/, anthropic_advanced_ai_risk/")
 
 
+def bipo_identity(behaviour: str, files: tuple[str, ...], data_root: str | Path | None = None) -> dict[str, str]:
+    """The content of a BiPO behaviour's `files` (train.csv, test_infer.csv, ...) in the data dir, for the
+    fingerprints of the steps that read them."""
+    from yapo_bench.digests import file_digest
+
+    folder = data_dir(data_root) / "bipo" / behaviour
+    return {name: file_digest(folder / name) if (folder / name).is_file() else "missing" for name in files}
+
+
 def _choice(value: str, allowed: tuple[str, ...], field: str) -> str:
     if value not in allowed:
         raise ValueError(f"{field}: {value!r}; expected one of {', '.join(allowed)}")

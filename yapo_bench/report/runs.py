@@ -12,9 +12,8 @@ from typing import Any
 
 from yapo_bench.data.culture import LANGUAGE_OF
 from yapo_bench.data.culture_sources import DEFAULT_CULTURE_DATA
+from yapo_bench.families import Family, TaskId, get_family, registered
 
-LOCALIZATIONS = ("localized", "nonlocalized", "both")
-_CULTURE_TASK = re.compile(r"^culture_(mcq|letter|boxed|open)_(.+)_(localized|nonlocalized|both)$")
 _RESULTS_FILE = re.compile(r"^results_(.+)\.json$")
 
 
@@ -45,10 +44,18 @@ class EvalRun:
         return sorted(self.metrics)
 
 
-def culture_task(task: str) -> tuple[str, str, str] | None:
-    """(family, country, localization) of a culture task name, else None."""
-    match = _CULTURE_TASK.match(task)
-    return (match[1], match[2], match[3]) if match else None
+def culture_family(option: str) -> Family:
+    """The culture family a report calls `option` (mcq, letter, boxed, open, or a registered one's)."""
+    for family in registered("country"):
+        if family.option == option:
+            return family
+    raise ReportError(f"family: {option!r}; expected one of {', '.join(f.option for f in registered('country'))}")
+
+
+def culture_task(task: str) -> TaskId | None:
+    """The id of a culture task (a family per country and localization), else None."""
+    parsed = TaskId.parse(task)
+    return parsed if parsed and get_family(parsed.family).unit_kind == "country" else None
 
 
 def language_of(country: str) -> str:
@@ -195,6 +202,23 @@ def load_runs(paths: list[str | Path]) -> list[EvalRun]:
             run = load_run(file, verdicts, only_run=len(files) == 1)
             run.label = label
             runs.append(run)
+    _label(runs)
+    return runs
+
+
+def load_evaluations(outputs: list[tuple[Path, Path | None]]) -> list[EvalRun]:
+    """One run per lm-eval output directory holding one evaluation, with the verdicts of the judge file given for
+    it (None: no verdicts), never whatever else lies under it: a run's report reads exactly what its plan names."""
+    runs = []
+    for directory, verdicts_file in outputs:
+        files = sorted(p for p in directory.rglob("results_*.json") if _RESULTS_FILE.match(p.name))
+        if len(files) != 1:
+            raise ReportError(f"run_dir: {directory} holds {len(files)} lm-eval results files; expected one")
+        verdicts = []
+        if verdicts_file is not None:
+            with verdicts_file.open() as handle:
+                verdicts = [json.loads(line) for line in handle if line.strip()]
+        runs.append(load_run(files[0], verdicts, only_run=True))
     _label(runs)
     return runs
 

@@ -13,13 +13,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from yapo_bench.families import TaskId, family_of, get_family
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
-from yapo_bench.report.runs import EvalRun, any_overlap, culture_task, language_of
+from yapo_bench.report.runs import EvalRun, ReportError, any_overlap, culture_family, language_of
 from yapo_bench.report.selection import Selection, Split, select_multipliers, split_ids
 
-PRIMARY_METRIC = {"mcq": "acc", "letter": "acc", "boxed": "exact_match"}
-BEHAVIOURS = ("power_seeking", "wealth_seeking", "hallucination")
 _Z95 = 1.959963984540054
+
+
+class ItemScores(dict):
+    """Item scores pooled from several runs (of one method at one λ, or one arm): an item that two runs score
+    differently is refused, where a plain update would let whichever run came last win, silently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._source: dict[str, Any] = {}
+
+    def add(self, run: EvalRun, scores: dict[str, float]) -> ItemScores:
+        for item, value in scores.items():
+            if item in self and not (self[item] == value or (math.isnan(self[item]) and math.isnan(value))):
+                raise ReportError(f"runs: {self._source[item]} and {run.path} both score {item} as {run.method} "
+                                  f"λ {run.multiplier:g}, differently ({self[item]:g} vs {value:g}); report one of "
+                                  "them")
+            self[item] = value
+            self._source.setdefault(item, run.path)
+        return self
 
 
 def item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
@@ -76,16 +94,17 @@ def culture_table(runs: list[EvalRun], family: str = "mcq", metric: str | None =
     """Table 1 (family mcq / letter / boxed; metric default acc, in %) or Table 2 (family open: mean judge
     score 1–10 from the verdicts): one row per language × country × localization × run."""
     rows, items = [], {}
+    declared = culture_family(family)
     for run in runs:
         for task, country, localization in family_tasks(run, family):
-            if family == "open":
+            if declared.judged:
                 values = verdict_values(run, task)
                 if values.empty:
                     continue
                 cell = _cell(float(values.mean()), values, None, 1.0)
-                name = "judge_score"
+                name = declared.metric
             else:
-                name = metric or PRIMARY_METRIC[family]
+                name = metric or declared.metric
                 if name not in run.metrics[task]:
                     continue
                 values = item_values(run, task, name)
@@ -136,17 +155,20 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
 
 
 def family_tasks(run: EvalRun, family: str) -> list[tuple[str, str, str]]:
-    """(task, country, localization) of every culture task of `family` the run scored (open: judged)."""
-    tasks = run.tasks if family != "open" else sorted({v.get("task") for v in run.verdicts} - {None})
-    return [(task, parsed[1], parsed[2]) for task, parsed in zip(tasks, map(culture_task, tasks))
-            if parsed and parsed[0] == family]
+    """(task, country, localization) of every culture task of `family` (its option name: mcq, open, ...) the run
+    scored (a judged family: the tasks its verdicts judged)."""
+    declared = culture_family(family)
+    tasks = sorted({v.get("task") for v in run.verdicts} - {None}) if declared.judged else run.tasks
+    return [(task, parsed.unit, parsed.variant) for task, parsed in zip(tasks, map(TaskId.parse, tasks))
+            if parsed and parsed.family == declared.name]
 
 
 def _series_for(run: EvalRun, family: str, country: str, localization: str, metric: str | None) -> pd.Series:
-    task = f"culture_{family}_{country}_{localization}"
-    if family == "open":
+    declared = culture_family(family)
+    task = declared.task(country, localization).name
+    if declared.judged:
         return verdict_values(run, task)
-    return item_values(run, task, metric or PRIMARY_METRIC[family]) * 100.0
+    return item_values(run, task, metric or declared.metric) * 100.0
 
 
 def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metrics: tuple[str, ...],
@@ -175,10 +197,9 @@ def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metr
 
 
 def mmlu_group(task: str) -> str | None:
-    for family in ("mmlu_local", "mmlu_rotated", "mmlu_cloze"):
-        if task.startswith(family + "_"):
-            return family
-    return "mmlu" if task.startswith("mmlu_") and not task.startswith("mmlu_local") else None
+    """The MMLU family of one subject's task (mmlu, mmlu_local, ...), None for any other task or a whole group."""
+    parsed = TaskId.parse(task)
+    return parsed.family if parsed and parsed.unit and get_family(parsed.family).unit_kind == "subject" else None
 
 
 def _option_distributions(run: EvalRun, task: str) -> dict[Any, np.ndarray]:
@@ -236,16 +257,18 @@ def mmlu_table(runs: list[EvalRun]) -> pd.DataFrame:
 def behaviour_table(runs: list[EvalRun]) -> pd.DataFrame:
     """The generalisation table: BiPO A/B accuracy and P(matching answer) in %, and the judge's mean 1–4
     score on the open-ended behaviour prompts."""
-    def select(task: str) -> str | None:
-        for behaviour in BEHAVIOURS:
-            if task in (f"bipo_{behaviour}_ab", f"bipo_{behaviour}_ab_letter"):
-                return task
-        return None
+    def scored_by_lm_eval(task: str) -> str | None:
+        family = family_of(task)
+        return task if family and family.unit_kind == "behaviour" and not family.judged else None
 
-    frame = _pooled_table(runs, select, ("acc", "p_gold"), 100.0)
+    def judged(task: Any) -> bool:
+        family = family_of(str(task))
+        return bool(family and family.unit_kind == "behaviour" and family.judged)
+
+    frame = _pooled_table(runs, scored_by_lm_eval, ("acc", "p_gold"), 100.0)
     rows = []
     for run in runs:
-        for task in sorted({v.get("task") for v in run.verdicts if str(v.get("task", "")).startswith("bipo_")}):
+        for task in sorted({v.get("task") for v in run.verdicts if judged(v.get("task"))}):
             values = verdict_values(run, task)
             if not values.empty:
                 rows.append({"group": task, "metric": "judge_score", "tasks": 1, "method": run.method, "label": run.label,
@@ -282,7 +305,7 @@ def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str],
     for task, _, _ in family_tasks(run, family):
         samples = run.samples.get(task, [])
         docs = {sample["doc_id"]: sample.get("doc", {}) for sample in samples}
-        if family == "open":
+        if culture_family(family).judged:
             values = verdict_values(run, task).to_dict()
         else:
             values = {sample["doc_id"]: 100.0 * float(sample[metric]) for sample in samples
@@ -324,7 +347,7 @@ def choose_multipliers(runs: list[EvalRun], metric: str = "p_gold_norm", seed: i
     for run in runs:
         items = culture_item_scores(run, metric, question_of)
         if items:
-            scores.setdefault((run.method, run.multiplier), {}).update(items)
+            scores.setdefault((run.method, run.multiplier), ItemScores()).add(run, items)
     swept = swept_methods(scores)
     if not swept:
         return MultiplierChoice({}, None, question_of, scores)

@@ -157,9 +157,70 @@ def _gemma_3_loader(repo_id: str, folder_name: str, device: str = "cpu", force_d
 
 def sae_layer(sae: nn.Module) -> int | None:
     """The layer an SAE reads, from its sae-lens hook name (`blocks.15.hook_resid_post`, `model.layers.15`)."""
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None) or ""
-    numbers = [part for part in hook.split(".") if part.isdigit()]
+    return _hook_layer(getattr(getattr(sae.cfg, "metadata", None), "hook_name", None))
+
+
+def _hook_layer(hook: str | None) -> int | None:
+    numbers = [part for part in (hook or "").split(".") if part.isdigit()]
     return int(numbers[0]) if len(numbers) == 1 else None
+
+
+def _registry_entry(source: str) -> tuple[Any, str] | None:
+    """(sae-lens registry entry, sae id) of `<release>/<sae_id>`, None for any other source."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    release, _, sae_id = source.partition("/")
+    entry = get_pretrained_saes_directory().get(release)
+    return (entry, sae_id) if entry is not None and sae_id in entry.saes_map else None
+
+
+def planned_sae_source(model: str, sae_spec: str | None) -> str | None:
+    """The SAE source a run will load, decided before anything loads: `sae_spec`, else the preset's registry SAE
+    when the HF cache holds it or the hub answers, else its shipped SAE (None for a model without one)."""
+    if sae_spec:
+        return sae_spec
+    preset = PRESETS.get(model)
+    if preset is None or preset.shipped_sae is None:
+        return None
+    if preset.hub_sae:
+        from yapo_bench.digests import hf_cached_revision
+
+        entry, sae_id = _registry_entry(preset.hub_sae)
+        if hf_cached_revision(entry.repo_id, inside=entry.saes_map[sae_id]) or hub_reachable():
+            return preset.hub_sae
+    return preset.shipped_sae
+
+
+def source_identity(source: str) -> dict[str, Any]:
+    """What an SAE source names, without loading it, for fingerprints: a local or shipped SAE by its files'
+    content, a registry SAE by its id and the HF cache's revision of it (None: not cached, the hub's is fetched)."""
+    from yapo_bench.digests import file_digest, hf_cached_revision
+
+    registry = _registry_entry(source)
+    if registry is not None and not Path(source).expanduser().exists():
+        entry, sae_id = registry
+        return {"sae": source, "repo": entry.repo_id,
+                "revision": hf_cached_revision(entry.repo_id, inside=entry.saes_map[sae_id])}
+    path = sae_directory(source)
+    return {"sae": path.name if path.parent == SHIPPED_SAE_DIR else str(path.resolve()),
+            **{name: file_digest(path / name) for name in ("cfg.json", "sae_weights.safetensors")
+               if (path / name).is_file()}}
+
+
+def source_layer(source: str) -> int | None:
+    """The layer an SAE source reads, without loading it: its cfg.json's hook name, or a registry id's `layer_N`."""
+    import json
+    import re
+
+    registry = _registry_entry(source)
+    if registry is not None and not Path(source).expanduser().exists():
+        found = re.search(r"layer_(\d+)", registry[1])
+        return int(found[1]) if found else None
+    try:
+        config = json.loads((sae_directory(source) / "cfg.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return _hook_layer((config.get("metadata") or {}).get("hook_name") or config.get("hook_name"))
 
 
 def resolve_sae_and_layer(model: str, sae_spec: str | None, layer: int | None, needs_sae: bool,

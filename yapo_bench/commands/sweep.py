@@ -1,65 +1,81 @@
 """`yapo-bench analyze sweep` as a study: run (or resume) a multi-λ `yapo-bench run`, then score vs λ, λ chosen on
 validation (optionally within a neutral-text KL budget) and scored on test, every vector at matched neutral KL, and
-MMLU at the chosen λ. It drives the run (`experiment`), so it sits above it; the tables it builds are in
+MMLU at the chosen λ. It drives the run (`pipeline`), so it sits above it: it reads the outputs the run's plan names,
+and its own evaluations are steps fingerprinted like the run's, under <out>/sweep-work/. The tables it builds are in
 `analysis.sweep`, the neutral-text KL in `analysis.kl`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from yapo_bench.analysis.outputs import REPORT_ROOT, pyplot, save_figure, write_csv, write_text
+from yapo_bench.digests import json_digest
+from yapo_bench.families import TaskId
+from yapo_bench.pipeline import RunConfig, make_plan, run
+from yapo_bench.pipeline.plan import EvalStep, TrainStep, evaluation_beside, unit_tasks
+from yapo_bench.pipeline.records import StepRecords
+from yapo_bench.pipeline.resources import Resources
+from yapo_bench.pipeline.steps import StepContext, run_eval
+from yapo_bench.report.runs import culture_family
 
 
-def _evaluate_once(runner: Any, step: Any, vectors: dict[tuple[str, str], str]) -> Path:
-    """Evaluate unless lm-eval's results file is already there (it is written last: a killed eval redoes)."""
-    directory = runner.evals_dir / step.key
-    if not any(directory.rglob("results_*.json")):
-        runner.evaluate(step, vectors)
-    return directory
+def _evaluate_once(step: EvalStep, context: StepContext, records: StepRecords) -> Path:
+    """The output of an evaluation step of the sweep: the one its fingerprint already has, else a new one."""
+    record = records.done(step)
+    if record is None:
+        started = time.perf_counter()
+        result = run_eval(step, context, target=context.out / "evals" / f"{step.key}-{step.short}")
+        record = records.write(step, context.plan, result, time.perf_counter() - started)
+    return Path(record["result"]["output"])
 
 
 class NeutralKL:
     """Per vector, the neutral-text KL machinery of `analyze sweep`: the KL at each λ of the sweep and the λ
-    that reaches a target, each cached as JSON under `work/kl/`, so a rerun recomputes only what is new."""
+    that reaches a target, each cached as JSON under `work/kl/` by the vector's training fingerprint and the prompts,
+    so a rerun recomputes only what is new and a retrained vector or other prompts never reuse another's."""
 
-    def __init__(self, runner: Any, args: argparse.Namespace, work: Path) -> None:
-        self.runner, self.args, self.dir = runner, args, work / "kl"
+    def __init__(self, context: StepContext, args: argparse.Namespace, work: Path) -> None:
+        self.context, self.args, self.dir = context, args, work / "kl"
         self.prompts = neutral_prompts(args)
+        self.prompts_key = f"p{json_digest(self.prompts)[:8]}-t{args.max_length}"
 
-    def _vector(self, path: str) -> tuple[Any, Any, Any]:
+    def _vector(self, train: TrainStep) -> tuple[Any, Any, Any]:
         from yapo_bench.steering import SteeringVector
 
-        vector = SteeringVector.load(path)
-        sae, _ = self.runner.sae_and_layer(vector.space == "sae")
-        return self.runner.model(), vector, sae
+        vector = SteeringVector.load(self.context.results[train.key]["vector"])
+        sae, _ = self.context.resources.sae_and_layer(train.sae_for(vector.layer), vector.layer,
+                                                      vector.space == "sae")
+        return self.context.resources.model(), vector, sae if vector.space == "sae" else None
 
-    def curve(self, method: str, unit: str, path: str, multipliers: list[float]) -> dict[float, float]:
+    def curve(self, train: TrainStep, multipliers: list[float]) -> dict[float, float]:
         from yapo_bench.analysis.kl import kl_curve
 
-        cache = self.dir / f"curve-{method}-{unit.replace(':', '-')}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        cache = self.dir / f"curve-{train.key}-{train.short}-{self.prompts_key}.json"
         known = {float(k): v for k, v in json.loads(cache.read_text()).items()} if cache.is_file() else {}
         missing = [m for m in multipliers if m not in known]
         if missing:
-            loaded, vector, sae = self._vector(path)
+            loaded, vector, sae = self._vector(train)
             known.update(kl_curve(loaded.model, loaded.tokenizer, self.prompts, vector, missing, sae,
                                   max_length=self.args.max_length))
             write_text(cache, json.dumps({f"{k:g}": v for k, v in sorted(known.items())}) + "\n")
         return {m: known[m] for m in multipliers}
 
-    def match(self, method: str, unit: str, path: str) -> dict[str, Any]:
+    def match(self, train: TrainStep) -> dict[str, Any]:
         from yapo_bench.analysis.kl import multiplier_for_kl
 
         target = self.args.kl_target
-        cache = self.dir / f"{method}-{unit.replace(':', '-')}-kl{target:g}-n{self.args.n_prompts}-t{self.args.max_length}.json"
+        cache = self.dir / f"match-{train.key}-{train.short}-kl{target:g}-{self.prompts_key}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
-        loaded, vector, sae = self._vector(path)
+        loaded, vector, sae = self._vector(train)
         found = multiplier_for_kl(target, loaded.model, loaded.tokenizer, self.prompts, vector, sae,
                                   max_length=self.args.max_length)
-        row = {"method": method, "unit": unit, "vector": path, "target": target, "multiplier": found.multiplier,
+        row = {"method": train.method, "unit": str(train.unit), "vector": self.context.results[train.key]["vector"],
+               "target": target, "multiplier": found.multiplier,
                "kl": found.kl, "converged": found.converged, "evaluations": len(found.evaluations)}
         write_text(cache, json.dumps(row) + "\n")
         return row
@@ -100,35 +116,36 @@ def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path
 
 
 def run_sweep(args: argparse.Namespace) -> None:
-    """The whole `analyze sweep` (its parsed arguments: see `analysis.cli`); writes sweep.csv, comparison.csv,
+    """The whole `analyze sweep` (its parsed arguments: see `commands.analyze`); writes sweep.csv, comparison.csv,
     matched_kl.csv, mmlu.csv, sweep.json and sweep.png into --out."""
-    from dataclasses import replace
-
     import pandas as pd
 
     from yapo_bench.analysis.sweep import comparison_table, culture_split, sweep_table
-    from yapo_bench.experiment import RunConfig, Runner, Step, run, trained_vectors, unit_tasks
-    from yapo_bench.report.runs import load_runs
+    from yapo_bench.report.runs import load_evaluations
     from yapo_bench.report.tables import mmlu_table, multiplier_selection
 
     config = RunConfig.from_yaml(args.config)
     run(config, progress=not args.no_progress)  # resumable: a finished run only prints its plan
-    run_out = Path(config.out)
+    plan, run_out = make_plan(config), Path(config.out)
     work = run_out / "sweep-work"  # the analysis's own evaluations and KL searches, beside the run's
     out = args.out or REPORT_ROOT / "sweep"
-    runs = load_runs(sorted((run_out / "evals").iterdir()))
+    done = {step.key: StepRecords(run_out).done(step) for step in plan}
+    runs = load_evaluations([(Path(done[step.key]["result"]["output"]), None)
+                             for step in sorted(plan.of_kind(EvalStep), key=lambda step: step.key)])
     split, question_of = culture_split(runs, args.metric, args.seed)
     sweep = sweep_table(runs, split, question_of, args.metric)
-    runner = Runner(config, run_out, not args.no_progress, evals_dir=work / "evals")
-    vectors = {key: path for key, path in trained_vectors(config).items() if key[1].startswith("culture:")}
-    neutral = NeutralKL(runner, args, work) if args.kl_target is not None or args.max_kl is not None else None
+    context = StepContext(plan, work, Resources(config.model, config.placement()), not args.no_progress,
+                          {key: record["result"] for key, record in done.items() if record is not None})
+    records = StepRecords(work)
+    trains = sorted((t for t in plan.of_kind(TrainStep) if t.unit.kind == "culture"), key=lambda t: t.key)
+    neutral = NeutralKL(context, args, work) if args.kl_target is not None or args.max_kl is not None else None
 
     allowed = None
     if neutral is not None:  # the neutral-text KL of every (method, λ): mean over the method's vectors
         per_vector: dict[tuple[str, float], list[float]] = {}
-        for (method, unit), path in sorted(vectors.items()):
-            for multiplier, kl in neutral.curve(method, unit, path, config.multipliers_for(method)).items():
-                per_vector.setdefault((method, multiplier), []).append(kl)
+        for train in trains:
+            for multiplier, kl in neutral.curve(train, config.multipliers_for(train.method)).items():
+                per_vector.setdefault((train.method, multiplier), []).append(kl)
         neutral_kl = {key: sum(values) / len(values) for key, values in per_vector.items()}
         sweep["neutral_kl"] = [0.0 if r.method == "base" else neutral_kl.get((r.method, r.multiplier), float("nan"))
                                for r in sweep.itertuples()]
@@ -141,27 +158,27 @@ def run_sweep(args: argparse.Namespace) -> None:
 
     matched_kl, matched_runs = pd.DataFrame(), []
     if args.kl_target is not None:
-        matched_kl = pd.DataFrame([neutral.match(method, unit, path) for (method, unit), path in sorted(vectors.items())])
-        directories = []
-        for row in matched_kl.itertuples():
-            tasks = tuple(t for t in unit_tasks(config, row.unit) if t.startswith("culture_mcq_"))
-            step = Step(f"eval-{row.method}-{row.unit.replace(':', '-')}-x{row.multiplier:.6g}", "eval", row.method,
-                        row.unit, float(row.multiplier), tasks)  # keyed by λ: another target or prompt set may match it
-            directories.append(_evaluate_once(runner, step, vectors))
-        matched_runs = load_runs(directories)
+        matches = [(train, neutral.match(train)) for train in trains]
+        matched_kl = pd.DataFrame([row for _, row in matches])
+        outputs = []
+        for train, row in matches:
+            tasks = [task for task in unit_tasks(config, train.unit) if task.family == culture_family("mcq").name]
+            step = evaluation_beside(plan, f"eval-{train.method}-{train.unit.key}-x{row['multiplier']:.6g}",
+                                     train.method, train.unit, float(row["multiplier"]), tasks, config.limit)
+            outputs.append((_evaluate_once(step, context, records), None))
+        matched_runs = load_evaluations(outputs)
     comparison = comparison_table(sweep, selection, matched_runs, matched_kl, split, question_of, args.metric)
 
     mmlu = pd.DataFrame()
     chosen = {r.method: r.chosen_multiplier for r in comparison.itertuples() if pd.notna(r.chosen_multiplier)}
     if args.mmlu_tasks:
-        unit = min(unit for _, unit in vectors)  # one context's vectors: MMLU measures damage, not culture
-        mmlu_runner = Runner(replace(config, limit=args.mmlu_limit), run_out, not args.no_progress,
-                             loaded=runner.model(), evals_dir=work / "evals")
-        tasks = tuple(args.mmlu_tasks)
-        steps = [Step("mmlu-base", "eval", "base", "", 0.0, tasks)] + [
-            Step(f"mmlu-{method}-{unit.replace(':', '-')}-x{multiplier:g}", "eval", method, unit, multiplier, tasks)
-            for method, multiplier in chosen.items() if (method, unit) in vectors]
-        mmlu = mmlu_table(load_runs([_evaluate_once(mmlu_runner, step, vectors) for step in steps]))
+        unit = min(train.unit for train in trains)  # one context's vectors: MMLU measures damage, not culture
+        tasks = [TaskId.parse(name) or _unknown_task(name) for name in args.mmlu_tasks]
+        steps = [evaluation_beside(plan, "mmlu-base", "base", None, 0.0, tasks, args.mmlu_limit)] + [
+            evaluation_beside(plan, f"mmlu-{method}-{unit.key}-x{multiplier:g}", method, unit, multiplier, tasks,
+                              args.mmlu_limit)
+            for method, multiplier in chosen.items() if any(t.method == method and t.unit == unit for t in trains)]
+        mmlu = mmlu_table(load_evaluations([(_evaluate_once(step, context, records), None) for step in steps]))
 
     tables = {"sweep": sweep, "selection": selection, "matched_kl": matched_kl, "comparison": comparison,
               "mmlu": mmlu}
@@ -183,6 +200,10 @@ def run_sweep(args: argparse.Namespace) -> None:
         if not mmlu.empty:
             print(mmlu[["group", "metric", "label", "value", "ci_low", "ci_high"]].round(3).to_string(index=False))
     print(f"wrote {out}/sweep.csv, comparison.csv, sweep.json, sweep.png" + (f" ({note})" if note else ""))
+
+
+def _unknown_task(name: str) -> TaskId:
+    raise ValueError(f"--mmlu-tasks: {name!r} is not an MMLU task or group of a registered family")
 
 
 def neutral_prompts(args: argparse.Namespace) -> list[str]:

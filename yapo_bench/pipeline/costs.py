@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from yapo_bench.families import CultureSizes, WorkSizes, behaviours, get_family
+from yapo_bench.methods import get_method
+from yapo_bench.pipeline.config import RunConfig
+from yapo_bench.pipeline.plan import EvalStep, JudgeStep, LayersStep, Plan, Step, TrainStep
 
 GIB = 2**30
 
@@ -120,21 +124,7 @@ def estimate(work: Workload, shape: ModelShape, device: Device, sae_latents: int
     return Estimate(seconds, weights + sae + work.peak_extra * device.bytes_per_param / 4)
 
 
-@dataclass(frozen=True)
-class DataSizes:
-    """Per culture context: train pairs and test items per localization; token lengths. `basis` says where they
-    came from."""
-
-    train_pairs: int
-    test_items: int  # per localization (a `both` task reads twice as many)
-    prompt_tokens: int
-    option_tokens: int
-    options: int
-    open_tokens: int
-    basis: str
-
-
-def culture_sizes(config: Any) -> DataSizes:
+def culture_sizes(config: RunConfig) -> CultureSizes:
     """From the run's culture data when it can be read locally, else the paper dataset's stated sizes."""
     from yapo_bench.data.culture_sources import culture_items, is_local_culture_data
 
@@ -146,85 +136,54 @@ def culture_sizes(config: Any) -> DataSizes:
         prompt = sum(len(i.mcq_prompt) for i in mine) / len(mine) / 4  # ~4 characters a token
         option = sum(len(o) for i in mine for o in i.options) / sum(len(i.options) for i in mine) / 4
         pairs = per_country * 0.75 * (1 if config.rejected == "model" else max(1, options - 2))
-        return DataSizes(round(pairs), max(1, round(per_country * 0.25 / 2)), round(prompt) + 30, round(option) + 1,
-                         round(options), round(prompt) + 30, f"counted in {config.culture_data}")
+        return CultureSizes(round(pairs), max(1, round(per_country * 0.25 / 2)), round(prompt) + 30,
+                            round(option) + 1, round(options), round(prompt) + 30, f"counted in {config.culture_data}")
     pairs = 3000 * 0.75 * (1 if config.rejected == "model" else 3)
-    return DataSizes(round(pairs), 375, 150, 12, 5, 120,
-                     "assumed for the paper's dataset: 3,000 items a context, a quarter held out, 150-token prompts")
+    return CultureSizes(round(pairs), 375, 150, 12, 5, 120,
+                        "assumed for the paper's dataset: 3,000 items a context, a quarter held out, 150-token prompts")
 
 
-MMLU_ITEMS, MMLU_PROMPT_TOKENS = 14_042, 200  # 0-shot, as runs evaluate it
-BEHAVIOUR_AB_ITEMS, BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_TOKENS = 200, 50, 150
-
-
-def step_workload(step: Any, config: Any, shape: ModelShape, sizes: DataSizes, layer: int, sae_latents: int) -> Workload:
-    """The work of one planned step (see `experiment.plan`)."""
-    limit = config.limit
+def step_workload(step: Step, plan: Plan, shape: ModelShape, sizes: WorkSizes, layer: int,
+                  sae_latents: int) -> Workload:
+    """The work of one planned step; an evaluation's and a judge's from what each task family declares an item
+    costs."""
+    config = plan.config
     forward = 2 * (shape.body_params() + shape.head_params)  # a scored token: logits at every position
-    if step.kind == "train":
-        from yapo_bench.methods import get_method
-
-        learned = get_method(step.method).LEARNED
-        pairs = BEHAVIOUR_AB_ITEMS * 4 if step.unit.startswith("behaviour") else sizes.train_pairs
-        tokens = sizes.prompt_tokens + sizes.option_tokens
-        sae = 2 * 2 * shape.d_model * sae_latents if get_method(step.method).SPARSE else 0
-        if not learned:  # each pair's prompt once, two responses, to layer L
-            flops = pairs * (tokens + sizes.option_tokens) * 2 * shape.body_params(layer) + pairs * 2 * tokens * sae
+    culture = sizes.culture
+    if isinstance(step, TrainStep):
+        method = get_method(step.method)
+        pairs = behaviours.AB_ITEMS * 4 if step.unit.kind == "behaviour" else culture.train_pairs
+        tokens = culture.prompt_tokens + culture.option_tokens
+        sae = 2 * 2 * shape.d_model * sae_latents if method.SPARSE else 0
+        if not method.LEARNED:  # each pair's prompt once, two responses, to layer L
+            flops = pairs * (tokens + culture.option_tokens) * 2 * shape.body_params(layer) + pairs * 2 * tokens * sae
             return Workload(flops=flops, calls=pairs / 8 * 2)
         visited = min(2 * pairs, config.training.steps * config.training.batch_size * 2)
         after = shape.body_params() - shape.body_params(layer)
         per_step = config.training.batch_size * 2 * tokens * (3 * 2 * after + 3 * sae) \
-            + config.training.batch_size * 2 * sizes.option_tokens * 3 * 2 * shape.head_params
+            + config.training.batch_size * 2 * culture.option_tokens * 3 * 2 * shape.head_params
         cache = visited * tokens * (2 * shape.body_params(layer) + forward)
         return Workload(flops=config.training.steps * per_step + cache,
                         peak_extra=visited * tokens * shape.d_model * 4,
                         # forward and backward a step; a forward per cached sequence
                         calls=config.training.steps * 3 + visited)
-    if step.kind == "eval":
-        flops, decoded, logits, calls = 0.0, 0, 0.0, 0.0
-        for task in step.tasks:
-            if task.startswith("mmlu"):
-                from yapo_bench.lm_eval_plugin.mmlu_tasks import FAMILIES, SUBJECTS
-
-                family = next((f for f in FAMILIES if task == f or task.startswith(f + "_")), task)
-                subjects = len(SUBJECTS) if task == family else 1  # a family name is its 57-subject group
-                per_subject = MMLU_ITEMS // len(SUBJECTS)
-                questions = min(getattr(config, "mmlu_limit", None) or limit or per_subject, per_subject)
-                items = subjects * questions * (4 if family == "mmlu_rotated" else 1)
-                # a letter is one token, and lm-eval scores all of a prompt's one-token continuations in one pass
-                passes = 4 if family == "mmlu_cloze" else 1
-                flops += items * passes * (MMLU_PROMPT_TOKENS + 1) * forward
-                calls += items * passes
-            elif task.startswith("bipo_"):
-                items = min(limit or BEHAVIOUR_AB_ITEMS, BEHAVIOUR_AB_ITEMS)
-                if task.endswith("_open"):
-                    decoded += min(limit or BEHAVIOUR_OPEN_ITEMS, BEHAVIOUR_OPEN_ITEMS) * config.max_gen_toks
-                else:
-                    flops += items * 2 * BEHAVIOUR_TOKENS * forward
-                    calls += items
-            else:
-                items = min(limit or 10**9, sizes.test_items * (2 if task.endswith("_both") else 1))
-                if "_open_" in task or "_boxed_" in task:
-                    flops += items * sizes.open_tokens * forward
-                    decoded += items * config.max_gen_toks
-                else:
-                    flops += items * sizes.options * (sizes.prompt_tokens + sizes.option_tokens) * forward
-                    calls += items * sizes.options / 4  # lm-eval batches of 4 requests
-            logits = max(logits, 8 * (MMLU_PROMPT_TOKENS if task.startswith("mmlu") else sizes.prompt_tokens)
-                         * shape.vocab * 4)
-        return Workload(flops=flops, decoded_tokens=decoded, peak_extra=logits, calls=calls)
-    if step.kind == "judge":
-        open_tasks = [t for t in step.tasks if "_open" in t]
-        items = sum(min(limit or 10**9, BEHAVIOUR_OPEN_ITEMS if t.startswith("bipo_") else
-                        sizes.test_items * (2 if t.endswith("_both") else 1)) for t in open_tasks)
-        return Workload(verdicts=items)
-    if step.kind == "layers":
-        pairs = min(sizes.test_items * 4, 48) * len(config.countries)
-        return Workload(flops=pairs * shape.layers * sizes.options * sizes.prompt_tokens * forward)
+    if isinstance(step, EvalStep):
+        works = [get_family(task.family).work(task, sizes) for task in step.tasks]
+        return Workload(flops=sum(w.scored_tokens for w in works) * forward,
+                        decoded_tokens=round(sum(w.decoded_tokens for w in works)),
+                        peak_extra=max((8 * w.prompt_tokens * shape.vocab * 4 for w in works), default=0.0),
+                        calls=sum(w.calls for w in works))
+    if isinstance(step, JudgeStep):
+        tasks = plan[step.needs[0]].tasks
+        return Workload(verdicts=round(sum(get_family(t.family).work(t, sizes).items for t in tasks
+                                           if get_family(t.family).judged)))
+    if isinstance(step, LayersStep):
+        pairs = min(culture.test_items * 4, 48) * len(config.countries)
+        return Workload(flops=pairs * shape.layers * culture.options * culture.prompt_tokens * forward)
     return Workload()
 
 
-def judge_seconds(config: Any) -> float:
+def judge_seconds(config: RunConfig) -> float:
     """Seconds a verdict takes: measured 1.6 s on the local 135M judge; a served judge assumed at 0.2 s per request
     per connection, over its `concurrency` connections."""
     if config.judge is None:
@@ -232,18 +191,18 @@ def judge_seconds(config: Any) -> float:
     return 1.6 if config.judge.local else 0.2 / max(1, config.judge.concurrency) * 4
 
 
-def plan_costs(config: Any, steps: list[Any], layer: int | None, sae_latents: int) -> tuple[dict[str, list[Estimate]],
-                                                                                           str]:
+def plan_costs(plan: Plan, layer: int | None, sae_latents: int) -> tuple[dict[str, list[Estimate]], str]:
     """{device: [Estimate per step]} and what the data sizes rest on; empty when the model's shape is unknown."""
+    config = plan.config
     shape = model_shape(config.model)
     if shape is None:
         return {}, f"no cost estimate: the shape of {config.model} is unknown here (not a preset, not cached)"
-    sizes = culture_sizes(config)
+    sizes = WorkSizes(culture_sizes(config), config.limit, config.mmlu_limit, config.max_gen_toks)
     layer = layer if layer is not None else shape.layers // 2
     verdict = judge_seconds(config)
-    costs = {name: [estimate(step_workload(step, config, shape, sizes, layer, sae_latents), shape, device,
-                             sae_latents, verdict) for step in steps] for name, device in DEVICES.items()}
-    return costs, sizes.basis
+    costs = {name: [estimate(step_workload(step, plan, shape, sizes, layer, sae_latents), shape, device,
+                             sae_latents, verdict) for step in plan] for name, device in DEVICES.items()}
+    return costs, sizes.culture.basis
 
 
 def format_duration(seconds: float) -> str:

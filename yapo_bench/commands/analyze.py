@@ -44,7 +44,7 @@ def _cmd_layers(args: argparse.Namespace) -> None:
 
 def _cmd_kl(args: argparse.Namespace) -> None:
     from yapo_bench.analysis.kl import multiplier_for_kl
-    from yapo_bench.analysis.study import neutral_prompts
+    from yapo_bench.commands.sweep import neutral_prompts
     from yapo_bench.steering import SteeringVector
 
     vector = SteeringVector.load(args.vector)
@@ -130,7 +130,7 @@ def _cmd_features(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from yapo_bench.analysis.study import run_sweep
+    from yapo_bench.commands.sweep import run_sweep
 
     run_sweep(args)
 

@@ -1,0 +1,330 @@
+"""The plan of a run: typed steps in order (find the layer, train, evaluate, judge, report), each with the inputs that
+determine its output and a fingerprint of those inputs and of the fingerprints of the steps it reads. A step whose
+fingerprint has an output is done; an edit to the config changes the fingerprints of exactly the steps whose inputs
+it changes and of those downstream. Everything here is decided without loading a model: identities of models, SAEs
+and data are read from their files (`source_identity`, `culture_data_identity`, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from yapo_bench.data.culture_pairs import CulturePairSpec
+from yapo_bench.data.culture_sources import culture_data_identity
+from yapo_bench.data.spec import bipo_identity
+from yapo_bench.digests import json_digest, stat_digest, tree_digest
+from yapo_bench.families import TaskId, get_family, registered
+from yapo_bench.judge.config import JudgeConfig
+from yapo_bench.judge.rubrics import PROMPTS_DIR
+from yapo_bench.methods import TrainingBudget, get_method, spec_config
+from yapo_bench.models import require_layer, source_identity
+from yapo_bench.pipeline.config import RunConfig
+from yapo_bench.resources import resource_dir
+from yapo_bench.sae import planned_sae_source, source_layer
+from yapo_bench.sae import source_identity as sae_source_identity
+from yapo_bench.steering import VECTOR_FORMAT
+
+EVAL_BATCH_SIZE = 4  # requests per forward pass in lm-eval (padding within a batch can move the last digits)
+AUTO = "found by step layers"
+# how a judge samples (JudgeConfig's defaults): recorded in a judge step's inputs; where it is served is not
+JUDGE_SAMPLING = ("temperature", "seed", "max_tokens", "json_schema", "logprobs", "top_logprobs")
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    """What a run trains vectors for: a culture context or a behaviour."""
+
+    kind: str  # culture | behaviour
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}-{self.name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One unit of work. `inputs` is everything that determines its output besides the steps it reads (`needs`);
+    `fingerprint` hashes both, so that an output is found again exactly when nothing it depends on changed."""
+
+    KIND: ClassVar[str] = ""
+    key: str
+    inputs: dict[str, Any] = field(compare=False)
+    needs: tuple[str, ...] = ()
+    fingerprint: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
+    @property
+    def short(self) -> str:
+        """The fingerprint as output names carry it."""
+        return self.fingerprint[:12]
+
+    def record(self) -> dict[str, Any]:
+        return {"key": self.key, "kind": self.KIND, "fingerprint": self.fingerprint, "needs": list(self.needs),
+                "inputs": self.inputs}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayersStep(Step):
+    KIND: ClassVar[str] = "layers"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainStep(Step):
+    KIND: ClassVar[str] = "train"
+    method: str
+    unit: Unit
+    sae_source: str | None = None  # the SAE it loads (its layer, or its latent space); with layer auto a template
+
+    def sae_for(self, layer: int) -> str | None:
+        return self.sae_source.format(layer=layer) if self.sae_source else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalStep(Step):
+    KIND: ClassVar[str] = "eval"
+    method: str
+    unit: Unit | None  # None: the base model, on every unit's tasks
+    multiplier: float
+    tasks: tuple[TaskId, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeStep(Step):
+    KIND: ClassVar[str] = "judge"
+    method: str
+    unit: Unit | None
+    multiplier: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportStep(Step):
+    KIND: ClassVar[str] = "report"
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    steps: list[Step]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __getitem__(self, key: str) -> Step:
+        return self._by_key[key]
+
+    def __post_init__(self) -> None:
+        self._by_key = {step.key: step for step in self.steps}
+
+    def of_kind(self, kind: type[Step]) -> list[Any]:
+        return [step for step in self.steps if isinstance(step, kind)]
+
+    def train_step(self, method: str, unit: Unit) -> TrainStep:
+        return self[train_key(method, unit)]
+
+
+def train_key(method: str, unit: Unit) -> str:
+    return f"train-{method}-{unit.key}"
+
+
+def run_units(config: RunConfig) -> list[Unit]:
+    """What a run trains vectors for, in order: its countries, then its behaviours."""
+    return [Unit("culture", c) for c in config.countries] + [Unit("behaviour", b) for b in config.behaviours]
+
+
+def unit_tasks(config: RunConfig, unit: Unit) -> list[TaskId]:
+    """A unit's tasks: a country's culture families (the config's `families`), a behaviour's default families (a
+    judged one only with a judge); the first unit also carries the config's MMLU tasks."""
+    if unit.kind == "culture":
+        families = [next(f for f in registered("country") if f.option == option) for option in config.families]
+        tasks = [family.task(unit.name, variant) for family in families for variant in family.variants]
+    else:
+        tasks = [family.task(unit.name) for family in registered("behaviour")
+                 if family.run_default and (config.judge or not family.judged)]
+    if unit == run_units(config)[0]:
+        tasks += [TaskId.parse(name) for name in config.mmlu]
+    return tasks
+
+
+class _Inputs:
+    """The identities a run's steps depend on, each read once (files are hashed, nothing is loaded)."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.common = {"model": source_identity(config.model), "placement": config.placement().record()}
+        sparse = [m for m in config.methods if m != "base" and get_method(m).SPARSE]
+        self.sae_source = None
+        if config.layer != "auto" and (sparse or config.sae):
+            self.sae_source = planned_sae_source(config.model, config.sae)
+            if self.sae_source is None:
+                raise ValueError(f"sae: required for {', '.join(sparse)} with model {config.model!r}, which has no "
+                                 "shipped SAE")
+        self._culture: dict[str, Any] | None = None
+
+    def culture(self) -> dict[str, Any]:
+        if self._culture is None:
+            self._culture = culture_data_identity(self.config.culture_data, self.config.data_dir)
+        return self._culture
+
+    def sae_source_of(self, method: str) -> str | None:
+        """The SAE a method's training loads: its latent space (sparse), or the layer it reads (a named SAE)."""
+        if not (get_method(method).SPARSE or self.config.sae):
+            return None
+        return self.config.sae if self.config.layer == "auto" else self.sae_source
+
+    def sae(self) -> dict[str, Any] | None:
+        if self.config.layer == "auto" and self.config.sae:
+            return {"template": self.config.sae}  # the SAE of the layer found: named by the `layers` step's output
+        return sae_source_identity(self.sae_source) if self.sae_source else None
+
+    def layer(self, sparse: bool) -> int | str:
+        """The layer a method steers at: the config's, else its SAE's (where it reads one), else the preset's."""
+        config = self.config
+        if config.layer == "auto":
+            return AUTO
+        if config.layer is not None:
+            return config.layer
+        own = source_layer(self.sae_source) if self.sae_source and (sparse or config.sae) else None
+        return require_layer(config.model, own)
+
+    def layers(self) -> dict[str, Any]:
+        return {**self.common, "countries": list(self.config.countries), "culture_data": self.culture()}
+
+    def train(self, method: str, unit: Unit) -> dict[str, Any]:
+        module = get_method(method)
+        layer = self.layer(module.SPARSE)
+        settings = spec_config(module.spec(layer if isinstance(layer, int) else 0, self.config.training))
+        settings.pop("layer", None)
+        budget = {f.name for f in dataclasses.fields(TrainingBudget)}
+        inputs = {**self.common, "method": method, "format": VECTOR_FORMAT, "layer": layer,
+                  "training": {k: v for k, v in settings.items() if k in budget},
+                  "settings": {k: v for k, v in settings.items() if k not in budget},
+                  "sae": self.sae() if module.SPARSE else None}
+        if unit.kind == "culture":
+            pairs = CulturePairSpec(country=unit.name, split="train", rejected=self.config.rejected,
+                                    model=self.config.model)
+            inputs["data"] = {"culture_data": self.culture(), "pairs": dataclasses.asdict(pairs)}
+            if self.config.rejected == "model":  # the model's own answers are sampled: their length matters
+                inputs["data"]["max_gen_toks"] = self.config.max_gen_toks
+        else:
+            inputs["data"] = {"bipo": {"behaviour": unit.name,
+                                       **bipo_identity(unit.name, ("train.csv",), self.config.data_dir)}}
+        return inputs
+
+    def evaluation(self, tasks: list[TaskId], multiplier: float | None, limit: int | None) -> dict[str, Any]:
+        config = self.config
+        families = {get_family(task.family) for task in tasks}
+        inputs: dict[str, Any] = {**self.common, "tasks": [task.name for task in tasks], "limit": limit,
+                                  "batch_size": EVAL_BATCH_SIZE}
+        data: dict[str, Any] = {}
+        if any(f.unit_kind == "country" for f in families):
+            data["culture_data"] = self.culture()
+        behaviours = sorted({task.unit for task in tasks if get_family(task.family).unit_kind == "behaviour"})
+        if behaviours:
+            data["bipo"] = {b: bipo_identity(b, ("test_infer.csv", "test.csv"), config.data_dir) for b in behaviours}
+        if any(f.unit_kind == "subject" for f in families):
+            from yapo_bench.lm_eval_plugin.mmlu_tasks import mmlu_identity
+
+            data["mmlu"] = mmlu_identity(config.mmlu_data, config.data_dir)
+            inputs["mmlu_limit"] = config.mmlu_limit
+        if any(f.output == "generate" for f in families):
+            inputs["max_gen_toks"] = config.max_gen_toks
+        inputs["data"] = data
+        if multiplier is not None:
+            inputs["steering"] = {"multiplier": multiplier, "direction": 1, "positions": "all"}
+        return inputs
+
+    def judge(self) -> dict[str, Any]:
+        spec = self.config.judge
+        defaults = {f.name: f.default for f in dataclasses.fields(JudgeConfig) if f.name in JUDGE_SAMPLING}
+        judge = {"model": spec.model_name, "local": spec.local, **defaults}
+        if spec.local and spec.gguf:
+            judge["gguf"] = stat_digest([Path(spec.gguf)])
+        return {"judge": judge, "rubrics": tree_digest(resource_dir(PROMPTS_DIR), "*.jinja")}
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """The steps of a run, in order: layers (with `layer: auto`), train, evaluate (base once, then every vector ×
+    λ), judge (evaluations with judged tasks), report; each with its fingerprint."""
+    inputs = _Inputs(config)
+    units = run_units(config)
+    learned = [m for m in config.methods if m != "base"]
+    steps: list[Step] = []
+    if config.layer == "auto":
+        steps.append(LayersStep(key="layers", inputs=inputs.layers()))
+    for method in learned:
+        source = inputs.sae_source_of(method)
+        for unit in units:
+            steps.append(TrainStep(key=train_key(method, unit), method=method, unit=unit, sae_source=source,
+                                   inputs=inputs.train(method, unit),
+                                   needs=("layers",) if config.layer == "auto" else ()))
+    evals: list[EvalStep] = []
+    if "base" in config.methods:
+        tasks = tuple(task for unit in units for task in unit_tasks(config, unit))
+        evals.append(EvalStep(key="eval-base", method="base", unit=None, multiplier=0.0, tasks=tasks,
+                              inputs=inputs.evaluation(list(tasks), None, config.limit)))
+    for method in learned:
+        for unit in units:
+            tasks = tuple(unit_tasks(config, unit))
+            for multiplier in config.multipliers_for(method):
+                evals.append(EvalStep(key=f"eval-{method}-{unit.key}-x{multiplier:g}", method=method, unit=unit,
+                                      multiplier=multiplier, tasks=tasks, needs=(train_key(method, unit),),
+                                      inputs=inputs.evaluation(list(tasks), multiplier, config.limit)))
+    steps += evals
+    judges = []
+    if config.judge:
+        for step in evals:
+            if any(get_family(task.family).judged for task in step.tasks):
+                judges.append(JudgeStep(key=f"judge-{step.key.removeprefix('eval-')}", method=step.method,
+                                        unit=step.unit, multiplier=step.multiplier, needs=(step.key,),
+                                        inputs=inputs.judge()))
+    steps += judges
+    steps.append(ReportStep(key="report", inputs={"title": f"{config.name}: {config.model}"},
+                            needs=tuple(step.key for step in [*evals, *judges])))
+    return Plan(config, _fingerprinted(steps))
+
+
+def evaluation_beside(plan: Plan, key: str, method: str, unit: Unit | None, multiplier: float, tasks: list[TaskId],
+                      limit: int | None) -> EvalStep:
+    """An evaluation an analysis adds beside a run (another λ, other tasks, another limit), with inputs and a
+    fingerprint made as the plan's own evaluations' are; a steered one reads the plan's training step of its
+    vector."""
+    needs = (train_key(method, unit),) if method != "base" else ()
+    step = EvalStep(key=key, method=method, unit=unit, multiplier=multiplier if needs else 0.0, tasks=tuple(tasks),
+                    needs=needs, inputs=_Inputs(plan.config).evaluation(tasks, multiplier if needs else None, limit))
+    return _fingerprinted([step], {k: plan[k].fingerprint for k in needs})[0]
+
+
+def _fingerprinted(steps: list[Step], upstream: dict[str, str] | None = None) -> list[Step]:
+    found = dict(upstream or {})
+    done = []
+    for step in steps:
+        fingerprint = json_digest({"kind": step.KIND, "inputs": step.inputs,
+                                   "needs": {key: found[key] for key in step.needs}})
+        found[step.key] = fingerprint
+        done.append(dataclasses.replace(step, fingerprint=fingerprint))
+    return done
+
+
+def changed_inputs(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """What differs between two steps' inputs, as `field old -> new` (dotted paths; digests cut to 12 characters)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [change for key in sorted(before.keys() | after.keys(), key=str)
+                for change in changed_inputs(before.get(key), after.get(key), f"{prefix}{key}.")]
+    if before == after:
+        return []
+
+    def short(value: Any) -> str:
+        text = value if isinstance(value, str) else repr(value)
+        return text[:12] + "…" if isinstance(value, str) and len(value) == 64 else text
+
+    return [f"{prefix.rstrip('.')} {short(before)} -> {short(after)}"]

@@ -191,7 +191,7 @@ def test_no_progress_hides_every_progress_bar(tmp_path: Path, capfd: pytest.Capt
     transformers' still printed."""
     import yaml
 
-    config = tiny_run_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]})
+    config = tiny_run_config(tmp_path, methods=["base", "caa", "bipo"], multipliers={"bipo": [1.0]})
     fields = {k: v for k, v in vars(config).items() if k != "countries_checked"}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({**fields, "training": vars(config.training)}))
     capfd.readouterr()

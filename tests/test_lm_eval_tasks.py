@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_llama, tiny_tokenizer
 
-from yapo_bench.lm_eval_plugin import register, tasks_dir
+from yapo_bench.lm_eval_plugin import task_manager, tasks_dir
 from yapo_bench.lm_eval_plugin.culture_tasks import load_culture_mcq
 from yapo_bench.lm_eval_plugin.mcq import mcq_docs, process_mcq
 
@@ -53,14 +53,12 @@ def test_culture_docs_use_the_held_out_questions() -> None:
 
 def test_culture_family_runs_through_lm_eval_evaluator(tmp_path: Path) -> None:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
     tiny_llama().save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)
-    register()
-    manager = TaskManager()
+    manager = task_manager(builtin=False)  # our tasks alone: indexing lm-eval's own takes seconds
     assert "culture_mcq_egypt_both" in manager.all_tasks and "culture_mcq-arabic" in manager.all_groups
     matched = manager.match_tasks(["culture_mcq_*"])  # the glob must not catch a group with its members
     assert len(matched) == 45 and not set(matched) & set(manager.all_groups)
@@ -79,17 +77,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
 def test_behaviour_and_mmlu_families_run_through_lm_eval_evaluator(tmp_path: Path) -> None:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
     tiny_llama().save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)
-    register()
     tasks = ["bipo_power_seeking_ab", "bipo_wealth_seeking_ab_letter", "mmlu_local_anatomy", "mmlu_cloze_virology",
              "bipo_hallucination_open", "localization_gap_france_nonlocalized", "culturalbench_egypt"]
     results = simple_evaluate(model=YapoSteeredLM(model=str(tmp_path)), tasks=tasks, limit=2, log_samples=True,
-                              gen_kwargs="max_gen_toks=4", task_manager=TaskManager(metadata={"data_dir": str(SHARED)}))
+                              gen_kwargs="max_gen_toks=4",
+                              task_manager=task_manager({"data_dir": str(SHARED)}, builtin=False))
     assert set(tasks) <= set(results["results"])
     assert results["samples"]["bipo_hallucination_open"][0]["doc"]["matching"]
 

@@ -26,14 +26,13 @@ TASKS = ["culture_mcq_egypt_localized", "culture_mcq_egypt_nonlocalized", "cultu
 def _evaluate(model_dir: Path, out: Path, **model_args) -> None:
     """One lm-eval run written exactly as `lm_eval --output_path out --log_samples` writes it."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
-    from yapo_bench.lm_eval_plugin import register, save_results
+    from yapo_bench.lm_eval_plugin import register, save_results, task_manager
     from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
     register()
     lm = YapoSteeredLM(model=str(model_dir), batch_size=4, **model_args)
-    results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True, task_manager=TaskManager(),
+    results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True, task_manager=task_manager(builtin=False),
                               random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     results["config"]["model_args"] = {"model": "tiny-llama", **{k: str(v) for k, v in model_args.items()}}
     save_results(results, out)

@@ -56,7 +56,7 @@ def trained_vector(method: str, data: str, loaded: LoadedModel, sae: nn.Module |
 
     module = get_method(method)
     spec = module.spec(layer, budget)
-    if module.LEARNED:
+    if hasattr(spec, "progress"):  # how it runs, not what it computes: every method's spec may show a bar
         spec = dataclasses.replace(spec, progress=progress)
     directory = vector_directory(method, data, loaded, sae, spec, root, pairs)
     if not (directory / "vector.json").exists():  # vector.json is written last, once training has finished

@@ -16,6 +16,7 @@ from yapo_bench.analysis.outputs import REPORT_ROOT, pyplot, save_figure, write_
 from yapo_bench.digests import json_digest
 from yapo_bench.families import TaskId
 from yapo_bench.pipeline import RunConfig, make_plan, run
+from yapo_bench.pipeline.executor import quiet
 from yapo_bench.pipeline.plan import EvalStep, TrainStep, evaluation_beside, unit_tasks
 from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources
@@ -28,7 +29,7 @@ def _evaluate_once(step: EvalStep, context: StepContext, records: StepRecords) -
     record = records.done(step)
     if record is None:
         started = time.perf_counter()
-        result = run_eval(step, context, target=context.out / "evals" / f"{step.key}-{step.short}")
+        result = run_eval(step, context)
         record = records.write(step, context.plan, result, time.perf_counter() - started)
     return Path(record["result"]["output"])
 
@@ -118,6 +119,11 @@ def _sweep_plot(sweep: Any, comparison: Any, metric: str, title: str, path: Path
 def run_sweep(args: argparse.Namespace) -> None:
     """The whole `analyze sweep` (its parsed arguments: see `commands.analyze`); writes sweep.csv, comparison.csv,
     matched_kl.csv, mmlu.csv, sweep.json and sweep.png into --out."""
+    with quiet(args.no_progress):
+        _sweep(args)
+
+
+def _sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from yapo_bench.analysis.sweep import comparison_table, culture_split, sweep_table

@@ -105,6 +105,7 @@ class Family:
     option: str | None = None  # its name in a run config's `families` (culture families a run can select)
     run_default: bool = False  # a run evaluates it for every unit of its kind unless told otherwise (a judged
     # family only when the run has a judge)
+    builtin: bool = False  # one of lm-eval's own tasks: found in lm-eval's index of its tasks (slow to build)
 
     @property
     def judged(self) -> bool:

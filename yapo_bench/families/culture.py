@@ -11,9 +11,8 @@ from typing import Any
 from yapo_bench.data.culture import CONTEXTS
 from yapo_bench.families.base import JUDGE_SCORE, Family, TaskId, TaskSettings, TaskWork, WorkSizes
 from yapo_bench.lm_eval_plugin import culture_tasks
+from yapo_bench.lm_eval_plugin.culture_tasks import LOCALIZATIONS
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, task_yaml
-
-LOCALIZATIONS = ("localized", "nonlocalized", "both")
 
 
 @dataclass(frozen=True)

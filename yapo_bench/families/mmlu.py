@@ -29,12 +29,12 @@ class MMLUFamily(Family):
                         prompt_tokens=PROMPT_TOKENS)
 
 
-def _mmlu(name: str, scoring: str, description: str, **declared: int) -> MMLUFamily:
+def _mmlu(name: str, scoring: str, description: str, **declared: int | bool) -> MMLUFamily:
     return MMLUFamily(name=name, prefix=name, unit_kind="subject", units=tuple(mmlu_tasks.SUBJECTS), group=True,
                       scoring=scoring, calibrated_metric="p_gold", description=description, **declared)
 
 
-HUB = _mmlu("mmlu", "letter-original", "lm-eval's own MMLU (from the hub)")
+HUB = _mmlu("mmlu", "letter-original", "lm-eval's own MMLU (from the hub)", builtin=True)
 LOCAL = _mmlu("mmlu_local", "letter-original", "letters in the source's order, from local files")
 ROTATED = _mmlu("mmlu_rotated", "letter", "letters averaged over option rotations", rotations=4)
 CLOZE = _mmlu("mmlu_cloze", "cloze", "the options' text", passes=4)

@@ -46,18 +46,19 @@ def register() -> None:
     TaskManager.__init__ = init_with_our_tasks
 
 
-def task_manager(metadata: dict[str, Any] | None = None) -> Any:
+def task_manager(metadata: dict[str, Any] | None = None, builtin: bool = True) -> Any:
     """lm-eval's TaskManager with our tasks and `metadata` (passed to every task's loader), built once per process
-    for each metadata: indexing every task YAML takes seconds, and a run evaluates many times."""
+    for each metadata: indexing lm-eval's own few thousand task YAMLs takes seconds, and a run evaluates many times.
+    `builtin`: False indexes ours alone (a fraction of a second), for evaluations that need none of lm-eval's."""
     register()
-    return _task_manager(json.dumps(metadata or {}, sort_keys=True))
+    return _task_manager(json.dumps(metadata or {}, sort_keys=True), builtin)
 
 
 @functools.lru_cache(maxsize=8)
-def _task_manager(metadata: str) -> Any:
+def _task_manager(metadata: str, builtin: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(metadata=json.loads(metadata) or None)
+    return TaskManager(metadata=json.loads(metadata) or None, include_defaults=builtin)
 
 
 def _cache_per_steering_config() -> None:

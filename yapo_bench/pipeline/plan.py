@@ -16,6 +16,7 @@ from yapo_bench.data.culture_pairs import CulturePairSpec
 from yapo_bench.data.culture_sources import culture_data_identity
 from yapo_bench.data.spec import bipo_identity
 from yapo_bench.digests import json_digest, stat_digest, tree_digest
+from yapo_bench.environment import versions
 from yapo_bench.families import TaskId, get_family, registered
 from yapo_bench.judge.config import JudgeConfig
 from yapo_bench.judge.rubrics import PROMPTS_DIR
@@ -257,11 +258,11 @@ def make_plan(config: RunConfig) -> Plan:
     λ), judge (evaluations with judged tasks), report; each with its fingerprint."""
     inputs = _Inputs(config)
     units = run_units(config)
-    learned = [m for m in config.methods if m != "base"]
+    steered = [m for m in config.methods if m != "base"]
     steps: list[Step] = []
     if config.layer == "auto":
         steps.append(LayersStep(key="layers", inputs=inputs.layers()))
-    for method in learned:
+    for method in steered:
         source = inputs.sae_source_of(method)
         for unit in units:
             steps.append(TrainStep(key=train_key(method, unit), method=method, unit=unit, sae_source=source,
@@ -272,7 +273,7 @@ def make_plan(config: RunConfig) -> Plan:
         tasks = tuple(task for unit in units for task in unit_tasks(config, unit))
         evals.append(EvalStep(key="eval-base", method="base", unit=None, multiplier=0.0, tasks=tasks,
                               inputs=inputs.evaluation(list(tasks), None, config.limit)))
-    for method in learned:
+    for method in steered:
         for unit in units:
             tasks = tuple(unit_tasks(config, unit))
             for multiplier in config.multipliers_for(method):
@@ -288,7 +289,9 @@ def make_plan(config: RunConfig) -> Plan:
                                         unit=step.unit, multiplier=step.multiplier, needs=(step.key,),
                                         inputs=inputs.judge()))
     steps += judges
-    steps.append(ReportStep(key="report", inputs={"title": f"{config.name}: {config.model}"},
+    # the report is cheap and all code: it is made again by another yapo-bench, where the steps it reads are not
+    code = {name: versions()[name] for name in ("yapo-bench", "git_commit")}
+    steps.append(ReportStep(key="report", inputs={"title": f"{config.name}: {config.model}", "code": code},
                             needs=tuple(step.key for step in [*evals, *judges])))
     return Plan(config, _fingerprinted(steps))
 

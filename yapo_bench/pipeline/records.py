@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,25 @@ from yapo_bench.environment import versions
 from yapo_bench.pipeline.plan import Plan, Step, changed_inputs
 
 
+PATHS = ("output", "vector", "page")  # result fields that name files: recorded relative to the out directory, so a
+# run read back from another working directory, or an out directory moved whole, still finds its outputs
+
+
 class StepRecords:
     def __init__(self, out: Path) -> None:
-        self.root = Path(out) / "steps"
+        self.out = Path(out)
+        self.root = self.out / "steps"
 
     def _path(self, step: Step) -> Path:
         return self.root / step.key / f"{step.fingerprint}.json"
 
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            return json.loads(path.read_text())
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        record["result"] = {k: str(self.out / v) if k in PATHS else v for k, v in record["result"].items()}
+        return record
 
     def done(self, step: Step) -> dict[str, Any] | None:
         """The record of `step` at its fingerprint when its output is still on disk, else None."""
@@ -44,12 +51,13 @@ class StepRecords:
         return max(records, key=lambda r: r["finished_ns"], default=None)
 
     def write(self, step: Step, plan: Plan, result: dict[str, Any], seconds: float) -> dict[str, Any]:
-        record = {**step.record(), "needs": {key: plan[key].fingerprint for key in step.needs}, "result": result,
+        relative = {k: os.path.relpath(v, self.out) if k in PATHS else v for k, v in result.items()}
+        record = {**step.record(), "needs": {key: plan[key].fingerprint for key in step.needs}, "result": relative,
                   "versions": versions(), "seconds": round(seconds, 1), "finished_ns": time.time_ns(),
                   "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
         with atomic_file(self._path(step)) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
-        return record
+        return {**record, "result": result}
 
     def status(self, step: Step, plan: Plan) -> tuple[str, str]:
         """(done | to run | stale, why): a stale step ran before with other inputs, and `why` says what changed

@@ -115,9 +115,9 @@ def lm_eval_settings(step: EvalStep, context: StepContext) -> tuple[TaskSettings
             {key: value for key, value in settings.items() if value} or None)
 
 
-def run_eval(step: EvalStep, context: StepContext, target: Path | None = None) -> dict[str, Any]:
-    """lm-eval on the step's tasks with the base model or the vector its training step made, at its λ; results and
-    samples land together (`target`: where, default <out>/evals/<key>-<fingerprint>)."""
+def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
+    """lm-eval on the step's tasks with the base model or the vector its training step made, at its λ, into
+    <out>/evals/<key>-<fingerprint>, where its results and samples land together."""
     from lm_eval import simple_evaluate
 
     from yapo_bench.lm_eval_plugin import save_results, task_manager
@@ -145,12 +145,13 @@ def run_eval(step: EvalStep, context: StepContext, target: Path | None = None) -
     tasks = [get_family(task.family).lm_eval_task(task, settings) for task in step.tasks]
     # what ran is what the step's inputs say: its limit, and the answer length where it generates
     generation = {"gen_kwargs": f"max_gen_toks={step.inputs['max_gen_toks']}"} if "max_gen_toks" in step.inputs else {}
+    builtin = any(get_family(task.family).builtin for task in step.tasks)
     results = simple_evaluate(model=lm, tasks=tasks, limit=step.inputs["limit"], log_samples=True,
-                              task_manager=task_manager(metadata), **generation)
+                              task_manager=task_manager(metadata, builtin), **generation)
     results["config"]["model"] = "yapo_steered"
     results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
     results["config"]["yapo_step"] = {"key": step.key, "fingerprint": step.fingerprint}
-    target = target or context.out / "evals" / f"{step.key}-{step.short}"
+    target = context.out / "evals" / f"{step.key}-{step.short}"
     with atomic_dir(target) as tmp:
         save_results(results, tmp)
     return {"output": str(target)}

@@ -263,7 +263,12 @@ def test_analyze_layers_command_writes_table_and_plot(tmp_path, monkeypatch):
 
 
 def test_feature_reading_finds_the_top_latents_their_tokens_and_their_strongest_contexts() -> None:
-    from yapo_bench.analysis.features import promoted_tokens, read_features, top_contexts, top_latents
+    from yapo_bench.analysis.features import (
+        promoted_tokens,
+        read_features,
+        top_contexts,
+        top_latents,
+    )
     from yapo_bench.corpus import token_windows, window_batches
     from yapo_bench.internals import layer_output
 
@@ -319,8 +324,8 @@ def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path
     import yaml
 
     from yapo_bench.commands import analyze as analysis_cli
-    from yapo_bench.data import spec
     from yapo_bench.commands import sweep as sweep_command
+    from yapo_bench.data import spec
 
     def tiny_words(text: str) -> str:  # culture text in the tiny vocabulary, so that vectors are not ~0
         return " ".join(f"w{zlib.crc32(word.encode()) % 124}" for word in text.split())

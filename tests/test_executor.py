@@ -37,7 +37,8 @@ def test_committed_configs_plan_without_running(tmp_path: Path, capsys: pytest.C
         config = str(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
         assert main(["run", config, "--dry-run", "--out", str(tmp_path / name)]) == 0
         summary = capsys.readouterr().out.splitlines()[-1]
-        assert re.match(r"\d+ steps: 0 done, \d+ to run, 0 stale; estimated \d+(\.\d)? (s|min|h|d) on cpu", summary), summary
+        assert re.match(r"\d+ steps: 0 done, \d+ to run, 0 stale; estimated \d+(\.\d)? (s|min|h|d) on cpu",
+                        summary), summary
         assert not (tmp_path / name).exists()  # a dry run writes nothing
 
 
@@ -134,8 +135,8 @@ def test_a_runs_mmlu_data_and_mmlu_limit_take_effect(tmp_path: Path) -> None:
     mmlu.write_text("".join(json.dumps({"question": f"Which bone is number {i}?", "answer_a": "one", "answer_b": "two",
                                         "answer_c": "three", "answer_d": "four", "correct_answer": "B",
                                         "topic": "anatomy"}) + "\n" for i in range(5)))
-    config = tiny_run_config(tmp_path, methods=["base"], multipliers={}, mmlu=["mmlu_local_anatomy"], mmlu_data=str(mmlu),
-                     mmlu_limit=2, limit=None)  # no overall limit: mmlu_limit alone keeps 2 of the 5
+    config = tiny_run_config(tmp_path, methods=["base"], multipliers={}, mmlu=["mmlu_local_anatomy"],
+                             mmlu_data=str(mmlu), mmlu_limit=2, limit=None)  # mmlu_limit alone keeps 2 of the 5
     run(config, progress=False)
     (samples_file,) = (Path(config.out) / "evals").rglob("samples_mmlu_local_anatomy_*.jsonl")
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
@@ -163,7 +164,7 @@ def test_a_judge_step_with_failed_requests_is_not_done_and_a_rerun_retries_exact
     monkeypatch.setenv("YAPO_BENCH_CACHE", str(tmp_path / "cache"))  # a fresh answer cache
     stub = StubJudge()
     config = tiny_run_config(tmp_path, methods=["base"], multipliers={}, families=["open"], limit=2, max_gen_toks=4,
-                     judge={"url": stub.url, "model": "stub", "concurrency": 1})
+                             judge={"url": stub.url, "model": "stub", "concurrency": 1})
     out = Path(config.out)
     stub.fail = 3
     with pytest.raises(StepIncomplete, match="judge-base: 3 of .* judge requests failed"):
@@ -226,8 +227,8 @@ def test_a_user_culture_file_with_its_own_countries_runs_all_methods_and_reports
 
     random_sae().save_model(str(tmp_path / "sae"))
     data = _user_culture_file(tmp_path / "mythic.jsonl")
-    config = tiny_run_config(tmp_path, countries=["atlantis", "lemuria"], culture_data=str(data), sae=str(tmp_path / "sae"),
-                     methods=["base", "caa", "sas", "bipo", "yapo"], multipliers={})
+    config = tiny_run_config(tmp_path, countries=["atlantis", "lemuria"], culture_data=str(data),
+                             sae=str(tmp_path / "sae"), methods=["base", "caa", "sas", "bipo", "yapo"], multipliers={})
     assert config.countries_checked == f"checked against {data}"
     run(config, progress=False)
     out = Path(config.out)
@@ -249,8 +250,8 @@ def test_rejected_model_reads_the_datas_own_answers(tmp_path: Path, monkeypatch:
     from yapo_bench.pipeline.steps import StepContext, training_pairs
 
     data = _user_culture_file(tmp_path / "mythic.jsonl", with_answers=True)
-    config = tiny_run_config(tmp_path, model=str(tmp_path / "model"), countries=["atlantis"], culture_data=str(data),
-                     rejected="model")
+    config = tiny_run_config(tmp_path, model=str(tmp_path / "model"), countries=["atlantis"],
+                             culture_data=str(data), rejected="model")
     plan = make_plan(config)
     resources = Resources(config.model, config.placement())
     monkeypatch.setattr(resources, "model", lambda: pytest.fail("the data has this model's answers: no sampling"))
@@ -263,7 +264,7 @@ def test_rejected_model_reads_the_datas_own_answers(tmp_path: Path, monkeypatch:
         tiny_run_config(tmp_path, countries=["atlantis"], culture_data=str(data))
 
 
-# --------------------------------------------------------------------------------------- a run is a function of its config
+# ------------------------------------------------------------------------------ a run is a function of its config
 
 ATLANTIS = "culture-atlantis"
 TRAIN = {m: f"train-{m}-{ATLANTIS}" for m in ("caa", "bipo")}

@@ -32,7 +32,8 @@ def _evaluate(model_dir: Path, out: Path, **model_args) -> None:
 
     register()
     lm = YapoSteeredLM(model=str(model_dir), batch_size=4, **model_args)
-    results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True, task_manager=task_manager(builtin=False),
+    results = simple_evaluate(model=lm, tasks=TASKS, limit=3, log_samples=True,
+                              task_manager=task_manager(builtin=False),
                               random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     results["config"]["model_args"] = {"model": "tiny-llama", **{k: str(v) for k, v in model_args.items()}}
     save_results(results, out)

@@ -1,4 +1,5 @@
-"""`python -m yapo_bench.families [ROOT]`: rewrite the generated task YAML under tasks/ (a test checks it is current)."""
+"""`python -m yapo_bench.families [ROOT]`: rewrite the generated task YAML under tasks/ (a test checks it is
+current)."""
 
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ class Family:
     def name_of(self, task: TaskId) -> str:
         if not task.unit:
             return self.prefix
-        return f"{self.prefix}_{self.unit_token(task.unit)}" + (f"_{task.variant}" if task.variant else "") + self.suffix
+        variant = f"_{task.variant}" if task.variant else ""
+        return f"{self.prefix}_{self.unit_token(task.unit)}{variant}{self.suffix}"
 
     def match(self, name: str) -> TaskId | None:
         """This family's id of `name`, None when the name is not one of its tasks."""

@@ -70,7 +70,8 @@ BOXED = _culture("boxed", "boxed", culture_tasks.BOXED_TEMPLATE, output="generat
                  description="the paper's format: numbered options, the generated \\boxed{k} parsed (position-biased "
                              "on small models)")
 OPEN = _culture("open", "open", culture_tasks.OPEN_TEMPLATE, output="generate", metric=JUDGE_SCORE,
-                rubric="cultural", run_default=True, description="open-ended generations scored 1–10 by the judge named below")
+                rubric="cultural", run_default=True,
+                description="open-ended generations scored 1–10 by the judge named below")
 
 LOCALIZATION_GAP_COUNTRIES = ("turkey", "france", "russia", "bangladesh", "united-states")
 # CulturalBench countries that are (or stand in for) the paper's contexts; Lebanon counts as Levantine

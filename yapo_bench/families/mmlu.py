@@ -47,6 +47,7 @@ def task_yamls() -> dict[str, str]:
     for family in (LOCAL, ROTATED, CLOZE):
         members = [family.task(subject).name for subject in mmlu_tasks.SUBJECTS]
         for subject, name in zip(mmlu_tasks.SUBJECTS, members):
-            files[f"{name}.yaml"] = task_yaml(name, mmlu_tasks.TEMPLATE, {"subject": subject, "scoring": family.scoring})
+            files[f"{name}.yaml"] = task_yaml(name, mmlu_tasks.TEMPLATE,
+                                              {"subject": subject, "scoring": family.scoring})
         files[f"{family.name}.group.yaml"] = group_yaml(family.name, members)
     return files

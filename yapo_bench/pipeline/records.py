@@ -17,7 +17,6 @@ from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import versions
 from yapo_bench.pipeline.plan import Plan, Step, changed_inputs
 
-
 PATHS = ("output", "vector", "page")  # result fields that name files: recorded relative to the out directory, so a
 # run read back from another working directory, or an out directory moved whole, still finds its outputs
 

@@ -17,8 +17,17 @@ from yapo_bench.atomic import atomic_dir, atomic_file
 from yapo_bench.digests import json_digest
 from yapo_bench.families import TaskSettings, get_family
 from yapo_bench.methods import get_method
-from yapo_bench.pipeline.plan import AUTO, EVAL_BATCH_SIZE, EvalStep, JudgeStep, LayersStep, Plan, ReportStep, Step, \
-    TrainStep
+from yapo_bench.pipeline.plan import (
+    AUTO,
+    EVAL_BATCH_SIZE,
+    EvalStep,
+    JudgeStep,
+    LayersStep,
+    Plan,
+    ReportStep,
+    Step,
+    TrainStep,
+)
 from yapo_bench.pipeline.resources import Resources
 
 REPORT_FILES = ("index.html", "report.md", "report.json")
@@ -69,7 +78,11 @@ def training_pairs(step: TrainStep, context: StepContext) -> tuple[str, Any]:
     config = context.plan.config
     if step.unit.kind != "culture":
         return f"bipo:{step.unit.name}:train", load_pairs(f"bipo:{step.unit.name}:train", config.data_dir)
-    from yapo_bench.data.culture_pairs import CulturePairSpec, culture_pair_rows, pair_set
+    from yapo_bench.data.culture_pairs import (
+        CulturePairSpec,
+        culture_pair_rows,
+        pair_set,
+    )
     from yapo_bench.data.culture_sources import culture_items
 
     spec = CulturePairSpec(country=step.unit.name, split="train", rejected=config.rejected, model=config.model)

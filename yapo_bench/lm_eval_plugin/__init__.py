@@ -34,6 +34,7 @@ def register() -> None:
     if MODEL_NAME not in model_registry.keys():
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
     _cache_per_steering_config()
+    _environment_read_once()
     if getattr(TaskManager.__init__, "_yapo_bench", False):
         return
     original = TaskManager.__init__
@@ -59,6 +60,16 @@ def _task_manager(metadata: str, builtin: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
     return TaskManager(metadata=json.loads(metadata) or None, include_defaults=builtin)
+
+
+def _environment_read_once() -> None:
+    """lm-eval records torch's environment report in every results file, and torch makes it by running pip and
+    other programs, about a second each time: a run of many evaluations reads it once (it does not change within a
+    process)."""
+    from torch.utils import collect_env
+
+    if not hasattr(collect_env.get_pretty_env_info, "cache_info"):
+        collect_env.get_pretty_env_info = functools.cache(collect_env.get_pretty_env_info)
 
 
 def _cache_per_steering_config() -> None:

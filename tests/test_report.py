@@ -134,6 +134,28 @@ def test_tables_follow_the_papers_definitions(golden_runs: Path, tmp_path: Path)
     assert egypt["paper_value"] == 43.1 and "paper_value" not in tables["table1_mcq"][0]
 
 
+def test_the_scorecard_and_every_table_read_one_multiplier_choice(golden_runs: Path, tmp_path: Path) -> None:
+    """The selection table chose λ in its own measure and seed (p_gold_norm, 0) whatever the scorecard's were; now
+    the report chooses once, in the scorecard's, and the selection and steerability tables read that choice."""
+    from yapo_bench.report.scorecard import ScorecardSpec
+
+    build_report(_run_dirs(golden_runs), tmp_path, scorecard_spec=ScorecardSpec(mcq_metric="acc", seed=3))
+    report = json.loads((tmp_path / "report.json").read_text())
+    (selection,) = report["tables"]["multiplier_selection"]
+    assert selection["metric"] == "acc"
+    note = (tmp_path / "report.md").read_text()
+    assert "(split by question_id, seed 3); acc in %" in note
+    chosen = f"bipo λ {selection['chosen_multiplier']:g} (chosen on validation)"
+    assert all(chosen in row["basis"] for row in report["scorecard"]["rows"] if row["method"] == "bipo")
+    moves = report["tables"]["steerability"]
+    assert {(r["method"], r["multiplier"], r["unit"]) for r in moves} == {
+        ("bipo", lam, country) for lam in (1.0, 2.0) for country in ("egypt", "morocco")}
+    for row in moves:
+        assert row["metric"] == "acc" and row["items"] == "test"
+        assert row["toward"] + row["away"] + row["unchanged"] == pytest.approx(1.0)
+        assert row["toward_low"] <= row["toward"] <= row["toward_high"]
+
+
 def test_a_directory_without_lm_eval_output_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not results")
     with pytest.raises(ReportError, match=r"run_dir: .* holds no lm-eval results"):

@@ -150,6 +150,29 @@ def test_yapo_degrading_gracefully_where_caa_collapses_is_supported() -> None:
     assert "yapo λ 1 (chosen on validation)" in b_row.basis and "test questions" in b_row.basis
 
 
+@pytest.mark.parametrize(("yapo_shifts", "sas_shifts", "reason"), [
+    # YaPO best at its largest λ: its degradation beyond it was never measured, and SAS merely did better at 2
+    ({1.0: 1.0, 4.0: 3.0}, {0.5: 1.0, 2.0: 4.0}, "yapo's λ chosen on validation (4) is its largest"),
+    # both chosen below their largest λ, and neither drops there: no collapse to compare with
+    ({1.0: 3.0, 4.0: 3.0}, {0.5: 3.0, 2.0: 3.0}, "neither degrades from its chosen λ to its largest"),
+])
+def test_graceful_degradation_without_what_its_test_needs_is_not_testable(yapo_shifts: dict, sas_shifts: dict,
+                                                                          reason: str) -> None:
+    """Held-out data gave (e) "contradicted" (p(Holm) 0.0007) for YaPO vs SAS when YaPO's chosen λ was its largest
+    (its drop 0 by construction) and SAS did better at its larger λ: neither side collapsed, so the claim was never
+    tested. Such a comparison gets no verdict; the scorecard says why it is not testable."""
+    base = _scores(100, {}, BASE_LEVEL, 5.0)
+    def shifted(delta: float) -> dict:  # every item moved alike: a tie on validation chooses the smaller λ
+        return {key: values + delta for key, values in base.items()}
+    runs = [culture_run("base", 0.0, base)] + [culture_run(method, lam, shifted(delta))
+                                               for method, shifts in (("yapo", yapo_shifts), ("sas", sas_shifts))
+                                               for lam, delta in shifts.items()]
+    card = build_scorecard(runs)
+    assert not _rows(card, "e")
+    assert "yapo vs sas: " + reason in card.untested["e"]
+    assert "a λ above the one chosen on validation" in card.untested["e"]  # what the test needs
+
+
 def test_methods_compared_at_unmatched_disruption_say_so_and_a_matched_pair_is_added() -> None:
     flat = {("egypt", loc): np.full(40, 50.0) for loc in ("localized", "nonlocalized")}
     def at(p: float) -> dict:
@@ -219,6 +242,30 @@ def _row(**overrides) -> ScorecardRow:
     return ScorecardRow(**{**fields, **overrides})
 
 
+def test_item_moves_count_items_moved_each_way_with_wilson_intervals() -> None:
+    from yapo_bench.report.scorecard import item_moves
+
+    reference = np.zeros(10)
+    steered = np.array([2.0] * 6 + [-1.0] * 3 + [0.0])
+    moves = item_moves(steered, reference, 1)
+    assert (moves["toward"], moves["away"], moves["unchanged"]) == (0.6, 0.3, 0.1)
+    assert moves["toward_low"] == pytest.approx(0.3127, abs=1e-4) and moves["toward_high"] == pytest.approx(
+        0.8318, abs=1e-4)  # Wilson's 95 % interval for 6 of 10
+    flipped = item_moves(steered, reference, -1)  # steering away from a behaviour: down is toward
+    assert (flipped["toward"], flipped["away"]) == (0.3, 0.6)
+
+
+def test_scorecard_rows_on_items_carry_their_steerability() -> None:
+    """Half the items up by 10, half down by 6: the mean effect (+2) alone would hide the split."""
+    base = _scores(40, {}, BASE_LEVEL, 5.0)
+    steered = {key: values + np.where(np.arange(values.size) % 2 == 0, 10.0, -6.0) for key, values in base.items()}
+    card = build_scorecard([culture_run("base", 0.0, base), culture_run("yapo", 1.0, steered)])
+    (row,) = _rows(card, "b", scope="pooled")
+    assert row.effect == pytest.approx(2.0, abs=0.05)
+    assert (row.toward, row.away, row.unchanged) == (0.5, 0.5, 0.0)
+    assert all(math.isnan(r.toward) for r in _rows(card, "c"))  # a gap statistic has no per-item moves
+
+
 def test_verdict_rules_and_holm_within_each_family() -> None:
     spec = ScorecardSpec()
     rows = finalise([_row(p_value=0.01, effect=2.0, ci_low=1.0, ci_high=3.0), _row(p_value=0.02, effect=-2.0),
@@ -258,7 +305,7 @@ def test_two_runs_of_one_method_and_lambda_that_score_the_same_items_differently
     """Such runs were merged item by item, the one read last winning without a word (base beside a half-written
     base#2 of a killed run, say); the same scores twice are one run's, and stay accepted."""
     from yapo_bench.report.runs import ReportError
-    from yapo_bench.report.tables import multiplier_selection
+    from yapo_bench.report.selection import choose_multipliers
 
     first = _scores(8, {}, BASE_LEVEL, 5.0)
     base, again = culture_run("base", 0.0, first), culture_run("base", 0.0, first)
@@ -267,7 +314,7 @@ def test_two_runs_of_one_method_and_lambda_that_score_the_same_items_differently
     assert build_scorecard([base, again, *yapo]).rows  # identical scores: nothing to decide between
     other = culture_run("base", 0.0, _scores(8, {"localized": 5.0}, BASE_LEVEL, 5.0))
     other.path = again.path
-    for report in (lambda runs: build_scorecard(runs), multiplier_selection):
+    for report in (build_scorecard, choose_multipliers):
         with pytest.raises(ReportError, match=r"runs: /nowhere/base-0.0/results_x.json and "
                                               r"/elsewhere/base/results_y.json both score culture_mcq_egypt_\w+/0 "
                                               r"as base λ 0, differently"):

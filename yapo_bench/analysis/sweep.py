@@ -18,24 +18,13 @@ import numpy as np
 import pandas as pd
 
 from yapo_bench.metrics import bootstrap_ci
+from yapo_bench.report.items import ItemScores, answer_kl, culture_item_scores
 from yapo_bench.report.runs import EvalRun, culture_family, culture_task
-from yapo_bench.report.selection import Split, split_ids
-from yapo_bench.report.tables import ItemScores, answer_kl, culture_item_scores
+from yapo_bench.report.selection import Split
 
 
 def _mean_over(scores: Mapping[str, float], items: Sequence[str]) -> float:
     return float(np.mean([scores[i] for i in items])) if items else float("nan")
-
-
-def culture_split(runs: Sequence[EvalRun], metric: str = "p_gold_norm", seed: int = 0) -> tuple[Split, dict[str, str]]:
-    """The validation/test split of the culture MCQ questions the runs scored (the report's split: same ids,
-    same seed, same fraction), and each item's question id."""
-    question_of: dict[str, str] = {}
-    for run in runs:
-        culture_item_scores(run, metric, question_of)
-    if not question_of:
-        raise ValueError(f"runs: no culture MCQ item scored with {metric}; expected the run's `families` to include mcq")
-    return split_ids(question_of.values(), 0.5, seed), question_of
 
 
 def pooled_scores(runs: Sequence[EvalRun], metric: str, key: str = "multiplier") -> dict[tuple, dict[str, float]]:

@@ -126,8 +126,9 @@ def run_sweep(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from yapo_bench.analysis.sweep import comparison_table, culture_split, sweep_table
+    from yapo_bench.analysis.sweep import comparison_table, sweep_table
     from yapo_bench.report.runs import load_evaluations
+    from yapo_bench.report.selection import choose_multipliers
     from yapo_bench.report.tables import mmlu_table, multiplier_selection
 
     config = RunConfig.from_yaml(args.config)
@@ -138,7 +139,11 @@ def _sweep(args: argparse.Namespace) -> None:
     done = {step.key: StepRecords(run_out).done(step) for step in plan}
     runs = load_evaluations([(Path(done[step.key]["result"]["output"]), None)
                              for step in sorted(plan.of_kind(EvalStep), key=lambda step: step.key)])
-    split, question_of = culture_split(runs, args.metric, args.seed)
+    choice = choose_multipliers(runs, args.metric, args.seed)
+    if not choice.question_of:
+        raise ValueError(f"runs: no culture MCQ item scored with {args.metric}; expected the run's `families` to "
+                         "include mcq")
+    split, question_of = choice.question_split(), choice.question_of
     sweep = sweep_table(runs, split, question_of, args.metric)
     context = StepContext(plan, work, Resources(config.model, config.placement()), not args.no_progress,
                           {key: record["result"] for key, record in done.items() if record is not None})
@@ -158,7 +163,7 @@ def _sweep(args: argparse.Namespace) -> None:
         if args.max_kl is not None:
             def allowed(method: str, multiplier: float) -> bool:
                 return neutral_kl.get((method, multiplier), float("inf")) <= args.max_kl
-    selection, note = multiplier_selection(runs, args.metric, args.seed, allowed)
+    selection, note = multiplier_selection(choice.restricted(allowed) if allowed else choice)
     if args.max_kl is not None:
         note += f" Candidates: λ whose mean neutral-text KL is at most {args.max_kl} nats."
 

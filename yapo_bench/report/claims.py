@@ -18,9 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from yapo_bench.families import Family, TaskId, behaviours
+from yapo_bench.families import behaviours
 from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
+from yapo_bench.report.items import (
+    ItemScores,
+    against_base,
+    answer_kl,
+    culture_item_scores,
+    family_tasks,
+    mmlu_group,
+    sample_scores,
+    unit_of,
+    verdict_values,
+)
 from yapo_bench.report.runs import EvalRun, culture_task, language_of
 from yapo_bench.report.scorecard import (
     Scorecard,
@@ -28,20 +39,11 @@ from yapo_bench.report.scorecard import (
     ScorecardSpec,
     equivalence_evidence,
     finalise,
+    item_moves,
     mean_evidence,
     strata_evidence,
 )
-from yapo_bench.report.tables import (
-    ItemScores,
-    MultiplierChoice,
-    answer_kl,
-    choose_multipliers,
-    culture_item_scores,
-    family_tasks,
-    mmlu_group,
-    swept_methods,
-    verdict_values,
-)
+from yapo_bench.report.selection import MultiplierChoice, choose_multipliers, swept_methods
 from yapo_bench.report.training import mean_loss, steps_to_threshold, training_logs
 
 CHAIN = ("base", "bipo", "yapo")  # claim b: each method at least the one before it
@@ -53,7 +55,8 @@ UNTESTED = {
     "b": "needs localized/non-localized culture scores of two of base, BiPO and YaPO on the same items",
     "c": "needs localized and non-localized culture scores of YaPO and of the base or BiPO on the same items",
     "d": "needs MMLU tasks evaluated with --log_samples for the base and a steered run",
-    "e": "needs YaPO and CAA or SAS each run at several λ on the same culture MCQ items (a sweep)",
+    "e": "needs YaPO and CAA or SAS each run at several λ on the same culture MCQ items (a sweep), each with a λ "
+         "above the one chosen on validation, and a drop from the chosen λ to the largest on at least one side",
     "f": "needs behaviour tasks (bipo_*_ab, or judged bipo_*_open) for the base and a steered run",
 }
 
@@ -86,10 +89,10 @@ def _language_mean(per_country: dict[str, Any]) -> Any:
 class CultureEvidence:
     """The culture runs of a report: each method's arm, the items compared, their scores and disruption."""
 
-    def __init__(self, runs: list[EvalRun], spec: ScorecardSpec) -> None:
+    def __init__(self, runs: list[EvalRun], spec: ScorecardSpec, choice: MultiplierChoice) -> None:
         self.spec = spec
         self.runs = [run for run in runs if family_tasks(run, "mcq") or family_tasks(run, "open")]
-        self.choice: MultiplierChoice = choose_multipliers(self.runs, spec.mcq_metric, spec.seed)
+        self.choice = choice
         self.question_of: dict[str, str] = dict(self.choice.question_of)
         self.base_of_task = {task: run for run in runs if run.method == "base" for task in run.tasks}
         self.notes: list[str] = [self.choice.note] if self.choice.note else []
@@ -204,7 +207,7 @@ def _claim_b(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
                         claim="b", family=row_family, kind="superiority", method=method, reference=reference,
                         measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope, direction=1,
                         basis=note, paper=_paper_score_difference(family, method, reference, countries),
-                        **mean_evidence(a, b, spec.seed)))
+                        **mean_evidence(a, b, spec.seed), **item_moves(a, b, 1)))
     return rows
 
 
@@ -285,14 +288,23 @@ def _claim_c(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
     return rows
 
 
-def _claim_e(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
-    """Per item, the drop in score from each method's chosen λ to its largest λ; YaPO's drop against CAA's/SAS's."""
+def _claim_e(culture: CultureEvidence, spec: ScorecardSpec, untestable: list[str]) -> list[ScorecardRow]:
+    """Per item, the drop in score from each method's chosen λ to its largest λ; YaPO's drop against CAA's/SAS's.
+    The test needs, on both sides, a λ above the one chosen on validation (else the degradation beyond the chosen λ
+    was never measured, 0 by construction), and a drop on at least one side (else nothing degraded, gracefully or
+    not); a comparison without them is named in `untestable` with the reason, never given a verdict."""
     selections, scores = culture.choice.selections, culture.choice.scores
     if "yapo" not in selections:
         return []
     rows = []
     ends = {m: (selections[m].multiplier, max(lam for k, lam in scores if k == m)) for m in selections}
     for other in (m for m in COLLAPSING if m in selections):
+        comparison = f"yapo vs {other}"
+        at_largest = [m for m in ("yapo", other) if ends[m][0] == ends[m][1]]
+        if at_largest:
+            untestable.extend(f"{comparison}: {m}'s λ chosen on validation ({ends[m][0]:g}) is its largest, so its "
+                              "degradation beyond it was never measured" for m in at_largest)
+            continue
         chosen_runs = {m: culture.runs_at(m, ends[m][0]) for m in ("yapo", other)}
         largest_runs = {m: culture.runs_at(m, ends[m][1]) for m in ("yapo", other)}
         drops = {}
@@ -302,6 +314,11 @@ def _claim_e(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
         if not items:
             continue
         a, b = (np.array([drops[m][i] for i in items]) for m in ("yapo", other))
+        if a.mean() >= 0 and b.mean() >= 0:
+            untestable.append(f"{comparison}: neither degrades from its chosen λ to its largest on the "
+                              f"{culture.items_note()} (yapo {a.mean():+.3g}, {other} {b.mean():+.3g} points), so "
+                              "there is no collapse to degrade gracefully against")
+            continue
         basis = (f"largest λ vs λ chosen on validation: yapo {ends['yapo'][1]:g} vs {ends['yapo'][0]:g}, {other} "
                  f"{ends[other][1]:g} vs {ends[other][0]:g}; {culture.items_note()}; at the largest λ, "
                  + culture.disruption(largest_runs["yapo"], largest_runs[other], "yapo", other))
@@ -309,7 +326,7 @@ def _claim_e(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
             claim="e", family="scorecard", kind="superiority", method="yapo", reference=other, measure="mcq",
             measure_label=f"change in culture MCQ {spec.mcq_metric} (points) from the chosen to the largest λ",
             scope="pooled", direction=1, basis=basis, paper=paper.paper_claim_figures("e"),
-            **mean_evidence(a, b, spec.seed)))
+            **mean_evidence(a, b, spec.seed), **item_moves(a, b, 1)))
     return rows
 
 
@@ -342,44 +359,23 @@ def _claim_a(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
         **mean_evidence(np.array(yapo_loss), np.array(bipo_loss), spec.seed))]
 
 
-def _sample_scores(run: EvalRun, task: str, metric: str) -> dict[str, float]:
-    return {f"{task}/{s['doc_id']}": 100.0 * float(s[metric]) for s in run.samples.get(task, [])
-            if isinstance(s.get(metric), (int, float))}
-
-
-def _against_base(runs: list[EvalRun], select: Callable[[str], str | None],
-                  scores: Callable[[EvalRun, str], dict[str, float]]) -> dict[tuple[str, float, str],
-                                                                               tuple[dict, dict]]:
-    """(method, λ, group) → (steered item scores, base item scores) over the tasks `select` maps to a group."""
-    base: dict[str, ItemScores] = {}
-    steered: dict[tuple[str, float, str], ItemScores] = {}
-    for run in runs:
-        for task in sorted(set(run.tasks) | {v.get("task") for v in run.verdicts} - {None}):
-            group = select(task)
-            if group:
-                target = base.setdefault(group, ItemScores()) if run.method == "base" else steered.setdefault(
-                    (run.method, run.multiplier, group), ItemScores())
-                target.add(run, scores(run, task))
-    return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}
-
-
 def _claim_d(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
     rows = []
     margin = spec.smallest_effects["mmlu"]
-    for (method, multiplier, group), (ours, base) in _against_base(
-            runs, mmlu_group, lambda run, task: _sample_scores(run, task, "acc")).items():
+    for (method, multiplier, group), (ours, base) in against_base(
+            runs, mmlu_group, lambda run, task: sample_scores(run, task, "acc")).items():
         items = sorted(ours.keys() & base.keys())
         if not items:
             continue
         chosen = culture.choice.selections.get(method)
         basis = f"{method} λ {multiplier:g}" + (" (chosen on validation)" if chosen and chosen.multiplier == multiplier
                                                else "") + f"; all {group} items"
+        a, b = np.array([ours[i] for i in items]), np.array([base[i] for i in items])
         rows.append(ScorecardRow(
             claim="d", family="scorecard", kind="equivalence", method=method, reference="base", measure="mmlu",
             measure_label=f"MMLU accuracy (%), {group}", scope=group, direction=0, basis=basis,
-            paper=paper.paper_mmlu_figure(method), detail=_at_chance(group, [base[i] for i in items]),
-            **equivalence_evidence(np.array([ours[i] for i in items]), np.array([base[i] for i in items]), margin,
-                                   spec.seed)))
+            paper=paper.paper_mmlu_figure(method), detail=_at_chance(group, list(b)),
+            **equivalence_evidence(a, b, margin, spec.seed), **item_moves(a, b, 0)))
     return rows
 
 
@@ -396,46 +392,54 @@ def _at_chance(group: str, base_scores: list[float]) -> str:
             "it keeps knowledge the model has")
 
 
-def _behaviour(task: str, family: Family) -> str | None:
-    """The behaviour of a task of `family` (BiPO's A/B or open family), else None."""
-    parsed = TaskId.parse(task)
-    return parsed.unit if parsed and parsed.family == family.name else None
-
-
 def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
     """P(matching answer) on the A/B items and the judge's score on the open prompts, steered vs base, in the
     direction each run steered (d = +1: towards the behaviour its vector was trained to show)."""
     directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
     rows = []
     for measure, label, select, scores in (
-            ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: _behaviour(t, behaviours.AB),
-             lambda run, task: _sample_scores(run, task, "p_gold")),
-            ("behaviour_judge", "behaviour judge score (1–4)", lambda t: _behaviour(t, behaviours.OPEN),
+            ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: unit_of(t, behaviours.AB),
+             lambda run, task: sample_scores(run, task, "p_gold")),
+            ("behaviour_judge", "behaviour judge score (1–4)", lambda t: unit_of(t, behaviours.OPEN),
              lambda run, task: {f"{task}/{k}": v for k, v in verdict_values(run, task).items()})):
-        for (method, multiplier, behaviour), (ours, base) in _against_base(runs, select, scores).items():
+        for (method, multiplier, behaviour), (ours, base) in against_base(runs, select, scores).items():
             items = sorted(ours.keys() & base.keys())
             if not items:
                 continue
             direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+            a, b = np.array([ours[i] for i in items]), np.array([base[i] for i in items])
             rows.append(ScorecardRow(
                 claim="f", family="scorecard", kind="superiority", method=method, reference="base", measure=measure,
                 measure_label=label, scope=behaviour, direction=direction,
                 basis=f"{method} λ {multiplier:g}, direction {direction:+d}; all items",
                 paper=paper.paper_behaviour_figure(behaviour, method),
-                **mean_evidence(np.array([ours[i] for i in items]), np.array([base[i] for i in items]), spec.seed)))
+                **mean_evidence(a, b, spec.seed), **item_moves(a, b, direction)))
     return rows
 
 
-def build_scorecard(runs: list[EvalRun], spec: ScorecardSpec | None = None) -> Scorecard:
-    """Every claim the runs can test, as finalised rows (Holm, MDE, verdict), and why the others cannot be."""
+def report_choice(runs: list[EvalRun], spec: ScorecardSpec) -> MultiplierChoice:
+    """The report's one multiplier choice, in the scorecard's MCQ measure and seed: the scorecard, the selection
+    table and the steerability table all read this one."""
+    return choose_multipliers(runs, spec.mcq_metric, spec.seed)
+
+
+def build_scorecard(runs: list[EvalRun], spec: ScorecardSpec | None = None,
+                    choice: MultiplierChoice | None = None) -> Scorecard:
+    """Every claim the runs can test, as finalised rows (Holm, MDE, verdict), and why the others cannot be.
+    `choice`: the report's multiplier choice (`report_choice`; made here when not given)."""
     spec = spec or ScorecardSpec()
-    culture = CultureEvidence(runs, spec)
+    culture = CultureEvidence(runs, spec, choice or report_choice(runs, spec))
+    untestable: dict[str, list[str]] = {"e": []}  # comparisons the runs hold but cannot test, and why
     found = {"a": _claim_a(runs, spec), "b": _claim_b(culture, spec), "c": _claim_c(culture, spec),
-             "d": _claim_d(runs, culture, spec), "e": _claim_e(culture, spec), "f": _claim_f(runs, spec)}
+             "d": _claim_d(runs, culture, spec), "e": _claim_e(culture, spec, untestable["e"]),
+             "f": _claim_f(runs, spec)}
     rows = finalise([row for claim in sorted(found) for row in found[claim]], spec)
     untested = {claim: UNTESTED[claim] for claim, claim_rows in found.items() if not claim_rows}
     if culture.notes:
         untested.update({claim: f"{UNTESTED[claim]} ({'; '.join(culture.notes)})" for claim in untested
                          if claim in ("b", "c", "e")})
+    for claim, reasons in untestable.items():
+        if reasons:  # a claim tested on some comparisons names the others; one tested on none gives their reasons
+            untested[claim] = "; ".join(reasons) if found[claim] else f"{untested[claim]} ({'; '.join(reasons)})"
     provenance = paper.provenance_of(runs)
     return Scorecard(rows, untested, spec, provenance.models, provenance.culture_data)

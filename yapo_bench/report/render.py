@@ -19,7 +19,7 @@ from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import describe, versions
 from yapo_bench.families import registered
 from yapo_bench.report import plots
-from yapo_bench.report.claims import build_scorecard
+from yapo_bench.report.claims import build_scorecard, report_choice
 from yapo_bench.report.published_side import (
     Provenance,
     behaviours_paper,
@@ -31,6 +31,7 @@ from yapo_bench.report.published_side import (
 )
 from yapo_bench.report.runs import EvalRun, load_runs, method_rank
 from yapo_bench.report.scorecard import Scorecard, ScorecardSpec
+from yapo_bench.report.selection import MultiplierChoice
 from yapo_bench.report.tables import (
     behaviour_table,
     culture_table,
@@ -38,6 +39,7 @@ from yapo_bench.report.tables import (
     mmlu_table,
     multiplier_selection,
     rca_pnlg_table,
+    steerability_table,
 )
 from yapo_bench.report.training import training_logs
 
@@ -144,6 +146,9 @@ def scorecard_sections(scorecard: Scorecard) -> list[Section]:
              "Verdict: supported (significant in the claimed direction), contradicted (significant the other way; "
              "MMLU: the CI outside the margin), inconclusive — underpowered when the MDE exceeds δ, the smallest "
              "effect the claim cares about (docs/scorecard.md).",
+             "Items moved: the shares of the items (units) whose score moved the claimed way, the other way, or "
+             "not at all (|change| < 1e-6), steered vs reference: a mean effect hides a split (95 % Wilson CIs in "
+             "report.json).",
              "Paper: the paper's own figure for the comparison, on its model and data, never this run's."]
     notes += [f"Not testable here — ({claim}) {reason}." for claim, reason in sorted(scorecard.untested.items())]
     sections = []
@@ -171,14 +176,43 @@ def _scorecard_display(rows: pd.DataFrame) -> pd.DataFrame:
         "scope": rows["scope"], "n": rows["n"], "effect [95 % CI]": rows.apply(effect, axis=1), "claimed": claimed,
         "p (Holm)": rows["p_holm"].map(lambda v: f"{v:.1e}" if v < 0.001 else _fmt(v, 3)),
         "MDE (80 %)": rows["mde"].map(lambda v: "∞" if math.isinf(v) else f"{v:.3g}" if math.isfinite(v) else "–"),
-        "verdict": rows["verdict"], "why": rows["reason"], "basis": rows["basis"],
+        "verdict": rows["verdict"], "items moved (toward / away / not)": rows.apply(_moves_text, axis=1),
+        "why": rows["reason"], "basis": rows["basis"],
         "paper's figure": rows["paper"], "detail": rows["detail"]}).set_index("claim")
 
 
-def build_sections(runs: list[EvalRun], provenance: Provenance | None = None) -> list[Section]:
+STEERABILITY_NOTE = ("Per steered run, the shares of the items whose gold probability moved toward the target (the "
+                     "culture's answer; the behaviour for direction +1, away from it for −1), away from it, or not "
+                     "at all (|change| < 1e-6 points), against the base on the same items, with 95 % Wilson CIs. "
+                     "Close to half the items of some datasets move against the steering (Tan et al., "
+                     "arXiv 2407.12404): a mean effect hides it.")
+
+
+def _steerability_display(moves: pd.DataFrame) -> pd.DataFrame:
+    def share(row: pd.Series, name: str) -> str:
+        return f"{100 * row[name]:.0f} % [{100 * row[name + '_low']:.0f}, {100 * row[name + '_high']:.0f}]"
+    return pd.DataFrame({
+        "family": moves["family"], "context": moves["unit"].map(display_country), "method": moves["method"],
+        "λ": moves["multiplier"].map(lambda v: f"{v:g}"), "direction": moves["direction"].map(lambda v: f"{v:+d}"),
+        "items": moves["items"], "n": moves["n"],
+        **{f"{name} [95 % CI]": moves.apply(share, axis=1, name=name) for name in ("toward", "away", "unchanged")},
+    }).set_index(["family", "context", "method", "λ"])
+
+
+def _moves_text(row: pd.Series) -> str:
+    """A row's per-item steerability in one cell: the shares of items moved the claimed way, the other, not at all."""
+    if not math.isfinite(row.get("toward", math.nan)):
+        return "–"
+    return " / ".join(f"{100 * row[name]:.0f} %" for name in ("toward", "away", "unchanged"))
+
+
+def build_sections(runs: list[EvalRun], provenance: Provenance | None = None,
+                   choice: MultiplierChoice | None = None) -> list[Section]:
     """Every table the runs have data for, in the paper's order; the paper's numbers beside ours only when the
-    model and data match (else in separate sections at the end)."""
+    model and data match (else in separate sections at the end). `choice`: the report's multiplier choice
+    (`claims.report_choice`, by default with the default scorecard settings)."""
     provenance = provenance or provenance_of(runs)
+    choice = choice or report_choice(runs, ScorecardSpec())
     beside = provenance.paper_beside
     sections: list[Section] = []
     published: list[Section] = []
@@ -227,10 +261,14 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None) ->
                                                      f"{per})", merged, index, ["metric"], paper_source, provenance, 3))
             sections.append(Section(f"table{number}_{family}_{per}", f"Table {number} — RCA and PNLG per {per} "
                                     f"({family})", frame, _pivot(frame, index, ["metric"], 3, beside), notes))
-    selection, note = multiplier_selection(runs)
+    selection, note = multiplier_selection(choice)
     if not selection.empty or note:
         sections.append(Section("multiplier_selection", "Multiplier selection (validation → test)", selection,
                                 selection.set_index("method") if not selection.empty else selection, [note]))
+    moves = steerability_table(runs, choice)
+    if not moves.empty:
+        sections.append(Section("steerability", "Per-item steerability (steered vs base)", moves,
+                                _steerability_display(moves), [STEERABILITY_NOTE]))
     mmlu = mmlu_table(runs)
     if not mmlu.empty:
         paper_mmlu, paper_source = mmlu_paper()
@@ -354,8 +392,10 @@ def write_report(runs: list[EvalRun], out_dir: str | Path, title: str | None = N
     settings and versions."""
     out = Path(out_dir)
     provenance = provenance_of(runs)
-    scorecard = build_scorecard(runs, scorecard_spec)
-    sections = scorecard_sections(scorecard) + build_sections(runs, provenance)
+    spec = scorecard_spec or ScorecardSpec()
+    choice = report_choice(runs, spec)  # one λ choice for the scorecard and every table
+    scorecard = build_scorecard(runs, spec, choice)
+    sections = scorecard_sections(scorecard) + build_sections(runs, provenance, choice)
     figures = _figures(runs, sections, scorecard)
     runs_frame = _runs_frame(runs)
     title = title or f"yapo-bench report: {', '.join(provenance.models)}"

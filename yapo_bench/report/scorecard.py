@@ -117,6 +117,17 @@ class ScorecardRow:
     mde: float = float("nan")
     verdict: str = "inconclusive (underpowered)"
     reason: str = ""
+    # per-item steerability: the shares of paired units moved the claimed way, the other way, or not at all, with
+    # their 95 % Wilson CIs (`item_moves`; NaN for rows whose units are not items: claims a and c)
+    toward: float = float("nan")
+    toward_low: float = float("nan")
+    toward_high: float = float("nan")
+    away: float = float("nan")
+    away_low: float = float("nan")
+    away_high: float = float("nan")
+    unchanged: float = float("nan")
+    unchanged_low: float = float("nan")
+    unchanged_high: float = float("nan")
 
     def __post_init__(self) -> None:
         if self.claim not in CLAIMS:
@@ -135,6 +146,31 @@ class ScorecardRow:
     @property
     def comparison(self) -> str:
         return f"{self.method} vs {self.reference}"
+
+
+UNCHANGED_TOLERANCE = 1e-6  # in the measure's unit (points of %): an item that moved less did not move
+
+
+def item_moves(method_scores: np.ndarray, reference_scores: np.ndarray, direction: int) -> dict[str, float]:
+    """Per-item steerability (Tan et al., arXiv 2407.12404, found close to half the inputs of some datasets moved
+    against the steering): the shares of paired items whose score moved in `direction` from the reference's
+    (toward; for direction 0, an equivalence row, up), the other way (away), or by less than UNCHANGED_TOLERANCE,
+    each with its 95 % Wilson CI. A mean effect hides a split like 55 % toward and 45 % away."""
+    from scipy.stats import binomtest
+
+    differences = (np.asarray(method_scores, dtype=float) - np.asarray(reference_scores, dtype=float)) * (
+        direction or 1)
+    n = differences.size
+    if n == 0:
+        return {}
+    counts = {"toward": int(np.sum(differences > UNCHANGED_TOLERANCE)),
+              "away": int(np.sum(differences < -UNCHANGED_TOLERANCE))}
+    counts["unchanged"] = n - counts["toward"] - counts["away"]
+    moves: dict[str, float] = {}
+    for name, count in counts.items():
+        interval = binomtest(count, n).proportion_ci(0.95, method="wilson")
+        moves.update({name: count / n, f"{name}_low": float(interval.low), f"{name}_high": float(interval.high)})
+    return moves
 
 
 def _standard_error(differences: np.ndarray) -> float:

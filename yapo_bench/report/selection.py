@@ -1,4 +1,5 @@
-"""Multiplier selection on a validation split, reported on a disjoint test split.
+"""Multiplier selection on a validation split, reported on a disjoint test split: computed once per report
+(`choose_multipliers`) and handed to the scorecard, the tables and the sweep.
 
 λ is a hyper-parameter: choosing it on the items it is reported on inflates every method's score, and
 inflates it most for methods with the most sensitive λ. So items are split by a stable id (a question's
@@ -12,6 +13,11 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+from yapo_bench.report.items import ItemScores, culture_item_scores
+from yapo_bench.report.runs import EvalRun, any_overlap
+
+VALIDATION_FRACTION = 0.5  # of the culture questions, to choose λ on; the rest report it
 
 
 @dataclass(frozen=True)
@@ -109,3 +115,65 @@ def _mean(scores: Mapping[str, float], items: list[str]) -> float:
     if not all(math.isfinite(v) for v in values):
         raise ValueError("scores: expected finite scores")
     return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class MultiplierChoice:
+    """The λ chosen per swept method on the validation questions, the split they were chosen on (None when nothing
+    was chosen), each item's question id, the per-(method, λ) item scores the choice was made from, and the
+    measure and seed it was made with."""
+
+    selections: dict[str, Selection]
+    split: Split | None
+    question_of: dict[str, str]
+    scores: dict[tuple[str, float], dict[str, float]]
+    metric: str
+    seed: int
+    note: str = ""
+
+    def question_split(self) -> Split:
+        """The validation/test split of the culture questions: the one λ was chosen on, or the one it would be
+        (same questions, seed and fraction) when nothing was swept."""
+        return self.split or split_ids(self.question_of.values(), VALIDATION_FRACTION, self.seed)
+
+    def restricted(self, allowed: Callable[[str, float], bool]) -> MultiplierChoice:
+        """The choice made again from the same scores among the (method, λ) that `allowed` admits (the sweep's
+        disruption budget)."""
+        return _choose(self.scores, self.question_of, self.metric, self.seed, allowed)
+
+
+def swept_methods(scores: dict[tuple[str, float], dict[str, float]]) -> set[str]:
+    """Methods run at several λ on the same items (a sweep). Several λ on disjoint items (one λ per country's
+    vector) are not a sweep: there is nothing to choose between."""
+    return {method for method in {m for m, _ in scores} - {"base"}
+            if any_overlap(set(items) for (m, _), items in scores.items() if m == method)}
+
+
+def choose_multipliers(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
+                       allowed: Callable[[str, float], bool] | None = None) -> MultiplierChoice:
+    """For methods swept over λ (`swept_methods`): the λ chosen on a validation half of the culture MCQ questions
+    (split by question_id, so a question's localized and non-localized variants stay together), scored on the
+    other half. `allowed(method, λ)` restricts the candidates (e.g. to a disruption budget); a method with no
+    allowed λ gets no selection. The note says why no selection could be made ('' when nothing was swept)."""
+    scores: dict[tuple[str, float], dict[str, float]] = {}
+    question_of: dict[str, str] = {}
+    for run in runs:
+        items = culture_item_scores(run, metric, question_of)
+        if items:
+            scores.setdefault((run.method, run.multiplier), ItemScores()).add(run, items)
+    return _choose(scores, question_of, metric, seed, allowed)
+
+
+def _choose(scores: dict[tuple[str, float], dict[str, float]], question_of: dict[str, str], metric: str, seed: int,
+            allowed: Callable[[str, float], bool] | None) -> MultiplierChoice:
+    swept = swept_methods(scores)
+    if not swept:
+        return MultiplierChoice({}, None, question_of, scores, metric, seed)
+    try:
+        split = split_ids(question_of.values(), VALIDATION_FRACTION, seed)
+        chosen = select_multipliers({k: v for k, v in scores.items()
+                                     if k[0] in swept and (allowed is None or allowed(*k))}, split, question_of.get)
+    except ValueError as err:  # e.g. λs scored on different items: say so in the report instead of guessing
+        return MultiplierChoice({}, None, question_of, scores, metric, seed,
+                                f"Multiplier selection not possible: {err}")
+    return MultiplierChoice(chosen, split, question_of, scores, metric, seed)

@@ -1,61 +1,35 @@
 """The report's tables as tidy pandas frames, one row per cell, each with its 95 % CI (bootstrap over items
 when lm-eval logged samples, else ±1.96 lm-eval stderr) and, for steered runs, the change vs the base run
-with a paired test on the same items. Shapes follow the paper: Table 1 (MCQ), 2 (open-ended), 3 and 5
-(RCA/PNLG per language and country, from aggregate scores), MMLU and the behaviour (generalisation) table."""
+with a paired test on the same items (the per-item scores: report.items). Shapes follow the paper: Table 1 (MCQ),
+2 (open-ended), 3 and 5 (RCA/PNLG per language and country, from aggregate scores), MMLU and the behaviour
+(generalisation) table."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from yapo_bench.families import TaskId, family_of, get_family
+from yapo_bench.families import TaskId, behaviours, family_of
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
-from yapo_bench.report.runs import EvalRun, ReportError, any_overlap, culture_family, language_of
-from yapo_bench.report.selection import Selection, Split, select_multipliers, split_ids
+from yapo_bench.report.items import (
+    against_base,
+    answer_kl,
+    family_tasks,
+    item_values,
+    mmlu_group,
+    sample_scores,
+    unit_of,
+    verdict_values,
+)
+from yapo_bench.report.runs import EvalRun, culture_family, language_of
+from yapo_bench.report.scorecard import item_moves
+from yapo_bench.report.selection import MultiplierChoice
 
 _Z95 = 1.959963984540054
-
-
-class ItemScores(dict):
-    """Item scores pooled from several runs (of one method at one λ, or one arm): an item that two runs score
-    differently is refused, where a plain update would let whichever run came last win, silently."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._source: dict[str, Any] = {}
-
-    def add(self, run: EvalRun, scores: dict[str, float]) -> ItemScores:
-        for item, value in scores.items():
-            if item in self and not (self[item] == value or (math.isnan(self[item]) and math.isnan(value))):
-                raise ReportError(f"runs: {self._source[item]} and {run.path} both score {item} as {run.method} "
-                                  f"λ {run.multiplier:g}, differently ({self[item]:g} vs {value:g}); report one of "
-                                  "them")
-            self[item] = value
-            self._source.setdefault(item, run.path)
-        return self
-
-
-def item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
-    """Per-item values of `metric` from the logged samples, indexed by item (rotations of one item averaged)."""
-    values: dict[Any, list[float]] = {}
-    for sample in run.samples.get(task, []):
-        value = sample.get(metric)
-        if isinstance(value, (int, float)):
-            key = sample.get("doc", {}).get("item_id", sample.get("doc_id"))
-            values.setdefault(key, []).append(float(value))
-    return pd.Series({key: float(np.mean(v)) for key, v in values.items()}, dtype=float)
-
-
-def verdict_values(run: EvalRun, task: str, field: str = "score") -> pd.Series:
-    """Per-item judge scores (errors excluded) for one open-ended task."""
-    return pd.Series({v["doc_id"]: float(v[field]) for v in run.verdicts
-                      if v.get("task") == task and not v.get("error") and isinstance(v.get(field), (int, float))},
-                     dtype=float)
 
 
 def _cell(value: float, items: pd.Series, stderr: float | None, scale: float) -> dict[str, float]:
@@ -154,15 +128,6 @@ def rca_pnlg_table(runs: list[EvalRun], family: str = "mcq", metric: str | None 
     return _with_deltas(per_country, ["country", "metric"], {}), _with_deltas(per_language, ["language", "metric"], {})
 
 
-def family_tasks(run: EvalRun, family: str) -> list[tuple[str, str, str]]:
-    """(task, country, localization) of every culture task of `family` (its option name: mcq, open, ...) the run
-    scored (a judged family: the tasks its verdicts judged)."""
-    declared = culture_family(family)
-    tasks = sorted({v.get("task") for v in run.verdicts} - {None}) if declared.judged else run.tasks
-    return [(task, parsed.unit, parsed.variant) for task, parsed in zip(tasks, map(TaskId.parse, tasks))
-            if parsed and parsed.family == declared.name]
-
-
 def _series_for(run: EvalRun, family: str, country: str, localization: str, metric: str | None) -> pd.Series:
     declared = culture_family(family)
     task = declared.task(country, localization).name
@@ -194,35 +159,6 @@ def _pooled_table(runs: list[EvalRun], select: Callable[[str], str | None], metr
                              "label": run.label, "multiplier": run.multiplier, **_cell(value, values, stderr, scale)})
     frame = pd.DataFrame(rows)
     return _with_deltas(frame, ["group", "metric"], items) if rows else frame
-
-
-def mmlu_group(task: str) -> str | None:
-    """The MMLU family of one subject's task (mmlu, mmlu_local, ...), None for any other task or a whole group."""
-    parsed = TaskId.parse(task)
-    return parsed.family if parsed and parsed.unit and get_family(parsed.family).unit_kind == "subject" else None
-
-
-def _option_distributions(run: EvalRun, task: str) -> dict[Any, np.ndarray]:
-    """Per doc, the model's distribution over the options (softmax of the logged option log-likelihoods)."""
-    result = {}
-    for sample in run.samples.get(task, []):
-        logliks = np.array([float(r[0]) for r in sample.get("filtered_resps", [])], dtype=float)
-        if logliks.size:
-            weights = np.exp(logliks - logliks.max())
-            result[sample["doc_id"]] = weights / weights.sum()
-    return result
-
-
-def answer_kl(base: EvalRun, run: EvalRun, task: str) -> list[float]:
-    """Per item of `task` scored by both runs, KL(base ‖ run) in nats between their answer distributions over
-    the options: how far steering moves the answer, which accuracy on a model at chance cannot show."""
-    ours, reference = _option_distributions(run, task), _option_distributions(base, task)
-    values = []
-    for doc_id in sorted(ours.keys() & reference.keys()):
-        p, q = reference[doc_id], ours[doc_id]
-        if p.shape == q.shape:
-            values.append(float(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)))))
-    return values
 
 
 def _kl_rows(runs: list[EvalRun]) -> list[dict[str, Any]]:
@@ -296,79 +232,14 @@ def judge_summary(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def culture_item_scores(run: EvalRun, metric: str, question_of: dict[str, str],
-                        family: str = "mcq") -> dict[str, float]:
-    """Per culture item of `family` in one run, keyed "<task>/<doc_id>": `metric` ×100 (MCQ families) or the
-    judge's score (open); records each item's split id (its question_id, shared by a question's localized and
-    non-localized variants) in `question_of`."""
-    scores = {}
-    for task, _, _ in family_tasks(run, family):
-        samples = run.samples.get(task, [])
-        docs = {sample["doc_id"]: sample.get("doc", {}) for sample in samples}
-        if culture_family(family).judged:
-            values = verdict_values(run, task).to_dict()
-        else:
-            values = {sample["doc_id"]: 100.0 * float(sample[metric]) for sample in samples
-                      if isinstance(sample.get(metric), (int, float))}
-        for doc_id, value in values.items():
-            item = f"{task}/{doc_id}"
-            question_of[item] = str(docs.get(doc_id, {}).get("question_id", item))
-            scores[item] = value
-    return scores
-
-
-@dataclass(frozen=True)
-class MultiplierChoice:
-    """The λ chosen per swept method on the validation questions, the split, each item's question id, and the
-    per-(method, λ) item scores the choice was made from."""
-
-    selections: dict[str, Selection]
-    split: Split | None
-    question_of: dict[str, str]
-    scores: dict[tuple[str, float], dict[str, float]]
-    note: str = ""
-
-
-def swept_methods(scores: dict[tuple[str, float], dict[str, float]]) -> set[str]:
-    """Methods run at several λ on the same items (a sweep). Several λ on disjoint items (one λ per country's
-    vector) are not a sweep: there is nothing to choose between."""
-    return {method for method in {m for m, _ in scores} - {"base"}
-            if any_overlap(set(items) for (m, _), items in scores.items() if m == method)}
-
-
-def choose_multipliers(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
-                       allowed: Callable[[str, float], bool] | None = None) -> MultiplierChoice:
-    """For methods swept over λ (`swept_methods`): the λ chosen on a validation half of the culture MCQ questions
-    (split by question_id, so a question's localized and non-localized variants stay together), scored on the
-    other half. `allowed(method, λ)` restricts the candidates (e.g. to a disruption budget); a method with no
-    allowed λ gets no selection. The note says why no selection could be made ('' when nothing was swept)."""
-    scores: dict[tuple[str, float], dict[str, float]] = {}
-    question_of: dict[str, str] = {}
-    for run in runs:
-        items = culture_item_scores(run, metric, question_of)
-        if items:
-            scores.setdefault((run.method, run.multiplier), ItemScores()).add(run, items)
-    swept = swept_methods(scores)
-    if not swept:
-        return MultiplierChoice({}, None, question_of, scores)
-    try:
-        split = split_ids(question_of.values(), 0.5, seed)
-        chosen = select_multipliers({k: v for k, v in scores.items()
-                                     if k[0] in swept and (allowed is None or allowed(*k))}, split, question_of.get)
-    except ValueError as err:  # e.g. λs scored on different items: say so in the report instead of guessing
-        return MultiplierChoice({}, None, question_of, scores, f"Multiplier selection not possible: {err}")
-    return MultiplierChoice(chosen, split, question_of, scores)
-
-
-def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed: int = 0,
-                         allowed: Callable[[str, float], bool] | None = None) -> tuple[pd.DataFrame, str]:
-    """The table of `choose_multipliers`: per swept method, the chosen λ, its validation and test scores beside
-    the base run's score on the test half, and how many questions (and their items: a question's localized and
-    non-localized variants) each half holds. Returns the table and a note ('' when no method was swept)."""
-    choice = choose_multipliers(runs, metric, seed, allowed)
+def multiplier_selection(choice: MultiplierChoice) -> tuple[pd.DataFrame, str]:
+    """The table of a multiplier choice (`report.selection.choose_multipliers`): per swept method, the chosen λ, its
+    validation and test scores beside the base run's score on the test half, and how many questions (and their
+    items: a question's localized and non-localized variants) each half holds. Returns the table and a note (''
+    when no method was swept)."""
     if choice.split is None:
         return pd.DataFrame(), choice.note
-    split, question_of = choice.split, choice.question_of
+    split, question_of, metric = choice.split, choice.question_of, choice.metric
     base_items = choice.scores.get(("base", 0.0), {})
     rows = []
     for method, selection in choice.selections.items():
@@ -383,6 +254,38 @@ def multiplier_selection(runs: list[EvalRun], metric: str = "p_gold_norm", seed:
                      "test_items": selection.n_test,
                      "validation_curve": " ".join(f"{lam:g}:{score:.2f}" for lam, score in selection.validation_curve)})
     return pd.DataFrame(rows), (f"λ chosen per method on {len(split.validation)} validation questions and scored "
-                                f"on the other {len(split.test)} (split by question_id, seed {seed}); {metric} in %. "
+                                f"on the other {len(split.test)} (split by question_id, seed {choice.seed}); {metric} in %. "
                                 "An item is one task's document: a question counts once per localization task that "
                                 "holds it.")
+
+
+def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.DataFrame:
+    """Per steered run (method, λ, context) against the base on the same items: the shares of items whose gold
+    probability moved toward the target, away from it, or not at all, with 95 % Wilson CIs (`scorecard.item_moves`).
+    Culture MCQ in the choice's measure, on the test questions when λ was chosen on validation (else all items;
+    the `both` task repeats the others' items and is left out); BiPO A/B P(matching answer), toward the behaviour
+    for direction +1 and away from it for −1."""
+    test = choice.split.test if choice.split is not None else None
+    mcq = culture_family("mcq")
+
+    def culture_unit(task: str) -> str | None:
+        parsed = TaskId.parse(task)
+        return parsed.unit if parsed and parsed.family == mcq.name and parsed.variant != "both" else None
+
+    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    measures = (("culture MCQ", culture_unit, choice.metric, test),
+                ("behaviour A/B", lambda task: unit_of(task, behaviours.AB), "p_gold", None))
+    rows = []
+    for family, select, metric, held_out in measures:
+        for (method, multiplier, unit), (ours, base) in against_base(
+                runs, select, lambda run, task, metric=metric: sample_scores(run, task, metric)).items():
+            items = sorted(i for i in ours.keys() & base.keys()
+                           if held_out is None or choice.question_of.get(i) in held_out)
+            if not items:
+                continue
+            direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+            rows.append({"family": family, "unit": unit, "method": method, "multiplier": multiplier,
+                         "direction": direction, "metric": metric, "items": "test" if held_out else "all",
+                         "n": len(items), **item_moves(np.array([ours[i] for i in items]),
+                                                       np.array([base[i] for i in items]), direction)})
+    return pd.DataFrame(rows)

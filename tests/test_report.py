@@ -226,3 +226,18 @@ def test_mmlu_kl_to_base_is_the_mean_per_item_kl_of_the_option_distributions() -
     longer = mmlu_table([run("base", base), replace(run("yapo", steered), label="yapo@1"),
                          replace(run("yapo", steered), label="yapo@10")])
     assert list(_pivot(longer, ["group", "metric"], [], 1, False).columns) == ["base", "yapo@1", "yapo@10"]
+
+
+def test_the_localization_gap_closed_is_the_share_of_the_base_gap() -> None:
+    import pandas as pd
+
+    from yapo_bench.report.tables import localization_gap_table
+
+    cells = pd.DataFrame([{"country": "egypt", "localization": loc, "label": label, "method": label,
+                           "multiplier": 0.0, "metric": "acc", "value": value}
+                          for label, values in (("base", (50.0, 40.0)), ("prompt", (50.0, 48.0)), ("yapo", (52.0, 37.0)))
+                          for loc, value in zip(("localized", "nonlocalized"), values)])
+    gap = localization_gap_table(cells).set_index("label")
+    assert gap.loc["base", "gap"] == 10.0 and gap.loc["base", "gap_closed"] == 0.0
+    assert gap.loc["prompt", "gap_closed"] == pytest.approx(0.8)  # 10 → 2
+    assert gap.loc["yapo", "gap_closed"] == pytest.approx(-0.5)  # 10 → 15: wider

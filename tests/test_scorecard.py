@@ -266,6 +266,27 @@ def test_scorecard_rows_on_items_carry_their_steerability() -> None:
     assert all(math.isnan(r.toward) for r in _rows(card, "c"))  # a gap statistic has no per-item moves
 
 
+@pytest.mark.parametrize(("steering_shift", "verdict"), [
+    (-6.0, "contradicted"),  # prompting better than steering
+    (+6.0, "supported"),  # steering better
+    (0.0, "inconclusive"),  # equal, on many items: a powered null, not "underpowered"
+])
+def test_steering_against_the_prompting_baseline(steering_shift: float, verdict: str) -> None:
+    base = _scores(200, {}, BASE_LEVEL, 5.0)
+    rng = np.random.default_rng(11)
+    def shifted(delta: float) -> dict:
+        return {key: values + delta + rng.normal(0, 1.0, values.size) for key, values in base.items()}
+    prompted = shifted(4.0)
+    steered = {key: values + steering_shift + rng.normal(0, 1.0, values.size) for key, values in prompted.items()}
+    card = build_scorecard([culture_run("base", 0.0, base), culture_run("prompt", 0.0, prompted),
+                            culture_run("yapo", 1.0, steered)])
+    (row,) = _rows(card, "g", scope="pooled")
+    assert (row.method, row.reference) == ("yapo", "prompt")
+    assert row.effect == pytest.approx(steering_shift, abs=0.3) and row.verdict == verdict
+    assert "yapo λ 1 vs prompt" in row.basis and "answer KL to base" in row.basis and "AxBench" in row.detail
+    assert "g" not in card.untested
+
+
 def test_verdict_rules_and_holm_within_each_family() -> None:
     spec = ScorecardSpec()
     rows = finalise([_row(p_value=0.01, effect=2.0, ci_low=1.0, ci_high=3.0), _row(p_value=0.02, effect=-2.0),
@@ -289,7 +310,7 @@ def test_verdict_rules_and_holm_within_each_family() -> None:
 
 def test_untested_claims_say_why_and_the_json_shape_holds() -> None:
     card = build_scorecard(_base_and(+4.0, 30))
-    assert set(card.untested) == {"a", "d", "e", "f"}
+    assert set(card.untested) == {"a", "d", "e", "f", "g"}
     shape = card.to_json()
     assert shape["culture_data"] == ["culture-mini"] and shape["models"] == ["tiny"]
     row = shape["rows"][0]

@@ -3,8 +3,9 @@
 
 Model args: model (preset | GGUF | local dir | hub id), vector=PATH or train=<method>:<data spec> (trained
 through `methods/`, cached by a hash of its full config and reused), layer, sae, multiplier, direction,
-positions, steps/lr/seed (training budget for train=), data_dir. No vector or multiplier 0 is the
-unsteered baseline through the same code path.
+positions, steps/lr/seed (training budget for train=), data_dir, prompt=culture:<country> | behaviour:<name> (the
+prompting baseline: the target stated in the input, toward it for direction 1, away for -1; with a vector too, both
+at once). No vector or multiplier 0 and no prompt is the unsteered baseline through the same code path.
 
 Under `accelerate launch -m lm_eval` (several processes) the requests are split between the ranks and
 gathered on rank 0, which alone writes the results, as lm-eval's `hf` does on GPUs; here on the CPU too.
@@ -26,6 +27,7 @@ from lm_eval.models.huggingface import HFLM
 from yapo_bench.devices import model_placement, resolve_placement
 from yapo_bench.distributed import alone, launched_world_size
 from yapo_bench.environment import versions
+from yapo_bench.methods.prompt import Instruction, parse_unit, render_instruction
 from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
 from yapo_bench.steering import (
     POSITIONS,
@@ -56,10 +58,13 @@ class SteeredModelArgs:
     lr: float = 5e-4
     seed: int = 0
     data_dir: str | None = None
+    prompt: str | None = None  # culture:<country> | behaviour:<behaviour>: the instruction stated in the input
 
     def __post_init__(self) -> None:
         if self.vector and self.train:
             raise ValueError("model_args: give vector=PATH or train=<method>:<data>, not both")
+        if self.prompt is not None:
+            parse_unit(self.prompt)
         check_multiplier(self.multiplier)
         check_direction(self.direction)
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0):
@@ -113,7 +118,8 @@ class YapoSteeredLM(HFLM):
     def __init__(self, model: str = DEFAULT_MODEL, vector: str | None = None, train: str | None = None,
                  method: str | None = None, layer: int | None = None, sae: str | None = None,
                  multiplier: float = 1.0, direction: int = 1, positions: str = "all", steps: int = 200,
-                 lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, pretrained: str | None = None,
+                 lr: float = 5e-4, seed: int = 0, data_dir: str | None = None, prompt: str | None = None,
+                 pretrained: str | None = None,
                  device: str | None = None, dtype: str | None = None, loaded: LoadedModel | None = None,
                  stored: StoredVector | None = None, progress: bool = True, **kwargs: Any) -> None:
         """`device`/`dtype` (lm-eval's --device and `dtype=` model arg): where and in which precision the model
@@ -123,7 +129,7 @@ class YapoSteeredLM(HFLM):
         False hides lm-eval's per-request progress bars."""
         args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
-                                steps=steps, lr=lr, seed=seed, data_dir=data_dir)
+                                steps=steps, lr=lr, seed=seed, data_dir=data_dir, prompt=prompt)
         accelerator = _data_parallel_accelerator()
         if accelerator is not None:
             device = str(accelerator.device)  # this rank's device (cuda:<local rank>, or the CPU)
@@ -151,6 +157,9 @@ class YapoSteeredLM(HFLM):
             self.stored = stored or resolve_steering(args, loaded)
         if self.stored is not None:
             self.stored.vector.check_compatible(loaded.model, self.stored.sae)
+        self.instruction: Instruction | None = render_instruction(args.prompt, args.direction) if args.prompt else None
+        self._system_turn: bool | None = None
+        self._chat_template: str | None = None  # the template a request was rendered through, recorded with results
 
     @property
     def steering_vector(self) -> SteeringVector | None:
@@ -176,13 +185,43 @@ class YapoSteeredLM(HFLM):
             self._continuation_starts = None
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
-        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
+        return super().loglikelihood(self._instructed(requests), disable_tqdm=disable_tqdm or not self.progress)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list:
+        if self.instruction is not None:  # a rolling window scores a text, it answers no question
+            raise ValueError("prompt: not for loglikelihood_rolling tasks (perplexity has no question to instruct)")
         return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.progress)
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list:
-        return super().generate_until(requests, disable_tqdm=disable_tqdm or not self.progress)
+        return super().generate_until(self._instructed(requests), disable_tqdm=disable_tqdm or not self.progress)
+
+    def _instructed(self, requests: list) -> list:
+        """With a prompt, each request's context as it runs: the instruction in front, unless it is there already
+        (put in the chat template's system or user turn by `apply_chat_template`, or a repeated request). The
+        requests are lm-eval's own instances, changed in place, so that the arguments lm-eval logs are the ones
+        that ran."""
+        if self.instruction is None:
+            return requests
+        text = self.instruction.text
+        for request in requests:
+            context, *rest = request.args
+            if text not in context:
+                request.arguments = (f"{text}\n\n{context}", *rest)
+        return requests
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """lm-eval's rendering through the chat template, with the prompt's instruction in the system turn (before
+        any system text lm-eval passes). A template without a system turn (Gemma's) gets the system text in front of
+        the first user turn: HFLM would drop it, silently."""
+        history = [dict(message) for message in chat_history]
+        if self.instruction is not None:
+            history = with_system_text(history, self.instruction.text)
+        if self._system_turn is None:
+            self._system_turn = has_system_turn(self.tokenizer)
+        if not self._system_turn:
+            history = system_into_user(history)
+        self._chat_template = self.chat_template(True) or ""
+        return super().apply_chat_template(history, add_generation_prompt)
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,7 +243,10 @@ class YapoSteeredLM(HFLM):
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
         vector = self.steering_vector
+        rendering = {"chat_template_sha": hashlib.sha256(self._chat_template.encode()).hexdigest()
+                     if self._chat_template is not None else None}
         return {**super().get_model_info(), "yapo_steering": self.steering_config(), "yapo_versions": versions(),
+                "yapo_rendering": rendering,
                 "yapo_vector": None if vector is None else {
                     "path": str(self.stored.path), "method": vector.method, "space": vector.space,
                     "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
@@ -216,10 +258,42 @@ class YapoSteeredLM(HFLM):
 
         vector = self.steering_vector
         return {**asdict(self.args), "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
+                "instruction": self.instruction.record() if self.instruction else None,
                 "vector_method": vector.method if vector else None,
                 # what ran, not what was asked: the vector's own layer and the SAE actually loaded
                 "layer": vector.layer if vector else self.args.layer, **model_placement(self.loaded.model),
                 "sae": sae_identity(self.stored.sae) if self.stored and self.stored.sae is not None else None}
+
+
+def with_system_text(history: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    """The chat with `text` as its system turn, in front of a system text it already has."""
+    if history and history[0].get("role") == "system":
+        return [{"role": "system", "content": f"{text}\n\n{history[0]['content']}"}, *history[1:]]
+    return [{"role": "system", "content": text}, *history]
+
+
+def system_into_user(history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The chat without a system turn: its text in front of the first user turn."""
+    if not history or history[0].get("role") != "system":
+        return history
+    system, rest = history[0]["content"], list(history[1:])
+    for index, message in enumerate(rest):
+        if message.get("role") == "user":
+            rest[index] = {**message, "content": f"{system}\n\n{message['content']}"}
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def has_system_turn(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders a system turn (Gemma's raises "System role not supported")."""
+    import jinja2
+
+    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    try:
+        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError:
+        return False
+    return True
 
 
 # lm-eval's CLI passes this device when --device is not given (EvaluatorConfig's default), even on a CPU machine

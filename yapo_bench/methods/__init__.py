@@ -10,6 +10,9 @@ report all read. A method module declares
   fit(model, pairs, spec, sae=None) -> SteeringVector
 
 Adding a method is a new module and one line in REGISTRY.
+
+A run also compares methods without a vector of their own: `base` (the unsteered model) and `prompt` (the target
+stated in the input, `methods.prompt`), and `prompt+<method>` (both at once): `run_method` parses these names.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from yapo_bench.methods import bipo, caa, sas, yapo
+from yapo_bench.methods import bipo, caa, prompt, sas, yapo
 from yapo_bench.methods.budget import TrainingBudget
 
 REGISTRY: list[ModuleType] = [caa, sas, bipo, yapo]  # in the order tables and plots show them
@@ -41,6 +44,26 @@ def register(module: ModuleType) -> None:
 
 def method_names() -> tuple[str, ...]:
     return tuple(module.NAME for module in REGISTRY)
+
+
+def run_method_names() -> tuple[str, ...]:
+    """Every name a run's `methods` may hold, in the order tables show them."""
+    return ("base", prompt.NAME, *method_names(), *(prompt.COMBINED + name for name in method_names()))
+
+
+def run_method(name: str) -> tuple[bool, ModuleType | None]:
+    """(prompted, the vector method's module or None) of a run's method name; an unknown one is refused naming
+    the expected."""
+    prompted, vector = prompt.split_method(str(name))
+    if name not in run_method_names():
+        raise ValueError(f"methods: {name!r}; expected some of {', '.join(run_method_names())}")
+    return prompted, get_method(vector) if vector else None
+
+
+def sparse_method(name: str) -> bool:
+    """Whether a run's method steers with a vector in an SAE's latent space (and so needs an SAE)."""
+    vector = run_method(name)[1]
+    return vector is not None and vector.SPARSE
 
 
 def get_method(name: str) -> ModuleType:
@@ -83,4 +106,4 @@ def fit_and_save(name: str, loaded: Any, pairs: Sequence, spec: Any, sae: nn.Mod
 
 
 __all__ = ["REGISTRY", "TrainingBudget", "build_spec", "fit_and_save", "get_method", "method_names", "register",
-           "spec_config"]
+           "run_method", "run_method_names", "sparse_method", "spec_config"]

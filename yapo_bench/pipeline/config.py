@@ -16,7 +16,8 @@ from yapo_bench.data.culture_sources import CULTURE_DATA_ENV, culture_items, is_
 from yapo_bench.data.spec import BIPO_BEHAVIOURS
 from yapo_bench.devices import Placement, resolve_placement
 from yapo_bench.families import TaskId, get_family, registered
-from yapo_bench.methods import TrainingBudget, get_method, method_names
+from yapo_bench.methods import TrainingBudget, method_names, run_method, run_method_names, sparse_method
+from yapo_bench.methods.prompt import COMBINED
 from yapo_bench.models import model_source
 from yapo_bench.steering import check_multiplier
 
@@ -89,7 +90,8 @@ class RunConfig:
     layer: int | str | None = None  # an index, null (the SAE's / preset's), or "auto" (layer discovery)
     countries: list[str] = field(default_factory=list)
     behaviours: list[str] = field(default_factory=list)
-    methods: list[str] = field(default_factory=lambda: ["base", *method_names()])
+    # base, prompt (the target stated in the input), the vector methods, and prompt+<method> (both at once)
+    methods: list[str] = field(default_factory=lambda: ["base", "prompt", *method_names()])
     training: TrainingBudget = field(default_factory=TrainingBudget)
     multipliers: dict[str, list[float]] = field(default_factory=dict)
     # culture families per country; default mcq, and open when there is a judge to score its answers
@@ -109,6 +111,10 @@ class RunConfig:
     # package's copy of the test split, installed by setup), or null: <data dir>/mmlu/data
     mmlu_data: str | None = None
     mmlu_limit: int | None = None  # questions per MMLU subject (at most `limit`, which lm-eval applies to all tasks)
+    # how every evaluation of the run renders its prompts (one setting for all, so methods are compared alike):
+    # through the model's chat template (lm-eval's --apply_chat_template; the prompt method's instruction in its
+    # system turn), or as plain text
+    chat_template: bool = False
     device: str = "auto"  # auto: the GPU when there is one, else the CPU
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 
@@ -135,8 +141,9 @@ class RunConfig:
         if not self.countries and not self.behaviours:
             raise ValueError("countries/behaviours: name at least one country or behaviour")
         for method in self.methods:
-            if method not in ("base", *method_names()):
-                raise ValueError(f"methods: {method!r}; expected some of base, {', '.join(method_names())}")
+            run_method(method)
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template: {self.chat_template!r}; expected true or false")
         self._check_families()
         self._check_multipliers()
         self._check_layer()
@@ -193,9 +200,10 @@ class RunConfig:
     def _check_multipliers(self) -> None:
         if not isinstance(self.multipliers, dict):
             raise ValueError(f"multipliers: {self.multipliers!r}; expected a mapping of method to a list of numbers")
+        steered = [name for name in run_method_names() if run_method(name)[1] is not None]
         for method, values in self.multipliers.items():
-            if method not in method_names() or not isinstance(values, list) or not values:
-                raise ValueError(f"multipliers.{method}: expected a method of {', '.join(method_names())} with a "
+            if method not in steered or not isinstance(values, list) or not values:
+                raise ValueError(f"multipliers.{method}: expected a method of {', '.join(steered)} with a "
                                  "list of numbers >= 0")
             for value in values:
                 check_multiplier(value, f"multipliers.{method}")
@@ -212,7 +220,7 @@ class RunConfig:
         if self.layer == "auto":
             if not self.countries:
                 raise ValueError("layer: auto patches culture prompts; expected at least one country")
-            sparse = [m for m in self.methods if m != "base" and get_method(m).SPARSE]
+            sparse = [m for m in self.methods if sparse_method(m)]
             if sparse and "{layer}" not in (self.sae or ""):
                 raise ValueError(f"sae: with layer: auto, {', '.join(sparse)} need an SAE for whichever layer is "
                                  "found; expected an SAE id with {layer}, e.g. "
@@ -244,4 +252,9 @@ class RunConfig:
         return resolve_placement(self.device, self.dtype)
 
     def multipliers_for(self, method: str) -> list[float]:
-        return [float(v) for v in self.multipliers.get(method, [1.0])]
+        """A steered method's λ: its own, or for prompt+<method> those of <method> unless given (so that the λ is
+        chosen on validation among the same values), else 1."""
+        own = self.multipliers.get(method)
+        if own is None and method.startswith(COMBINED):
+            own = self.multipliers.get(method.removeprefix(COMBINED))
+        return [float(v) for v in own or [1.0]]

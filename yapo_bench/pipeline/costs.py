@@ -169,7 +169,9 @@ def step_workload(step: Step, plan: Plan, shape: ModelShape, sizes: WorkSizes, l
                         calls=config.training.steps * 3 + visited)
     if isinstance(step, EvalStep):
         works = [get_family(task.family).work(task, sizes) for task in step.tasks]
-        return Workload(flops=sum(w.scored_tokens for w in works) * forward,
+        # a prompted evaluation reads its instruction in front of every request (about 4 characters a token)
+        instructed = len(step.inputs.get("instruction", {}).get("text", "")) / 4 * sum(w.calls for w in works)
+        return Workload(flops=(sum(w.scored_tokens for w in works) + instructed) * forward,
                         decoded_tokens=round(sum(w.decoded_tokens for w in works)),
                         peak_extra=max((8 * w.prompt_tokens * shape.vocab * 4 for w in works), default=0.0),
                         calls=sum(w.calls for w in works))

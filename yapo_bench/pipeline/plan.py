@@ -20,7 +20,8 @@ from yapo_bench.environment import versions
 from yapo_bench.families import TaskId, get_family, registered
 from yapo_bench.judge.config import JudgeConfig
 from yapo_bench.judge.rubrics import PROMPTS_DIR
-from yapo_bench.methods import TrainingBudget, get_method, spec_config
+from yapo_bench.methods import TrainingBudget, get_method, run_method, sparse_method, spec_config
+from yapo_bench.methods.prompt import render_instruction
 from yapo_bench.models import require_layer, source_identity
 from yapo_bench.pipeline.config import RunConfig
 from yapo_bench.resources import resource_dir
@@ -162,7 +163,7 @@ class _Inputs:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.common = {"model": source_identity(config.model), "placement": config.placement().record()}
-        sparse = [m for m in config.methods if m != "base" and get_method(m).SPARSE]
+        sparse = [m for m in config.methods if sparse_method(m)]
         self.sae_source = None
         if config.layer != "auto" and (sparse or config.sae):
             self.sae_source = planned_sae_source(config.model, config.sae)
@@ -221,7 +222,10 @@ class _Inputs:
                                        **bipo_identity(unit.name, ("train.csv",), self.config.data_dir)}}
         return inputs
 
-    def evaluation(self, tasks: list[TaskId], multiplier: float | None, limit: int | None) -> dict[str, Any]:
+    def evaluation(self, tasks: list[TaskId], multiplier: float | None, limit: int | None,
+                   prompt: Unit | None = None) -> dict[str, Any]:
+        """An evaluation's inputs: with `multiplier`, a vector's steering; with `prompt`, the instruction stated for
+        that unit (its rendered text, so that an edited template reruns exactly the prompted evaluations)."""
         config = self.config
         families = {get_family(task.family) for task in tasks}
         inputs: dict[str, Any] = {**self.common, "tasks": [task.name for task in tasks], "limit": limit,
@@ -242,6 +246,10 @@ class _Inputs:
         inputs["data"] = data
         if multiplier is not None:
             inputs["steering"] = {"multiplier": multiplier, "direction": 1, "positions": "all"}
+        if prompt is not None:
+            inputs["instruction"] = render_instruction(str(prompt), 1).record()
+        if config.chat_template:  # absent when off: evaluations made before the setting existed rendered plain text
+            inputs["chat_template"] = True
         return inputs
 
     def judge(self) -> dict[str, Any]:
@@ -258,11 +266,12 @@ def make_plan(config: RunConfig) -> Plan:
     λ), judge (evaluations with judged tasks), report; each with its fingerprint."""
     inputs = _Inputs(config)
     units = run_units(config)
-    steered = [m for m in config.methods if m != "base"]
+    # the vector methods to train, once each (prompt+yapo steers with yapo's vector)
+    vectors = list(dict.fromkeys(vector.NAME for _, vector in map(run_method, config.methods) if vector))
     steps: list[Step] = []
     if config.layer == "auto":
         steps.append(LayersStep(key="layers", inputs=inputs.layers()))
-    for method in steered:
+    for method in vectors:
         source = inputs.sae_source_of(method)
         for unit in units:
             steps.append(TrainStep(key=train_key(method, unit), method=method, unit=unit, sae_source=source,
@@ -273,13 +282,19 @@ def make_plan(config: RunConfig) -> Plan:
         tasks = tuple(task for unit in units for task in unit_tasks(config, unit))
         evals.append(EvalStep(key="eval-base", method="base", unit=None, multiplier=0.0, tasks=tasks,
                               inputs=inputs.evaluation(list(tasks), None, config.limit)))
-    for method in steered:
+    for method in [m for m in config.methods if m != "base"]:
+        prompted, vector = run_method(method)
         for unit in units:
             tasks = tuple(unit_tasks(config, unit))
+            instructed = unit if prompted else None
+            if vector is None:  # the prompt alone: one evaluation per unit, its instruction
+                evals.append(EvalStep(key=f"eval-{method}-{unit.key}", method=method, unit=unit, multiplier=0.0,
+                                      tasks=tasks, inputs=inputs.evaluation(list(tasks), None, config.limit, unit)))
+                continue
             for multiplier in config.multipliers_for(method):
                 evals.append(EvalStep(key=f"eval-{method}-{unit.key}-x{multiplier:g}", method=method, unit=unit,
-                                      multiplier=multiplier, tasks=tasks, needs=(train_key(method, unit),),
-                                      inputs=inputs.evaluation(list(tasks), multiplier, config.limit)))
+                                      multiplier=multiplier, tasks=tasks, needs=(train_key(vector.NAME, unit),),
+                                      inputs=inputs.evaluation(list(tasks), multiplier, config.limit, instructed)))
     steps += evals
     judges = []
     if config.judge:
@@ -301,9 +316,11 @@ def evaluation_beside(plan: Plan, key: str, method: str, unit: Unit | None, mult
     """An evaluation an analysis adds beside a run (another λ, other tasks, another limit), with inputs and a
     fingerprint made as the plan's own evaluations' are; a steered one reads the plan's training step of its
     vector."""
-    needs = (train_key(method, unit),) if method != "base" else ()
+    prompted, vector = run_method(method)
+    needs = (train_key(vector.NAME, unit),) if vector else ()
     step = EvalStep(key=key, method=method, unit=unit, multiplier=multiplier if needs else 0.0, tasks=tuple(tasks),
-                    needs=needs, inputs=_Inputs(plan.config).evaluation(tasks, multiplier if needs else None, limit))
+                    needs=needs, inputs=_Inputs(plan.config).evaluation(tasks, multiplier if needs else None, limit,
+                                                                        unit if prompted else None))
     return _fingerprinted([step], {k: plan[k].fingerprint for k in needs})[0]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from yapo_bench.atomic import atomic_dir, atomic_file
 from yapo_bench.digests import json_digest
 from yapo_bench.families import TaskSettings, get_family
-from yapo_bench.methods import get_method
+from yapo_bench.methods import get_method, run_method
 from yapo_bench.pipeline.plan import (
     AUTO,
     EVAL_BATCH_SIZE,
@@ -129,7 +129,8 @@ def lm_eval_settings(step: EvalStep, context: StepContext) -> tuple[TaskSettings
 
 
 def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
-    """lm-eval on the step's tasks with the base model or the vector its training step made, at its λ, into
+    """lm-eval on the step's tasks with the base model, the vector its training step made at its λ, the prompt's
+    instruction for its unit, or both, rendered as the run says (chat template or not), into
     <out>/evals/<key>-<fingerprint>, where its results and samples land together."""
     from lm_eval import simple_evaluate
 
@@ -139,7 +140,10 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     config = context.plan.config
     args: dict[str, Any] = {"model": config.model}
     stored = None
-    if step.method != "base":
+    prompted, vector_method = run_method(step.method)
+    if prompted:
+        args["prompt"] = str(step.unit)
+    if vector_method is not None:
         from yapo_bench.steering import SteeringVector
         from yapo_bench.store import StoredVector
 
@@ -160,6 +164,7 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     generation = {"gen_kwargs": f"max_gen_toks={step.inputs['max_gen_toks']}"} if "max_gen_toks" in step.inputs else {}
     builtin = any(get_family(task.family).builtin for task in step.tasks)
     results = simple_evaluate(model=lm, tasks=tasks, limit=step.inputs["limit"], log_samples=True,
+                              apply_chat_template=bool(step.inputs.get("chat_template")),
                               task_manager=task_manager(metadata, builtin), **generation)
     results["config"]["model"] = "yapo_steered"
     results["config"]["model_args"] = {k: str(v) for k, v in args.items()}

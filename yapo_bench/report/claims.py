@@ -58,7 +58,11 @@ UNTESTED = {
     "e": "needs YaPO and CAA or SAS each run at several λ on the same culture MCQ items (a sweep), each with a λ "
          "above the one chosen on validation, and a drop from the chosen λ to the largest on at least one side",
     "f": "needs behaviour tasks (bipo_*_ab, or judged bipo_*_open) for the base and a steered run",
+    "g": "needs the prompt method and a steering method evaluated on the same culture or behaviour items",
 }
+# AxBench (ICML 2025), the comparison claim g repeats: on its concepts, prompting beat every representation method
+AXBENCH = ("AxBench, Gemma-2-2B, λ chosen on a held-out half, LLM judge: prompting 0.698 / 0.731 vs SAE-feature "
+           "steering 0.177 / 0.151 (layers 10 / 20)")
 
 
 @dataclass
@@ -107,7 +111,8 @@ class CultureEvidence:
                 self.arms[method] = Arm(method, groups[chosen], f"{method} λ {chosen:g} (chosen on validation)")
             elif len(groups) == 1:
                 (multiplier, group), = groups.items()
-                self.arms[method] = Arm(method, group, "base" if method == "base" else f"{method} λ {multiplier:g}")
+                self.arms[method] = Arm(method, group, method if method in ("base", "prompt") else
+                                        f"{method} λ {multiplier:g}")
             elif method in swept_methods(self.choice.scores):
                 self.notes.append(f"{method} ran at several λ but none could be chosen: left out")
             else:  # one λ per country's vector: nothing to choose between
@@ -417,6 +422,50 @@ def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
     return rows
 
 
+def _steering_methods(methods: set[str]) -> list[str]:
+    """The methods that steer with a vector alone (not the base, the prompt, or a prompt with a vector)."""
+    from yapo_bench.methods import method_names
+
+    return [method for method in method_names() if method in methods]
+
+
+def _claim_g(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
+    """Each steering method against the prompting baseline on the same items: culture MCQ and open-ended scores
+    (test questions when λ was chosen on validation; each side's λ and disruption in the basis) and the BiPO
+    behaviours in the direction each run steered."""
+    rows = []
+    if "prompt" in culture.arms:
+        reference = culture.arms["prompt"]
+        for method in _steering_methods(set(culture.arms)):
+            arm = culture.arms[method]
+            for family, (measure, label) in FAMILY_MEASURES.items():
+                pairs = culture.paired(arm.runs, reference.runs, family)
+                note = (f"{arm.basis} vs {reference.basis}; {culture.items_note()}; "
+                        + culture.disruption(arm.runs, reference.runs, method, "prompt"))
+                for row_family, scope, items in _scopes(list(pairs)) if pairs else []:
+                    a, b = (np.array([pairs[i][k] for i in items]) for k in (0, 1))
+                    rows.append(ScorecardRow(
+                        claim="g", family=row_family, kind="superiority", method=method, reference="prompt",
+                        measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope,
+                        direction=1, basis=note, detail=AXBENCH, **mean_evidence(a, b, spec.seed),
+                        **item_moves(a, b, 1)))
+    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    for (method, multiplier, behaviour), (ours, prompted) in against_base(
+            runs, lambda t: unit_of(t, behaviours.AB), lambda run, task: sample_scores(run, task, "p_gold"),
+            reference="prompt").items():
+        items = sorted(ours.keys() & prompted.keys())
+        if method not in _steering_methods({method}) or not items:
+            continue
+        direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+        a, b = np.array([ours[i] for i in items]), np.array([prompted[i] for i in items])
+        rows.append(ScorecardRow(
+            claim="g", family="scorecard", kind="superiority", method=method, reference="prompt",
+            measure="behaviour_ab", measure_label="P(matching answer), A/B (%)", scope=behaviour,
+            direction=direction, basis=f"{method} λ {multiplier:g} vs prompt, direction {direction:+d}; all items",
+            detail=AXBENCH, **mean_evidence(a, b, spec.seed), **item_moves(a, b, direction)))
+    return rows
+
+
 def report_choice(runs: list[EvalRun], spec: ScorecardSpec) -> MultiplierChoice:
     """The report's one multiplier choice, in the scorecard's MCQ measure and seed: the scorecard, the selection
     table and the steerability table all read this one."""
@@ -432,7 +481,7 @@ def build_scorecard(runs: list[EvalRun], spec: ScorecardSpec | None = None,
     untestable: dict[str, list[str]] = {"e": []}  # comparisons the runs hold but cannot test, and why
     found = {"a": _claim_a(runs, spec), "b": _claim_b(culture, spec), "c": _claim_c(culture, spec),
              "d": _claim_d(runs, culture, spec), "e": _claim_e(culture, spec, untestable["e"]),
-             "f": _claim_f(runs, spec)}
+             "f": _claim_f(runs, spec), "g": _claim_g(runs, culture, spec)}
     rows = finalise([row for claim in sorted(found) for row in found[claim]], spec)
     untested = {claim: UNTESTED[claim] for claim, claim_rows in found.items() if not claim_rows}
     if culture.notes:

@@ -118,16 +118,17 @@ def sample_scores(run: EvalRun, task: str, metric: str) -> dict[str, float]:
 
 
 def against_base(runs: list[EvalRun], select: Callable[[str], str | None],
-                 scores: Callable[[EvalRun, str], dict[str, float]]) -> dict[tuple[str, float, str],
-                                                                              tuple[dict, dict]]:
-    """(method, λ, group) → (steered item scores, base item scores) over the tasks `select` maps to a group."""
+                 scores: Callable[[EvalRun, str], dict[str, float]],
+                 reference: str = "base") -> dict[tuple[str, float, str], tuple[dict, dict]]:
+    """(method, λ, group) → (the method's item scores, the reference method's item scores) over the tasks `select`
+    maps to a group, for every other method (the reference: the base model, or e.g. the prompting baseline)."""
     base: dict[str, ItemScores] = {}
     steered: dict[tuple[str, float, str], ItemScores] = {}
     for run in runs:
         for task in sorted(set(run.tasks) | {v.get("task") for v in run.verdicts} - {None}):
             group = select(task)
             if group:
-                target = base.setdefault(group, ItemScores()) if run.method == "base" else steered.setdefault(
+                target = base.setdefault(group, ItemScores()) if run.method == reference else steered.setdefault(
                     (run.method, run.multiplier, group), ItemScores())
                 target.add(run, scores(run, task))
     return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}

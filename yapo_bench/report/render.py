@@ -29,13 +29,14 @@ from yapo_bench.report.published_side import (
     provenance_of,
     rca_pnlg_with_paper,
 )
-from yapo_bench.report.runs import EvalRun, load_runs, method_rank
+from yapo_bench.report.runs import EvalRun, check_rendering, load_runs, method_rank
 from yapo_bench.report.scorecard import Scorecard, ScorecardSpec
 from yapo_bench.report.selection import MultiplierChoice
 from yapo_bench.report.tables import (
     behaviour_table,
     culture_table,
     judge_summary,
+    localization_gap_table,
     mmlu_table,
     multiplier_selection,
     rca_pnlg_table,
@@ -188,6 +189,17 @@ STEERABILITY_NOTE = ("Per steered run, the shares of the items whose gold probab
                      "arXiv 2407.12404): a mean effect hides it.")
 
 
+GAP_NOTE = ("Per country and run: localized and non-localized scores, their gap, and the share of the base run's gap "
+            "the run closes ((gap_base − gap) / gap_base; all items). The prompt states the country the non-localized "
+            "questions leave out: where the model knows the culture, it should close the gap, and a steering vector "
+            "can be read against it.")
+
+
+def _pivot_gap(gap: pd.DataFrame) -> pd.DataFrame:
+    shown = gap.assign(country=gap["country"].map(display_country))
+    return shown.set_index(["country", "label"])[["localized", "nonlocalized", "gap", "gap_closed"]].round(3)
+
+
 def _steerability_display(moves: pd.DataFrame) -> pd.DataFrame:
     def share(row: pd.Series, name: str) -> str:
         return f"{100 * row[name]:.0f} % [{100 * row[name + '_low']:.0f}, {100 * row[name + '_high']:.0f}]"
@@ -237,6 +249,10 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None,
         sections.append(Section(f"table{number}_{family}", f"Table {number} — culture {family}: "
                                 f"{cells['metric'].iloc[0]} per country", cells,
                                 _pivot(cells, ["language", "country"], ["localization"], digits, beside), notes))
+        gap = localization_gap_table(cells)
+        if not gap.empty and (gap["method"] == "prompt").any():
+            sections.append(Section(f"localization_gap_{family}", f"Localization gap closed ({family})", gap,
+                                    _pivot_gap(gap), [GAP_NOTE]))
         calibrated = declared.calibrated_metric
         probabilities = culture_table(runs, family, calibrated) if calibrated else pd.DataFrame()
         if not probabilities.empty:
@@ -322,6 +338,7 @@ def _runs_frame(runs: list[EvalRun]) -> pd.DataFrame:
     return pd.DataFrame([{"label": r.label, "method": r.method, "multiplier": r.multiplier, "model": r.model,
                           "culture_data": r.culture_data, "vector": (r.vector or {}).get("path"),
                           "vector_data": (r.vector or {}).get("data"), "tasks": len(r.metrics),
+                          "rendering": r.rendering,
                           "samples_logged": bool(r.samples), "verdicts": len(r.verdicts),
                           "results_file": str(r.path)} for r in runs])
 
@@ -391,6 +408,7 @@ def write_report(runs: list[EvalRun], out_dir: str | Path, title: str | None = N
     `steps`: the records of the run's steps that made `runs` (`yapo-bench run`), shown with their fingerprints,
     settings and versions."""
     out = Path(out_dir)
+    check_rendering(runs)
     provenance = provenance_of(runs)
     spec = scorecard_spec or ScorecardSpec()
     choice = report_choice(runs, spec)  # one λ choice for the scorecard and every table

@@ -38,6 +38,7 @@ class EvalRun:
     label: str = ""
     versions: dict[str, Any] = field(default_factory=dict)  # what the evaluation ran under
     culture_data: str | None = None  # what its culture tasks read (None: no culture task)
+    rendering: str = "plain text"  # how its prompts reached the model: plain text, or "chat template <sha>"
 
     @property
     def tasks(self) -> list[str]:
@@ -76,6 +77,7 @@ def _steering_of(config: dict[str, Any]) -> tuple[str, float, dict | None, dict 
     if steering is None and config.get("model") != "yapo_steered":  # e.g. lm-eval's `hf`: unsteered
         return "base", 0.0, None, None
     multiplier = float(steering["multiplier"] if steering else args.get("multiplier", 1.0))
+    prompted = bool((steering or {}).get("instruction") or args.get("prompt"))
     if vector:
         method = vector.get("method") or "vector"
     elif args.get("train"):
@@ -84,9 +86,9 @@ def _steering_of(config: dict[str, Any]) -> tuple[str, float, dict | None, dict 
         method = "vector"
     else:
         method = "base"
-    if method == "base" or multiplier == 0:  # no vector, or λ = 0: the unsteered model
-        return "base", 0.0, steering, vector
-    return method, multiplier, steering, vector
+    if method == "base" or multiplier == 0:  # no vector, or λ = 0: the unsteered (or only instructed) model
+        return "prompt" if prompted else "base", 0.0, steering, vector
+    return f"prompt+{method}" if prompted else method, multiplier, steering, vector
 
 
 def _culture_data_of(data: dict[str, Any]) -> str | None:
@@ -173,7 +175,24 @@ def load_run(results_file: Path, verdicts: list[dict[str, Any]] | None = None, o
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
                    samples=_read_samples(results_file, timestamp),
                    verdicts=_verdicts_of(verdicts, timestamp, only_run), versions=_versions_of(data, config),
-                   culture_data=_culture_data_of(data))
+                   culture_data=_culture_data_of(data), rendering=_rendering_of(data, config))
+
+
+def _rendering_of(data: dict[str, Any], config: dict[str, Any]) -> str:
+    """How a run's prompts reached the model, as yapo_steered recorded it, else as lm-eval's CLI records it."""
+    recorded = config.get("yapo_rendering")
+    sha = recorded.get("chat_template_sha") if recorded else data.get("chat_template_sha")
+    return f"chat template {sha[:12]}" if sha else "plain text"
+
+
+def check_rendering(runs: list[EvalRun]) -> None:
+    """Refuse runs whose prompts were rendered differently (chat template or not): the template alone moves the
+    base model's scores, so a prompted run beside a base or steered run rendered otherwise compares renderings."""
+    renderings = {run.rendering: run for run in runs}
+    if len(renderings) > 1:
+        (first, a), (second, b) = list(renderings.items())[:2]
+        raise ReportError(f"runs: {a.path} was rendered as {first} and {b.path} as {second}; a report compares runs "
+                          "rendered alike (one chat_template setting for every run)")
 
 
 def _versions_of(data: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -256,10 +275,11 @@ def _label(runs: list[EvalRun]) -> None:
 
 
 def method_order() -> tuple[str, ...]:
-    """The base, then the registered methods in registry order (the paper's: CAA, SAS, BiPO, YaPO)."""
-    from yapo_bench.methods import method_names
+    """The base, the prompting baseline, the registered methods in registry order (the paper's: CAA, SAS, BiPO,
+    YaPO), then each with the prompt."""
+    from yapo_bench.methods import run_method_names
 
-    return ("base", *method_names())
+    return run_method_names()
 
 
 def method_rank(label: str) -> tuple[int, str, float, str]:

@@ -33,6 +33,7 @@ CLAIMS = {
     "d": "General knowledge preserved: MMLU within ±margin of the base",
     "e": "YaPO degrades gracefully over λ where CAA/SAS collapse",
     "f": "Behaviours move the intended way",
+    "g": "Steering beats prompting (the field's first baseline, not a claim of the paper)",
 }
 FAMILIES = ("scorecard", "per-country")  # Holm corrects within each: the headline rows, and their per-country split
 KINDS = ("superiority", "equivalence")

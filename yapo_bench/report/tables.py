@@ -289,3 +289,26 @@ def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.Data
                          "n": len(items), **item_moves(np.array([ours[i] for i in items]),
                                                        np.array([base[i] for i in items]), direction)})
     return pd.DataFrame(rows)
+
+
+def localization_gap_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per country and run, from a culture table (`culture_table`): the localized and non-localized scores, their gap
+    (localized − non-localized) and the share of the base run's gap that the run closes, (gap_base − gap) / gap_base.
+    Stating the country (the prompt) should close it where the model knows the culture; 1 closes it, 0 leaves it,
+    NaN where the base has no gap."""
+    if cells.empty:
+        return cells
+    wide = cells.pivot_table(index=["country", "label", "method", "multiplier"], columns="localization",
+                             values="value", aggfunc="first").reset_index()
+    if not {"localized", "nonlocalized"} <= set(wide.columns):
+        return pd.DataFrame()
+    wide["gap"] = wide["localized"] - wide["nonlocalized"]
+    base_gap = wide[wide["method"] == "base"].set_index("country")["gap"]
+    rows = []
+    for row in wide.itertuples(index=False):
+        gap_of_base = float(base_gap.get(row.country, float("nan")))
+        closed = (gap_of_base - row.gap) / gap_of_base if gap_of_base else float("nan")
+        rows.append({"country": row.country, "label": row.label, "method": row.method, "multiplier": row.multiplier,
+                     "metric": str(cells["metric"].iloc[0]), "localized": row.localized,
+                     "nonlocalized": row.nonlocalized, "gap": row.gap, "gap_closed": closed})
+    return pd.DataFrame(rows)

@@ -86,3 +86,18 @@ def test_the_culture_data_variable_cannot_contradict_the_config(tmp_path: Path,
     monkeypatch.setenv("YAPO_BENCH_CULTURE_DATA", "culturalbench")
     with pytest.raises(ValueError, match="culture_data: the config says 'culture-mini' but \\$YAPO_BENCH_CULTURE_DATA"):
         tiny_run_config(tmp_path)
+
+
+def test_the_prompting_methods_and_the_chat_template_setting(tmp_path: Path) -> None:
+    config = tiny_run_config(tmp_path, methods=["base", "prompt", "bipo", "prompt+bipo"],
+                             multipliers={"bipo": [1.0, 2.0]})
+    assert config.multipliers_for("prompt+bipo") == [1.0, 2.0]  # bipo's λ, to be chosen on validation alike
+    assert tiny_run_config(tmp_path, methods=["prompt+bipo"], multipliers={"prompt+bipo": [3.0]}).multipliers_for(
+        "prompt+bipo") == [3.0]
+    assert "prompt" in RunConfig(name="d", out="o", countries=["egypt"]).methods  # the field's first baseline
+    with pytest.raises(ValueError, match=r"methods: 'prompt\+base'; expected some of base, prompt, caa"):
+        tiny_run_config(tmp_path, methods=["prompt+base"])
+    with pytest.raises(ValueError, match=r"multipliers.prompt: expected a method of caa, sas, bipo, yapo, prompt\+caa"):
+        tiny_run_config(tmp_path, methods=["prompt"], multipliers={"prompt": [1.0]})
+    with pytest.raises(ValueError, match=r"chat_template: 'yes'; expected true or false"):
+        tiny_run_config(tmp_path, chat_template="yes")

@@ -117,6 +117,8 @@ class RunConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected a non-empty string")
         model_source(self.model)
+        if isinstance(self.training, dict) and {"seed", "seeds"} <= set(self.training):
+            raise ValueError("training.seeds: given with training.seed; expected one of them (seeds: a list)")
         if not isinstance(self.training, TrainingBudget):
             self.training = _nested(TrainingBudget, self.training, "training")
         if self.judge is not None and not isinstance(self.judge, JudgeSpec):

@@ -122,7 +122,7 @@ def test_mmlu_equivalent_to_the_base_is_preserved_and_damage_is_contradicted() -
     kept = base.copy()
     kept[:2], kept[-2:] = 1 - kept[:2], 1 - kept[-2:]  # four answers flip, both ways: equivalent within ±1 point
     (row,) = _rows(build_scorecard([_mmlu_run("base", base), _mmlu_run("yapo", kept)]), "d")
-    assert row.kind == "equivalence" and row.n == 1000 and row.verdict == "supported" and row.detail == ""
+    assert row.kind == "equivalence" and row.n == 1000 and row.verdict == "supported" and "at chance" not in row.detail
     guessing = (np.random.default_rng(1).random(200) < 0.27).astype(float)  # a model at chance: flagged
     (row,) = _rows(build_scorecard([_mmlu_run("base", guessing), _mmlu_run("yapo", guessing)]), "d")
     assert row.verdict == "supported" and "at chance" in row.detail

@@ -101,3 +101,46 @@ def test_the_prompting_methods_and_the_chat_template_setting(tmp_path: Path) -> 
         tiny_run_config(tmp_path, methods=["prompt"], multipliers={"prompt": [1.0]})
     with pytest.raises(ValueError, match=r"chat_template: 'yes'; expected true or false"):
         tiny_run_config(tmp_path, chat_template="yes")
+
+
+@pytest.mark.parametrize(("seeds", "shown"), [([], r"\[\]"), ([0, 0], r"\[0, 0\]"), ([0, True], r"\[0, True\]"),
+                                              (["1"], r"\['1'\]"), ([-1], r"\[-1\]"), (3, "3")])
+def test_training_seeds_are_a_list_of_distinct_non_negative_integers(tmp_path: Path, seeds, shown: str) -> None:
+    with pytest.raises(ValueError, match=rf"^training.seeds: {shown}; expected a non-empty list of distinct integers"):
+        tiny_run_config(tmp_path, training={"steps": 2, "seeds": seeds})
+
+
+def test_training_seed_and_seeds_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^training.seeds: given with training.seed; expected one of them"):
+        tiny_run_config(tmp_path, training={"seed": 0, "seeds": [0, 1]})
+
+
+def test_one_seed_plans_exactly_the_steps_of_a_run_without_seeds(tmp_path: Path) -> None:
+    """Existing run directories are not recomputed: one seed, given either way, keeps every key and fingerprint."""
+    from yapo_bench.pipeline import make_plan
+
+    def steps(training: dict) -> list[tuple[str, str]]:
+        plan = make_plan(tiny_run_config(tmp_path, training={"steps": 2, "lr": 0.01, **training}))
+        return [(step.key, step.fingerprint) for step in plan]
+
+    assert steps({}) == steps({"seeds": [0]}) == steps({"seed": 0})
+    assert steps({"seed": 3}) == steps({"seeds": [3]}) != steps({})
+
+
+def test_several_seeds_train_and_evaluate_each_learned_vector_once_per_seed(tmp_path: Path) -> None:
+    from yapo_bench.pipeline import make_plan
+    from yapo_bench.pipeline.plan import TrainStep
+
+    plan = make_plan(tiny_run_config(tmp_path, training={"steps": 2, "lr": 0.01, "seeds": [0, 1]}))
+    keys = [step.key for step in plan]
+    assert [key for key in keys if key.startswith("train-")] == [  # CAA is a mean difference: deterministic
+        "train-caa-culture-egypt", "train-bipo-culture-egypt-seed0", "train-bipo-culture-egypt-seed1"]
+    assert [key for key in keys if key.startswith("eval-bipo")] == [
+        "eval-bipo-culture-egypt-seed0-x1", "eval-bipo-culture-egypt-seed0-x2",
+        "eval-bipo-culture-egypt-seed1-x1", "eval-bipo-culture-egypt-seed1-x2"]
+    assert plan["eval-bipo-culture-egypt-seed1-x2"].needs == ("train-bipo-culture-egypt-seed1",)
+    trains = {step.seed: step for step in plan.of_kind(TrainStep) if step.method == "bipo"}
+    assert trains[0].inputs["training"]["seed"] == 0 and trains[1].inputs["training"]["seed"] == 1
+    single = make_plan(tiny_run_config(tmp_path, training={"steps": 2, "lr": 0.01}))
+    # seed 0 of several is the vector a one-seed run trained: its output is found again
+    assert trains[0].fingerprint == single["train-bipo-culture-egypt"].fingerprint

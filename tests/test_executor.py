@@ -397,3 +397,43 @@ def test_a_run_killed_while_an_evaluation_is_saved_reruns_it_and_reports_one_bas
     report = json.loads((out / "report.json").read_text())
     assert sorted(r["label"] for r in report["runs"]) == ["base", "caa"]  # one base run, not a half-written second
     assert _numbers(out) == _numbers(Path(whole.out))
+
+
+def test_two_seeds_train_two_vectors_per_learned_method_and_the_report_averages_over_them(tmp_path: Path) -> None:
+    from yapo_bench.report.runs import load_evaluations
+    from yapo_bench.steering import SteeringVector
+
+    config = tiny_run_config(tmp_path, methods=["base", "caa", "bipo"], multipliers={"bipo": [1.0]},
+                             training={"steps": 2, "lr": 0.01, "seeds": [0, 1]})
+    done = [step.key for step in run(config, progress=False)]
+    assert [key for key in done if key.startswith("train-")] == [
+        "train-caa-culture-egypt", "train-bipo-culture-egypt-seed0", "train-bipo-culture-egypt-seed1"]
+    out = Path(config.out)
+    vectors = {seed: SteeringVector.load(_record(out, f"train-bipo-culture-egypt-seed{seed}")["result"]["vector"])
+               for seed in (0, 1)}
+    assert {seed: vector.config["seed"] for seed, vector in vectors.items()} == {0: 0, 1: 1}
+    assert vectors[0].metadata()["values_sha256"] != vectors[1].metadata()["values_sha256"]
+    assert not torch.equal(vectors[0].values, vectors[1].values)
+    # each seed's evaluation records the seed that made its vector
+    evals = {key: _record(out, key)["result"]["output"] for key in
+             ("eval-base", "eval-bipo-culture-egypt-seed0-x1", "eval-bipo-culture-egypt-seed1-x1")}
+    base, seed0, seed1 = load_evaluations([(out / path if not Path(path).is_absolute() else Path(path), None)
+                                           for path in evals.values()])
+    assert (base.seed, seed0.seed, seed1.seed) == (None, 0, 1) and seed0.method == seed1.method == "bipo"
+
+    def items(evaluation) -> dict[str, float]:
+        return {f"{task}/{s['doc_id']}": 100 * s["p_gold_norm"] for task, samples in evaluation.samples.items()
+                if task.endswith(("_localized", "_nonlocalized")) for s in samples}
+
+    ours = {seed: items(evaluation) for seed, evaluation in ((0, seed0), (1, seed1))}
+    reference = items(base)
+    expected = sum((ours[0][i] + ours[1][i]) / 2 - reference[i] for i in reference) / len(reference)
+    report = json.loads((out / "report.json").read_text())
+    (row,) = [r for r in report["scorecard"]["rows"] if r["claim"] == "b" and r["method"] == "bipo"
+              and r["measure"] == "mcq" and r["scope"] == "pooled"]
+    assert row["effect"] == pytest.approx(expected) and row["test"].startswith("hierarchical_bootstrap (2 vs 1")
+    spread = {(r["method"], r["seeds"]) for r in report["tables"]["seeds"]}
+    assert spread == {("caa", "deterministic"), ("bipo", "0, 1")}
+    (bipo,) = [r for r in report["tables"]["seeds"] if r["method"] == "bipo"]
+    per_seed = [sum(ours[s][i] for i in reference) / len(reference) for s in (0, 1)]
+    assert bipo["mean"] == pytest.approx(sum(per_seed) / 2)

@@ -122,7 +122,7 @@ def test_mmlu_equivalent_to_the_base_is_preserved_and_damage_is_contradicted() -
     kept = base.copy()
     kept[:2], kept[-2:] = 1 - kept[:2], 1 - kept[-2:]  # four answers flip, both ways: equivalent within ±1 point
     (row,) = _rows(build_scorecard([_mmlu_run("base", base), _mmlu_run("yapo", kept)]), "d")
-    assert row.kind == "equivalence" and row.n == 1000 and row.verdict == "supported" and row.detail == ""
+    assert row.kind == "equivalence" and row.n == 1000 and row.verdict == "supported" and "at chance" not in row.detail
     guessing = (np.random.default_rng(1).random(200) < 0.27).astype(float)  # a model at chance: flagged
     (row,) = _rows(build_scorecard([_mmlu_run("base", guessing), _mmlu_run("yapo", guessing)]), "d")
     assert row.verdict == "supported" and "at chance" in row.detail
@@ -340,3 +340,53 @@ def test_two_runs_of_one_method_and_lambda_that_score_the_same_items_differently
                                               r"/elsewhere/base/results_y.json both score culture_mcq_egypt_\w+/0 "
                                               r"as base λ 0, differently"):
             report([base, other, *yapo])
+
+
+def _seeded_bipo(seed_offsets: list[float], n: int = 60, shift: float = 2.0) -> list[EvalRun]:
+    """The base and BiPO vectors trained with one seed per offset: seed s scores the base's items + shift + its
+    offset (the variance between seeds) + item noise (the same noise draws whatever the offsets)."""
+    base = _scores(n, {}, BASE_LEVEL, 5.0)
+    runs = [culture_run("base", 0.0, base)]
+    for seed, offset in enumerate(seed_offsets):
+        rng = np.random.default_rng(100 + seed)
+        run = culture_run("bipo", 1.0, {key: values + shift + offset + rng.normal(0, 2.0, n)
+                                        for key, values in base.items()})
+        run.seed = seed
+        runs.append(run)
+    return runs
+
+
+def test_seed_variance_widens_the_ci_and_one_seed_says_it_holds_the_item_variance_only() -> None:
+    from yapo_bench.report.scorecard import mean_evidence
+
+    def pooled(runs: list[EvalRun]) -> ScorecardRow:
+        (row,) = _rows(build_scorecard(runs), "b", method="bipo", reference="base", measure="mcq", scope="pooled")
+        return row
+
+    offsets = np.array([-1.0, 0.0, 1.0])
+    small, large = pooled(_seeded_bipo(list(0.1 * offsets))), pooled(_seeded_bipo(list(6.0 * offsets)))
+    assert small.test.startswith("hierarchical_bootstrap (3 vs 1 seeds")
+    assert large.ci_high - large.ci_low > 3 * (small.ci_high - small.ci_low)
+    assert "seeds (bipo 3): the CI resamples seeds, then items" in large.detail
+    # the effect is the mean over seeds: computed here from the runs' own item scores
+    runs = _seeded_bipo(list(6.0 * offsets))
+    per_seed = [np.concatenate([np.array([s["p_gold_norm"] for s in run.samples[t]]) for t in sorted(run.samples)])
+                for run in runs]
+    assert large.effect == pytest.approx(100 * float(np.mean(np.mean(per_seed[1:], axis=0) - per_seed[0])))
+
+    one = _seeded_bipo([0.0])
+    row = pooled(one)
+    assert row.detail == "one seed: the CI holds the item variance only"
+    a, b = ({f"{t}/{s['doc_id']}": 100 * s["p_gold_norm"] for t in run.samples for s in run.samples[t]}
+            for run in (one[1], one[0]))
+    expected = mean_evidence(*(np.array([side[i] for i in sorted(a)]) for side in (a, b)))  # today's numbers
+    assert (row.effect, row.ci_low, row.ci_high, row.p_value) == (expected["effect"], expected["ci_low"],
+                                                                   expected["ci_high"], expected["p_value"])
+
+
+def test_a_mean_difference_method_is_said_to_be_deterministic() -> None:
+    from yapo_bench.report.scorecard import seeds_note
+
+    assert seeds_note({"caa": 1, "base": 1}) == "caa: deterministic (a mean difference)"
+    assert seeds_note({"yapo": 2, "caa": 1}) == ("seeds (yapo 2): the CI resamples seeds, then items; caa: "
+                                                 "deterministic (a mean difference)")

@@ -17,7 +17,7 @@ from yapo_bench.digests import json_digest
 from yapo_bench.families import TaskId
 from yapo_bench.pipeline import RunConfig, make_plan, run
 from yapo_bench.pipeline.executor import quiet
-from yapo_bench.pipeline.plan import EvalStep, TrainStep, evaluation_beside, unit_tasks
+from yapo_bench.pipeline.plan import EvalStep, TrainStep, evaluation_beside, method_seeds, seed_suffix, unit_tasks
 from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources
 from yapo_bench.pipeline.steps import StepContext, run_eval
@@ -174,8 +174,9 @@ def _sweep(args: argparse.Namespace) -> None:
         outputs = []
         for train, row in matches:
             tasks = [task for task in unit_tasks(config, train.unit) if task.family == culture_family("mcq").name]
-            step = evaluation_beside(plan, f"eval-{train.method}-{train.unit.key}-x{row['multiplier']:.6g}",
-                                     train.method, train.unit, float(row["multiplier"]), tasks, config.limit)
+            key = f"eval-{train.method}-{train.unit.key}{seed_suffix(train.seed)}-x{row['multiplier']:.6g}"
+            step = evaluation_beside(plan, key, train.method, train.unit, float(row["multiplier"]), tasks,
+                                     config.limit, train.seed)
             outputs.append((_evaluate_once(step, context, records), None))
         matched_runs = load_evaluations(outputs)
     comparison = comparison_table(sweep, selection, matched_runs, matched_kl, split, question_of, args.metric)
@@ -184,10 +185,11 @@ def _sweep(args: argparse.Namespace) -> None:
     chosen = {r.method: r.chosen_multiplier for r in comparison.itertuples() if pd.notna(r.chosen_multiplier)}
     if args.mmlu_tasks:
         unit = min(train.unit for train in trains)  # one context's vectors: MMLU measures damage, not culture
+        # and, with several training seeds, the first seed's: a check that knowledge is kept, not a seed comparison
         tasks = [TaskId.parse(name) or _unknown_task(name) for name in args.mmlu_tasks]
         steps = [evaluation_beside(plan, "mmlu-base", "base", None, 0.0, tasks, args.mmlu_limit)] + [
             evaluation_beside(plan, f"mmlu-{method}-{unit.key}-x{multiplier:g}", method, unit, multiplier, tasks,
-                              args.mmlu_limit)
+                              args.mmlu_limit, method_seeds(config, method)[0])
             for method, multiplier in chosen.items() if any(t.method == method and t.unit == unit for t in trains)]
         mmlu = mmlu_table(load_evaluations([(_evaluate_once(step, context, records), None) for step in steps]))
 

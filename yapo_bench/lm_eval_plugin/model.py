@@ -250,7 +250,9 @@ class YapoSteeredLM(HFLM):
                 "yapo_vector": None if vector is None else {
                     "path": str(self.stored.path), "method": vector.method, "space": vector.space,
                     "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
-                    "data": vector.provenance.get("data")}}
+                    "data": vector.provenance.get("data"),
+                    # the training seed of a learned vector (None for a mean difference): the report groups by it
+                    "seed": vector.config.get("seed")}}
 
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""

@@ -123,6 +123,9 @@ class RunConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected a non-empty string")
         model_source(self.model)
+        # `seeds: null` is not given (a budget written back as a mapping holds both keys)
+        if isinstance(self.training, dict) and "seed" in self.training and self.training.get("seeds") is not None:
+            raise ValueError("training.seeds: given with training.seed; expected one of them (seeds: a list)")
         if not isinstance(self.training, TrainingBudget):
             self.training = _nested(TrainingBudget, self.training, "training")
         if self.judge is not None and not isinstance(self.judge, JudgeSpec):

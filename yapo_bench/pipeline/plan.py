@@ -86,6 +86,7 @@ class TrainStep(Step):
     method: str
     unit: Unit
     sae_source: str | None = None  # the SAE it loads (its layer, or its latent space); with layer auto a template
+    seed: int | None = None  # one of several `training.seeds`; None: the run's one seed (or a mean difference)
 
     def sae_for(self, layer: int) -> str | None:
         return self.sae_source.format(layer=layer) if self.sae_source else None
@@ -98,6 +99,7 @@ class EvalStep(Step):
     unit: Unit | None  # None: the base model, on every unit's tasks
     multiplier: float
     tasks: tuple[TaskId, ...]
+    seed: int | None = None  # the training seed of its vector, where the run has several
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,12 +132,25 @@ class Plan:
     def of_kind(self, kind: type[Step]) -> list[Any]:
         return [step for step in self.steps if isinstance(step, kind)]
 
-    def train_step(self, method: str, unit: Unit) -> TrainStep:
-        return self[train_key(method, unit)]
+    def train_step(self, method: str, unit: Unit, seed: int | None = None) -> TrainStep:
+        return self[train_key(method, unit, seed)]
 
 
-def train_key(method: str, unit: Unit) -> str:
-    return f"train-{method}-{unit.key}"
+def seed_suffix(seed: int | None) -> str:
+    """What a step of one of several seeds adds to its key; nothing with one seed, so that a run's keys (and
+    outputs) stay those of a run made before seeds existed."""
+    return "" if seed is None else f"-seed{seed}"
+
+
+def train_key(method: str, unit: Unit, seed: int | None = None) -> str:
+    return f"train-{method}-{unit.key}{seed_suffix(seed)}"
+
+
+def method_seeds(config: RunConfig, method: str) -> list[int | None]:
+    """The seeds a method's vectors are trained with, as step keys name them: each of several `training.seeds` for
+    a learned method; [None] (one step) with one seed, and for a mean difference, which is deterministic."""
+    seeds = config.training.all_seeds
+    return list(seeds) if len(seeds) > 1 and get_method(method).LEARNED else [None]
 
 
 def run_units(config: RunConfig) -> list[Unit]:
@@ -201,15 +216,16 @@ class _Inputs:
     def layers(self) -> dict[str, Any]:
         return {**self.common, "countries": list(self.config.countries), "culture_data": self.culture()}
 
-    def train(self, method: str, unit: Unit) -> dict[str, Any]:
+    def train(self, method: str, unit: Unit, seed: int | None = None) -> dict[str, Any]:
         module = get_method(method)
         layer = self.layer(module.SPARSE)
-        settings = spec_config(module.spec(layer if isinstance(layer, int) else 0, self.config.training))
+        budget = self.config.training if seed is None else self.config.training.for_seed(seed)
+        settings = spec_config(module.spec(layer if isinstance(layer, int) else 0, budget))
         settings.pop("layer", None)
-        budget = {f.name for f in dataclasses.fields(TrainingBudget)}
+        names = {f.name for f in dataclasses.fields(TrainingBudget)}
         inputs = {**self.common, "method": method, "format": VECTOR_FORMAT, "layer": layer,
-                  "training": {k: v for k, v in settings.items() if k in budget},
-                  "settings": {k: v for k, v in settings.items() if k not in budget},
+                  "training": {k: v for k, v in settings.items() if k in names},
+                  "settings": {k: v for k, v in settings.items() if k not in names},
                   "sae": self.sae() if module.SPARSE else None}
         if unit.kind == "culture":
             pairs = CulturePairSpec(country=unit.name, split="train", rejected=self.config.rejected,
@@ -274,9 +290,10 @@ def make_plan(config: RunConfig) -> Plan:
     for method in vectors:
         source = inputs.sae_source_of(method)
         for unit in units:
-            steps.append(TrainStep(key=train_key(method, unit), method=method, unit=unit, sae_source=source,
-                                   inputs=inputs.train(method, unit),
-                                   needs=("layers",) if config.layer == "auto" else ()))
+            for seed in method_seeds(config, method):
+                steps.append(TrainStep(key=train_key(method, unit, seed), method=method, unit=unit, sae_source=source,
+                                       seed=seed, inputs=inputs.train(method, unit, seed),
+                                       needs=("layers",) if config.layer == "auto" else ()))
     evals: list[EvalStep] = []
     if "base" in config.methods:
         tasks = tuple(task for unit in units for task in unit_tasks(config, unit))
@@ -291,10 +308,12 @@ def make_plan(config: RunConfig) -> Plan:
                 evals.append(EvalStep(key=f"eval-{method}-{unit.key}", method=method, unit=unit, multiplier=0.0,
                                       tasks=tasks, inputs=inputs.evaluation(list(tasks), None, config.limit, unit)))
                 continue
-            for multiplier in config.multipliers_for(method):
-                evals.append(EvalStep(key=f"eval-{method}-{unit.key}-x{multiplier:g}", method=method, unit=unit,
-                                      multiplier=multiplier, tasks=tasks, needs=(train_key(vector.NAME, unit),),
-                                      inputs=inputs.evaluation(list(tasks), multiplier, config.limit, instructed)))
+            for seed in method_seeds(config, vector.NAME):
+                for multiplier in config.multipliers_for(method):
+                    evals.append(EvalStep(key=f"eval-{method}-{unit.key}{seed_suffix(seed)}-x{multiplier:g}",
+                                          method=method, unit=unit, multiplier=multiplier, tasks=tasks, seed=seed,
+                                          needs=(train_key(vector.NAME, unit, seed),),
+                                          inputs=inputs.evaluation(list(tasks), multiplier, config.limit, instructed)))
     steps += evals
     judges = []
     if config.judge:
@@ -312,15 +331,16 @@ def make_plan(config: RunConfig) -> Plan:
 
 
 def evaluation_beside(plan: Plan, key: str, method: str, unit: Unit | None, multiplier: float, tasks: list[TaskId],
-                      limit: int | None) -> EvalStep:
+                      limit: int | None, seed: int | None = None) -> EvalStep:
     """An evaluation an analysis adds beside a run (another λ, other tasks, another limit), with inputs and a
     fingerprint made as the plan's own evaluations' are; a steered one reads the plan's training step of its
-    vector."""
+    vector (of `seed`, one of several `training.seeds`)."""
     prompted, vector = run_method(method)
-    needs = (train_key(vector.NAME, unit),) if vector else ()
+    needs = (train_key(vector.NAME, unit, seed),) if vector else ()
     step = EvalStep(key=key, method=method, unit=unit, multiplier=multiplier if needs else 0.0, tasks=tuple(tasks),
-                    needs=needs, inputs=_Inputs(plan.config).evaluation(tasks, multiplier if needs else None, limit,
-                                                                        unit if prompted else None))
+                    needs=needs, seed=seed if needs else None,
+                    inputs=_Inputs(plan.config).evaluation(tasks, multiplier if needs else None, limit,
+                                                           unit if prompted else None))
     return _fingerprinted([step], {k: plan[k].fingerprint for k in needs})[0]
 
 

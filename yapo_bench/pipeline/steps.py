@@ -114,7 +114,8 @@ def run_train(step: TrainStep, context: StepContext) -> dict[str, Any]:
     layer = _layer(step, context)
     sae, layer = context.resources.sae_and_layer(step.sae_for(layer), layer, get_method(step.method).SPARSE)
     data, pairs = training_pairs(step, context)
-    stored = trained_vector(step.method, data, context.resources.model(), sae, layer, config.training,
+    budget = config.training if step.seed is None else config.training.for_seed(step.seed)
+    stored = trained_vector(step.method, data, context.resources.model(), sae, layer, budget,
                             data_dir=config.data_dir, root=context.out / "vectors", progress=context.progress,
                             pairs=pairs)
     return {"output": str(stored.path), "vector": str(stored.path)}

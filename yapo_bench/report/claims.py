@@ -22,7 +22,7 @@ from yapo_bench.families import behaviours
 from yapo_bench.metrics import pnlg_array, rca_array
 from yapo_bench.report import published_side as paper
 from yapo_bench.report.items import (
-    ItemScores,
+    SeedScores,
     against_base,
     answer_kl,
     culture_item_scores,
@@ -41,6 +41,8 @@ from yapo_bench.report.scorecard import (
     finalise,
     item_moves,
     mean_evidence,
+    seed_evidence,
+    seeds_note,
     strata_evidence,
 )
 from yapo_bench.report.selection import MultiplierChoice, choose_multipliers, swept_methods
@@ -121,20 +123,29 @@ class CultureEvidence:
                 self.arms[method] = Arm(method, [run for group in groups.values() for run in group],
                                         f"{method} λ per country: " + ", ".join(f"{c} {m:g}" for c, m in per_country))
 
-    def scores(self, runs: list[EvalRun], family: str) -> dict[str, float]:
-        """Item scores of `runs` on `family`, keyed "<task>/<doc_id>", localized and non-localized tasks only (the
-        `both` task repeats their items), on the test questions when a λ was chosen on validation."""
+    def scores(self, runs: list[EvalRun], family: str) -> SeedScores:
+        """Item scores of `runs` on `family` per training seed, keyed "<task>/<doc_id>", localized and non-localized
+        tasks only (the `both` task repeats their items), on the test questions when a λ was chosen on
+        validation."""
         metric = self.spec.mcq_metric
-        scores = ItemScores()
+        scores = SeedScores()
         for run in runs:
             scores.add(run, culture_item_scores(run, metric, self.question_of, family))
         test = self.choice.split.test if self.choice.split is not None else None
-        return {item: value for item, value in scores.items() if _localization(item) != "both"
-                and (test is None or self.question_of[item] in test)}
+        return scores.filtered(lambda item: _localization(item) != "both"
+                               and (test is None or self.question_of[item] in test))
 
     def paired(self, runs_a: list[EvalRun], runs_b: list[EvalRun], family: str) -> dict[str, tuple[float, float]]:
-        a, b = self.scores(runs_a, family), self.scores(runs_b, family)
+        """Per item both sides scored, the two sides' scores (each its mean over its seeds)."""
+        a, b = self.scores(runs_a, family).means(), self.scores(runs_b, family).means()
         return {item: (a[item], b[item]) for item in sorted(a.keys() & b.keys())}
+
+    def paired_seeds(self, runs_a: list[EvalRun], runs_b: list[EvalRun],
+                     family: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The items every seed of both sides scored, and each side's scores of them (seeds × items)."""
+        a, b = self.scores(runs_a, family), self.scores(runs_b, family)
+        items = sorted(set(a.common_items()) & set(b.common_items()))
+        return items, a.matrix(items), b.matrix(items)
 
     def kl_mnat(self, runs: list[EvalRun]) -> float:
         """Mean KL(base ‖ run) of the answer distribution over the options, culture MCQ items, millinats (cached:
@@ -199,20 +210,22 @@ def _claim_b(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
             if family == "mcq" and reference != "base":
                 comparisons += _matched_kl(culture, method, reference)
             for runs_a, runs_b, basis in comparisons:
-                pairs = culture.paired(runs_a, runs_b, family)
+                paired, seeds_a, seeds_b = culture.paired_seeds(runs_a, runs_b, family)
                 note = f"{basis}; {culture.items_note()}; {culture.disruption(runs_a, runs_b, method, reference)}"
                 matched = basis != comparisons[0][2]
-                for row_family, scope, items in _scopes(list(pairs)) if pairs else []:
+                column = {item: i for i, item in enumerate(paired)}
+                for row_family, scope, items in _scopes(paired) if paired else []:
                     if matched and scope != "pooled":
                         continue  # the matched-KL comparison is a headline check, not split by country
                     scope = "pooled, matched KL" if matched else scope
-                    a, b = (np.array([pairs[i][k] for i in items]) for k in (0, 1))
+                    a, b = (side[:, [column[i] for i in items]] for side in (seeds_a, seeds_b))
                     countries = sorted({_country(i) for i in items})
                     rows.append(ScorecardRow(
                         claim="b", family=row_family, kind="superiority", method=method, reference=reference,
                         measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope, direction=1,
                         basis=note, paper=_paper_score_difference(family, method, reference, countries),
-                        **mean_evidence(a, b, spec.seed), **item_moves(a, b, 1)))
+                        detail=seeds_note({method: len(a), reference: len(b)}),
+                        **seed_evidence(a, b, spec.seed), **item_moves(a.mean(axis=0), b.mean(axis=0), 1)))
     return rows
 
 
@@ -277,6 +290,8 @@ def _claim_c(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
                               if {_localization(i) for i in pairs if _country(i) == c} == {"localized", "nonlocalized"})
             disruption = culture.disruption(arm.runs, ref.runs, "yapo", reference)
             note = f"{arm.basis} vs {ref.basis}; {culture.items_note()}; {disruption}"
+            seeds = seeds_note({m: len(culture.scores(r, family)) for m, r in (("yapo", arm.runs),
+                                                                             (reference, ref.runs))}, False)
             for measure in ("pnlg", "rca"):
                 key = measure if measure == "pnlg" else f"rca_{family}"
                 label = f"{'|PNLG_1|' if measure == 'pnlg' else 'RCA'} of culture {family} scores"
@@ -288,7 +303,7 @@ def _claim_c(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
                     rows.append(ScorecardRow(
                         claim="c", family=row_family, kind="superiority", method="yapo", reference=reference,
                         measure=key, measure_label=label, scope=scope, direction=1, basis=note,
-                        paper=_paper_gap(family, measure, "yapo", reference, countries),
+                        paper=_paper_gap(family, measure, "yapo", reference, countries), detail=seeds,
                         **strata_evidence(strata, _gap_statistic(measure, countries), spec.seed)))
     return rows
 
@@ -312,13 +327,15 @@ def _claim_e(culture: CultureEvidence, spec: ScorecardSpec, untestable: list[str
             continue
         chosen_runs = {m: culture.runs_at(m, ends[m][0]) for m in ("yapo", other)}
         largest_runs = {m: culture.runs_at(m, ends[m][1]) for m in ("yapo", other)}
-        drops = {}
+        drops = {}  # per method, its items and each seed's drop on them (a seed's vector at both λ: seeds × items)
         for m in ("yapo", other):
-            drops[m] = {i: hi - lo for i, (hi, lo) in culture.paired(largest_runs[m], chosen_runs[m], "mcq").items()}
-        items = sorted(drops["yapo"].keys() & drops[other].keys())
+            items, largest, chosen = culture.paired_seeds(largest_runs[m], chosen_runs[m], "mcq")
+            drops[m] = (items, largest - chosen)
+        items = sorted(set(drops["yapo"][0]) & set(drops[other][0]))
         if not items:
             continue
-        a, b = (np.array([drops[m][i] for i in items]) for m in ("yapo", other))
+        seeds_a, seeds_b = (drops[m][1][:, [drops[m][0].index(i) for i in items]] for m in ("yapo", other))
+        a, b = seeds_a.mean(axis=0), seeds_b.mean(axis=0)
         if a.mean() >= 0 and b.mean() >= 0:
             untestable.append(f"{comparison}: neither degrades from its chosen λ to its largest on the "
                               f"{culture.items_note()} (yapo {a.mean():+.3g}, {other} {b.mean():+.3g} points), so "
@@ -331,17 +348,21 @@ def _claim_e(culture: CultureEvidence, spec: ScorecardSpec, untestable: list[str
             claim="e", family="scorecard", kind="superiority", method="yapo", reference=other, measure="mcq",
             measure_label=f"change in culture MCQ {spec.mcq_metric} (points) from the chosen to the largest λ",
             scope="pooled", direction=1, basis=basis, paper=paper.paper_claim_figures("e"),
-            **mean_evidence(a, b, spec.seed), **item_moves(a, b, 1)))
+            detail=seeds_note({"yapo": len(seeds_a), other: len(seeds_b)}),
+            **seed_evidence(seeds_a, seeds_b, spec.seed), **item_moves(a, b, 1)))
     return rows
 
 
 def _claim_a(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
-    """Per pair of BiPO and YaPO vectors trained on the same data: mean train loss over their common steps (the
-    area under the curve per step), and the step where the smoothed loss first falls below the threshold."""
+    """Per pair of BiPO and YaPO vectors trained on the same data with the same seed (a (seed, unit) pair): mean
+    train loss over their common steps (the area under the curve per step), and the step where the smoothed loss
+    first falls below the threshold."""
     logs = training_logs(runs)
-    by_data = {(log.method, log.data): log for log in logs}
-    pairs = [(by_data[("yapo", data)], by_data[("bipo", data)]) for method, data in sorted(by_data)
-             if method == "yapo" and ("bipo", data) in by_data]
+    by_data = {(log.method, log.data, log.seed): log for log in logs}
+    pairs = [(by_data[("yapo", data, seed)], by_data[("bipo", data, seed)])
+             for method, data, seed in sorted(by_data, key=lambda k: (k[0], k[1], k[2] is None, k[2] or 0))
+             if method == "yapo" and ("bipo", data, seed) in by_data]
+    seeded = len({log.seed for log in logs}) > 1
     if not pairs:
         return []
     yapo_loss, bipo_loss, details, differences = [], [], [], set()
@@ -350,12 +371,13 @@ def _claim_a(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
         yapo_loss.append(mean_loss(yapo.losses, steps))
         bipo_loss.append(mean_loss(bipo.losses, steps))
         reached = [steps_to_threshold(log.losses, spec.loss_threshold, spec.loss_window) for log in (yapo, bipo)]
-        details.append(f"{yapo.short_data}: mean loss {yapo_loss[-1]:.3f} vs {bipo_loss[-1]:.3f} over {steps} steps, "
+        unit = f"{yapo.short_data} seed {yapo.seed}" if seeded else yapo.short_data
+        details.append(f"{unit}: mean loss {yapo_loss[-1]:.3f} vs {bipo_loss[-1]:.3f} over {steps} steps, "
                        f"{spec.loss_window}-step mean < {spec.loss_threshold:g} at step "
                        + " vs ".join(str(r) if r else "never" for r in reached))
         differences |= {k for k in ("lr", "batch_size", "seed", "steps")
                         if yapo.config.get(k) != bipo.config.get(k)}
-    basis = "vector pairs trained on the same data" + (
+    basis = f"vector pairs trained on the same data{' with the same seed' if seeded else ''}" + (
         f"; their training configs differ in {', '.join(sorted(differences))}" if differences else ", same config")
     return [ScorecardRow(
         claim="a", family="scorecard", kind="superiority", method="yapo", reference="bipo", measure="train_loss",
@@ -367,8 +389,9 @@ def _claim_a(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
 def _claim_d(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow]:
     rows = []
     margin = spec.smallest_effects["mmlu"]
-    for (method, multiplier, group), (ours, base) in against_base(
+    for (method, multiplier, group), (seeded, seeded_base) in against_base(
             runs, mmlu_group, lambda run, task: sample_scores(run, task, "acc")).items():
+        ours, base = seeded.means(), seeded_base.means()  # the TOST is on seed means: no seed variance in its CI
         items = sorted(ours.keys() & base.keys())
         if not items:
             continue
@@ -379,7 +402,8 @@ def _claim_d(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec)
         rows.append(ScorecardRow(
             claim="d", family="scorecard", kind="equivalence", method=method, reference="base", measure="mmlu",
             measure_label=f"MMLU accuracy (%), {group}", scope=group, direction=0, basis=basis,
-            paper=paper.paper_mmlu_figure(method), detail=_at_chance(group, list(b)),
+            paper=paper.paper_mmlu_figure(method),
+            detail="; ".join(filter(None, [_at_chance(group, list(b)), seeds_note({method: len(seeded)}, False)])),
             **equivalence_evidence(a, b, margin, spec.seed), **item_moves(a, b, 0)))
     return rows
 
@@ -408,17 +432,18 @@ def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
             ("behaviour_judge", "behaviour judge score (1–4)", lambda t: unit_of(t, behaviours.OPEN),
              lambda run, task: {f"{task}/{k}": v for k, v in verdict_values(run, task).items()})):
         for (method, multiplier, behaviour), (ours, base) in against_base(runs, select, scores).items():
-            items = sorted(ours.keys() & base.keys())
+            items = sorted(set(ours.common_items()) & set(base.common_items()))
             if not items:
                 continue
             direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
-            a, b = np.array([ours[i] for i in items]), np.array([base[i] for i in items])
+            seeds_a, seeds_b = ours.matrix(items), base.matrix(items)
+            a, b = seeds_a.mean(axis=0), seeds_b.mean(axis=0)
             rows.append(ScorecardRow(
                 claim="f", family="scorecard", kind="superiority", method=method, reference="base", measure=measure,
                 measure_label=label, scope=behaviour, direction=direction,
                 basis=f"{method} λ {multiplier:g}, direction {direction:+d}; all items",
-                paper=paper.paper_behaviour_figure(behaviour, method),
-                **mean_evidence(a, b, spec.seed), **item_moves(a, b, direction)))
+                paper=paper.paper_behaviour_figure(behaviour, method), detail=seeds_note({method: len(seeds_a)}),
+                **seed_evidence(seeds_a, seeds_b, spec.seed), **item_moves(a, b, direction)))
     return rows
 
 
@@ -439,30 +464,32 @@ def _claim_g(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec)
         for method in _steering_methods(set(culture.arms)):
             arm = culture.arms[method]
             for family, (measure, label) in FAMILY_MEASURES.items():
-                pairs = culture.paired(arm.runs, reference.runs, family)
+                paired, seeds_a, seeds_b = culture.paired_seeds(arm.runs, reference.runs, family)
                 note = (f"{arm.basis} vs {reference.basis}; {culture.items_note()}; "
                         + culture.disruption(arm.runs, reference.runs, method, "prompt"))
-                for row_family, scope, items in _scopes(list(pairs)) if pairs else []:
-                    a, b = (np.array([pairs[i][k] for i in items]) for k in (0, 1))
+                column = {item: i for i, item in enumerate(paired)}
+                for row_family, scope, items in _scopes(paired) if paired else []:
+                    a, b = (side[:, [column[i] for i in items]] for side in (seeds_a, seeds_b))
                     rows.append(ScorecardRow(
                         claim="g", family=row_family, kind="superiority", method=method, reference="prompt",
                         measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope,
-                        direction=1, basis=note, detail=AXBENCH, **mean_evidence(a, b, spec.seed),
-                        **item_moves(a, b, 1)))
+                        direction=1, basis=note, detail=f"{seeds_note({method: len(a)})}; {AXBENCH}",
+                        **seed_evidence(a, b, spec.seed), **item_moves(a.mean(axis=0), b.mean(axis=0), 1)))
     directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
     for (method, multiplier, behaviour), (ours, prompted) in against_base(
             runs, lambda t: unit_of(t, behaviours.AB), lambda run, task: sample_scores(run, task, "p_gold"),
             reference="prompt").items():
-        items = sorted(ours.keys() & prompted.keys())
+        items = sorted(set(ours.common_items()) & set(prompted.common_items()))
         if method not in _steering_methods({method}) or not items:
             continue
         direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
-        a, b = np.array([ours[i] for i in items]), np.array([prompted[i] for i in items])
+        seeds_a, seeds_b = ours.matrix(items), prompted.matrix(items)
         rows.append(ScorecardRow(
             claim="g", family="scorecard", kind="superiority", method=method, reference="prompt",
             measure="behaviour_ab", measure_label="P(matching answer), A/B (%)", scope=behaviour,
             direction=direction, basis=f"{method} λ {multiplier:g} vs prompt, direction {direction:+d}; all items",
-            detail=AXBENCH, **mean_evidence(a, b, spec.seed), **item_moves(a, b, direction)))
+            detail=f"{seeds_note({method: len(seeds_a)})}; {AXBENCH}", **seed_evidence(seeds_a, seeds_b, spec.seed),
+            **item_moves(seeds_a.mean(axis=0), seeds_b.mean(axis=0), direction)))
     return rows
 
 

@@ -34,6 +34,43 @@ class ItemScores(dict):
         return self
 
 
+class SeedScores(dict):
+    """Item scores of one method at one λ (or one arm), one ItemScores per training seed of its vectors (None: no
+    seed recorded, as for the base): several seeds score an item differently by design, which one ItemScores would
+    refuse as a conflict."""
+
+    def add(self, run: EvalRun, scores: dict[str, float]) -> SeedScores:
+        self.setdefault(run.seed, ItemScores()).add(run, scores)
+        return self
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return sorted(self, key=lambda s: (s is None, s or 0))
+
+    def common_items(self) -> list[str]:
+        """The items every seed scored, sorted."""
+        return sorted(set.intersection(*(set(scores) for scores in self.values()))) if self else []
+
+    def matrix(self, items: list[str]) -> np.ndarray:
+        """seeds × items: each seed's scores of `items`, seeds in order."""
+        return np.array([[self[seed][item] for item in items] for seed in self.seeds], dtype=float).reshape(
+            len(self), len(items))
+
+    def means(self) -> dict[str, float]:
+        """Per item every seed scored, its mean over the seeds; with one seed, that seed's scores as they are."""
+        if len(self) == 1:
+            return dict(next(iter(self.values())))
+        items = self.common_items()
+        return dict(zip(items, self.matrix(items).mean(axis=0).tolist()))
+
+    def filtered(self, keep: Callable[[str], bool]) -> SeedScores:
+        """The same seeds' scores of the items `keep` admits."""
+        kept = SeedScores()
+        for seed, scores in self.items():
+            kept[seed] = {item: value for item, value in scores.items() if keep(item)}
+        return kept
+
+
 def item_values(run: EvalRun, task: str, metric: str) -> pd.Series:
     """Per-item values of `metric` from the logged samples, indexed by item (rotations of one item averaged)."""
     values: dict[Any, list[float]] = {}
@@ -119,17 +156,18 @@ def sample_scores(run: EvalRun, task: str, metric: str) -> dict[str, float]:
 
 def against_base(runs: list[EvalRun], select: Callable[[str], str | None],
                  scores: Callable[[EvalRun, str], dict[str, float]],
-                 reference: str = "base") -> dict[tuple[str, float, str], tuple[dict, dict]]:
-    """(method, λ, group) → (the method's item scores, the reference method's item scores) over the tasks `select`
-    maps to a group, for every other method (the reference: the base model, or e.g. the prompting baseline)."""
-    base: dict[str, ItemScores] = {}
-    steered: dict[tuple[str, float, str], ItemScores] = {}
+                 reference: str = "base") -> dict[tuple[str, float, str], tuple[SeedScores, SeedScores]]:
+    """(method, λ, group) → (the method's item scores, the reference method's item scores), per training seed, over
+    the tasks `select` maps to a group, for every other method (the reference: the base model, or e.g. the
+    prompting baseline)."""
+    base: dict[str, SeedScores] = {}
+    steered: dict[tuple[str, float, str], SeedScores] = {}
     for run in runs:
         for task in sorted(set(run.tasks) | {v.get("task") for v in run.verdicts} - {None}):
             group = select(task)
             if group:
-                target = base.setdefault(group, ItemScores()) if run.method == reference else steered.setdefault(
-                    (run.method, run.multiplier, group), ItemScores())
+                target = base.setdefault(group, SeedScores()) if run.method == reference else steered.setdefault(
+                    (run.method, run.multiplier, group), SeedScores())
                 target.add(run, scores(run, task))
     return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}
 

@@ -40,6 +40,7 @@ from yapo_bench.report.tables import (
     mmlu_table,
     multiplier_selection,
     rca_pnlg_table,
+    seed_table,
     steerability_table,
 )
 from yapo_bench.report.training import training_logs
@@ -285,6 +286,14 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None,
     if not moves.empty:
         sections.append(Section("steerability", "Per-item steerability (steered vs base)", moves,
                                 _steerability_display(moves), [STEERABILITY_NOTE]))
+    seeds = seed_table(runs, choice)
+    if not seeds.empty:
+        sections.append(Section("seeds", "Spread across training seeds", seeds,
+                                seeds.set_index(["family", "unit", "method", "multiplier"]),
+                                ["Each training seed's mean score per method, λ and unit (all items; culture MCQ in "
+                                 f"{choice.metric} %, behaviour A/B P(matching answer) %), and the SD across seeds. "
+                                 "The scorecard averages over seeds; its CIs resample seeds, then items. A "
+                                 "mean-difference method (CAA, SAS) is deterministic: one vector whatever the seeds."]))
     mmlu = mmlu_table(runs)
     if not mmlu.empty:
         paper_mmlu, paper_source = mmlu_paper()

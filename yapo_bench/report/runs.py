@@ -39,6 +39,7 @@ class EvalRun:
     versions: dict[str, Any] = field(default_factory=dict)  # what the evaluation ran under
     culture_data: str | None = None  # what its culture tasks read (None: no culture task)
     rendering: str = "plain text"  # how its prompts reached the model: plain text, or "chat template <sha>"
+    seed: int | None = None  # the training seed of its vector, as its results record it (None: none recorded)
 
     @property
     def tasks(self) -> list[str]:
@@ -175,7 +176,8 @@ def load_run(results_file: Path, verdicts: list[dict[str, Any]] | None = None, o
                    steering=steering, vector=vector, metrics=metrics, stderrs=stderrs,
                    samples=_read_samples(results_file, timestamp),
                    verdicts=_verdicts_of(verdicts, timestamp, only_run), versions=_versions_of(data, config),
-                   culture_data=_culture_data_of(data), rendering=_rendering_of(data, config))
+                   culture_data=_culture_data_of(data), rendering=_rendering_of(data, config),
+                   seed=(vector or {}).get("seed") if multiplier else None)  # at λ 0 no vector acted
 
 
 def _rendering_of(data: dict[str, Any], config: dict[str, Any]) -> str:
@@ -259,10 +261,13 @@ def _label(runs: list[EvalRun]) -> None:
     for run in runs:
         tasks_at.setdefault(run.method, {}).setdefault(run.multiplier, set()).update(run.metrics)
     swept = {method for method, by_multiplier in tasks_at.items() if any_overlap(by_multiplier.values())}
+    seeded = {method for method in tasks_at if len(seeds_of(runs, method)) > 1}
     for run in runs:
         if not run.label:
             several = run.method != "base" and run.method in swept
             run.label = f"{run.method}@{run.multiplier:g}" if several else run.method
+            if run.method in seeded:  # one column per training seed
+                run.label += f"-seed{run.seed}"
     claimed: dict[str, list[set[str]]] = {}  # the same config on other tasks (e.g. per country) shares a column;
     for run in runs:                          # on overlapping tasks, the runs are numbered apart
         groups = claimed.setdefault(run.label, [])
@@ -272,6 +277,11 @@ def _label(runs: list[EvalRun]) -> None:
         groups[index] |= set(run.metrics)
         if index:
             run.label = f"{run.label}#{index + 1}"
+
+
+def seeds_of(runs: list[EvalRun], method: str) -> list[int | None]:
+    """The training seeds of a method's runs, in order (None: a run that records none)."""
+    return sorted({run.seed for run in runs if run.method == method}, key=lambda s: (s is None, s or 0))
 
 
 def method_order() -> tuple[str, ...]:
@@ -284,7 +294,7 @@ def method_order() -> tuple[str, ...]:
 
 def method_rank(label: str) -> tuple[int, str, float, str]:
     """Sort key for run labels: the paper's method order, then λ numerically (so 2.5 comes before 10)."""
-    name, _, rest = label.partition("#")[0].partition("@")
+    name, _, rest = label.partition("#")[0].split("-seed")[0].partition("@")
     try:
         multiplier = float(rest) if rest else 0.0
     except ValueError:

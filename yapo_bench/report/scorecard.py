@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from yapo_bench.methods import get_method, method_names
+from yapo_bench.methods.prompt import split_method
 from yapo_bench.metrics import equivalence_test, holm, minimum_detectable_effect, paired_strata_test, paired_test
 
 CLAIMS = {
@@ -192,6 +194,61 @@ def mean_evidence(method_scores: np.ndarray, reference_scores: np.ndarray, seed:
     return {"n": result["n"], "effect": result["mean_diff"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
             "se": _standard_error(method_scores - reference_scores), "p_value": result["p_value"],
             "test": result["test"], "min_p": 2.0 ** (1 - result["n"])}
+
+
+def seeds_note(seeds: Mapping[str, int], resampled: bool = True) -> str:
+    """What a row's CI holds of the training seeds of its sides' vectors ({method: how many seeds}), for its
+    detail: a learned method's seeds, and a mean-difference method said to be deterministic ('' for the base).
+    `resampled`: whether the row's test resamples the seeds (seed_evidence) or takes each item's mean over them."""
+    vectors = {m: split_method(m)[1] for m in seeds}  # prompt+bipo: bipo's vectors
+    learned = {m: n for m, n in seeds.items() if vectors[m] in method_names() and get_method(vectors[m]).LEARNED}
+    notes = [f"{m}: deterministic (a mean difference)" for m in seeds
+             if vectors[m] in method_names() and m not in learned]
+    if learned and all(n == 1 for n in learned.values()):
+        notes.insert(0, "one seed: the CI holds the item variance only")
+    elif learned:
+        counts = ", ".join(f"{m} {n}" for m, n in learned.items())
+        notes.insert(0, f"seeds ({counts}): " + ("the CI resamples seeds, then items" if resampled else
+                                                "each item's mean over seeds; the CI holds the item variance only"))
+    return "; ".join(notes)
+
+
+SEED_RESAMPLES = 2000  # hierarchical bootstrap draws, as many as paired_test's item bootstrap
+
+
+def seed_evidence(method_scores: np.ndarray, reference_scores: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Paired mean difference on the same items where a side's scores come from vectors trained with several seeds
+    (rows: training seeds, columns: items; a deterministic side has one row). The effect is the mean over items of
+    the seed-mean difference; its 95 % CI, SE and p come from a hierarchical bootstrap that draws each side's seeds
+    with replacement, then the items (the same items for both sides: they are paired), so that the CI holds the
+    variance between seeds, which resampling items alone would leave out. p: twice the share of draws on the smaller
+    side of 0 (the percentile interval inverted). With one seed on each side: mean_evidence's numbers exactly."""
+    a, b = (np.atleast_2d(np.asarray(side, dtype=float)) for side in (method_scores, reference_scores))
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        return mean_evidence(a[0], b[0], seed)
+    differences = a.mean(axis=0) - b.mean(axis=0)
+    n = differences.size
+    untestable = "none: fewer than 2 paired units" if n < 2 else _constant([a.ravel(), b.ravel()])
+    if untestable:
+        return {"n": n, "effect": float(differences.mean()) if n else float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "se": float("nan"), "p_value": float("nan"), "test": untestable}
+    rng = np.random.default_rng(seed)
+
+    def seed_means(scores: np.ndarray) -> np.ndarray:
+        """Per draw, the item scores averaged over a draw of the seeds with replacement (draws × items)."""
+        drawn = rng.integers(0, scores.shape[0], size=(SEED_RESAMPLES, scores.shape[0]))
+        weights = np.stack([np.bincount(row, minlength=scores.shape[0]) for row in drawn]) / scores.shape[0]
+        return weights @ scores
+
+    per_draw = seed_means(a) - seed_means(b)
+    items = rng.integers(0, n, size=(SEED_RESAMPLES, n))
+    effects = np.take_along_axis(per_draw, items, axis=1).mean(axis=1)
+    low, high = np.percentile(effects, [2.5, 97.5])
+    p_value = min(1.0, 2 * (min(np.sum(effects <= 0), np.sum(effects >= 0)) + 1) / (SEED_RESAMPLES + 1))
+    return {"n": n, "effect": float(differences.mean()), "ci_low": float(low), "ci_high": float(high),
+            "se": float(np.std(effects, ddof=1)), "p_value": float(p_value),
+            "test": f"hierarchical_bootstrap ({a.shape[0]} vs {b.shape[0]} seeds, then items)",
+            "min_p": max(2.0 ** (1 - n), 2 / (SEED_RESAMPLES + 1))}
 
 
 def _constant(arrays: list[np.ndarray]) -> str:

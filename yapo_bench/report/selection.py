@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from yapo_bench.report.items import ItemScores, culture_item_scores
+from yapo_bench.report.items import SeedScores, culture_item_scores
 from yapo_bench.report.runs import EvalRun, any_overlap
 
 VALIDATION_FRACTION = 0.5  # of the culture questions, to choose λ on; the rest report it
@@ -154,14 +154,15 @@ def choose_multipliers(runs: list[EvalRun], metric: str = "p_gold_norm", seed: i
     """For methods swept over λ (`swept_methods`): the λ chosen on a validation half of the culture MCQ questions
     (split by question_id, so a question's localized and non-localized variants stay together), scored on the
     other half. `allowed(method, λ)` restricts the candidates (e.g. to a disruption budget); a method with no
-    allowed λ gets no selection. The note says why no selection could be made ('' when nothing was swept)."""
-    scores: dict[tuple[str, float], dict[str, float]] = {}
+    allowed λ gets no selection. The note says why no selection could be made ('' when nothing was swept). With
+    vectors trained with several seeds, a (method, λ)'s item score is its mean over the seeds."""
+    seeded: dict[tuple[str, float], SeedScores] = {}
     question_of: dict[str, str] = {}
     for run in runs:
         items = culture_item_scores(run, metric, question_of)
         if items:
-            scores.setdefault((run.method, run.multiplier), ItemScores()).add(run, items)
-    return _choose(scores, question_of, metric, seed, allowed)
+            seeded.setdefault((run.method, run.multiplier), SeedScores()).add(run, items)
+    return _choose({key: scores.means() for key, scores in seeded.items()}, question_of, metric, seed, allowed)
 
 
 def _choose(scores: dict[tuple[str, float], dict[str, float]], question_of: dict[str, str], metric: str, seed: int,

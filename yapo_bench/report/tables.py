@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 
 from yapo_bench.families import TaskId, behaviours, family_of
+from yapo_bench.methods import get_method, method_names
+from yapo_bench.methods.prompt import split_method
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
 from yapo_bench.report.items import (
+    SeedScores,
     against_base,
     answer_kl,
     family_tasks,
@@ -25,7 +28,7 @@ from yapo_bench.report.items import (
     unit_of,
     verdict_values,
 )
-from yapo_bench.report.runs import EvalRun, culture_family, language_of
+from yapo_bench.report.runs import EvalRun, culture_family, language_of, seeds_of
 from yapo_bench.report.scorecard import item_moves
 from yapo_bench.report.selection import MultiplierChoice
 
@@ -266,19 +269,12 @@ def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.Data
     the `both` task repeats the others' items and is left out); BiPO A/B P(matching answer), toward the behaviour
     for direction +1 and away from it for −1."""
     test = choice.split.test if choice.split is not None else None
-    mcq = culture_family("mcq")
-
-    def culture_unit(task: str) -> str | None:
-        parsed = TaskId.parse(task)
-        return parsed.unit if parsed and parsed.family == mcq.name and parsed.variant != "both" else None
-
     directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
-    measures = (("culture MCQ", culture_unit, choice.metric, test),
-                ("behaviour A/B", lambda task: unit_of(task, behaviours.AB), "p_gold", None))
     rows = []
-    for family, select, metric, held_out in measures:
-        for (method, multiplier, unit), (ours, base) in against_base(
+    for family, select, metric, held_out in _unit_measures(choice.metric, test):
+        for (method, multiplier, unit), (seeded, seeded_base) in against_base(
                 runs, select, lambda run, task, metric=metric: sample_scores(run, task, metric)).items():
+            ours, base = seeded.means(), seeded_base.means()  # per item, the mean over its vectors' seeds
             items = sorted(i for i in ours.keys() & base.keys()
                            if held_out is None or choice.question_of.get(i) in held_out)
             if not items:
@@ -288,6 +284,51 @@ def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.Data
                          "direction": direction, "metric": metric, "items": "test" if held_out else "all",
                          "n": len(items), **item_moves(np.array([ours[i] for i in items]),
                                                        np.array([base[i] for i in items]), direction)})
+    return pd.DataFrame(rows)
+
+
+def _unit_measures(metric: str, test: frozenset[str] | None) -> tuple[tuple[str, Callable[[str], str | None], str,
+                                                                       frozenset[str] | None], ...]:
+    """(family, task → unit, metric, held-out question ids) of the per-unit tables: culture MCQ in `metric` (the
+    `both` task repeats the others' items and is left out), behaviour A/B P(matching answer)."""
+    mcq = culture_family("mcq")
+
+    def culture_unit(task: str) -> str | None:
+        parsed = TaskId.parse(task)
+        return parsed.unit if parsed and parsed.family == mcq.name and parsed.variant != "both" else None
+
+    return (("culture MCQ", culture_unit, metric, test),
+            ("behaviour A/B", lambda task: unit_of(task, behaviours.AB), "p_gold", None))
+
+
+def seed_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.DataFrame:
+    """Per steered method, λ and unit: each training seed's mean score (culture MCQ in the choice's measure, BiPO
+    A/B P(matching answer); all items) and the SD across seeds; a mean-difference method is deterministic (one
+    vector whatever the seeds). Empty unless some method's vectors were trained with several seeds."""
+    if not any(len(seeds_of(runs, method)) > 1 for method in {run.method for run in runs}):
+        return pd.DataFrame()
+    rows = []
+    for family, select, metric, _ in _unit_measures(choice.metric, None):
+        scores: dict[tuple[str, float, str], SeedScores] = {}
+        for run in runs:
+            for task in run.tasks:
+                unit = select(task)
+                if unit and run.method != "base":
+                    scores.setdefault((run.method, run.multiplier, unit), SeedScores()).add(
+                        run, sample_scores(run, task, metric))
+        for (method, multiplier, unit), seeded in sorted(scores.items()):
+            items = seeded.common_items()
+            if not items:
+                continue
+            means = seeded.matrix(items).mean(axis=1)
+            vector = split_method(method)[1]  # prompt+bipo steers with bipo's vectors
+            learned = vector in method_names() and get_method(vector).LEARNED
+            rows.append({"family": family, "unit": unit, "method": method, "multiplier": multiplier,
+                         "metric": metric, "n": len(items),
+                         "seeds": ", ".join(str(seed) for seed in seeded.seeds) if learned else "deterministic",
+                         "seed_means": "; ".join(f"{seed}: {mean:.2f}" for seed, mean in zip(seeded.seeds, means)),
+                         "mean": float(means.mean()),
+                         "sd": float(np.std(means, ddof=1)) if means.size > 1 else float("nan")})
     return pd.DataFrame(rows)
 
 

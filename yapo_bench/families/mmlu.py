@@ -10,7 +10,7 @@ from yapo_bench.families.base import Family, TaskId, TaskWork, WorkSizes
 from yapo_bench.lm_eval_plugin import mmlu_tasks
 from yapo_bench.lm_eval_plugin.mcq import group_yaml, task_yaml
 
-ITEMS, PROMPT_TOKENS = 14_042, 200  # the test split; 0-shot prompts, as runs evaluate it
+ITEMS, PROMPT_TOKENS = 14_042, 200  # the test split; a 0-shot prompt
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class MMLUFamily(Family):
         per_subject = ITEMS // len(mmlu_tasks.SUBJECTS)
         questions = min(sizes.mmlu_limit or sizes.limit or per_subject, per_subject)
         items = subjects * questions * self.rotations
-        return TaskWork(items, scored_tokens=items * self.passes * (PROMPT_TOKENS + 1), calls=items * self.passes,
-                        prompt_tokens=PROMPT_TOKENS)
+        prompt = PROMPT_TOKENS * (1 + sizes.num_fewshot)  # each example is about a question's length
+        return TaskWork(items, scored_tokens=items * self.passes * (prompt + 1), calls=items * self.passes,
+                        prompt_tokens=prompt)
 
 
 def _mmlu(name: str, scoring: str, description: str, **declared: int | bool) -> MMLUFamily:

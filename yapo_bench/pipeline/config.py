@@ -115,6 +115,9 @@ class RunConfig:
     # through the model's chat template (lm-eval's --apply_chat_template; the prompt method's instruction in its
     # system turn), or as plain text
     chat_template: bool = False
+    # few-shot examples per MMLU question (the paper's MMLU was 5-shot), drawn from the dev split of an MMLU folder in
+    # its CSV layout; the culture and behaviour tasks have no few-shot split and stay 0-shot
+    num_fewshot: int = 0
     device: str = "auto"  # auto: the GPU when there is one, else the CPU
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 
@@ -147,6 +150,7 @@ class RunConfig:
             run_method(method)
         if not isinstance(self.chat_template, bool):
             raise ValueError(f"chat_template: {self.chat_template!r}; expected true or false")
+        check_integer(self.num_fewshot, "num_fewshot")
         self._check_families()
         self._check_multipliers()
         self._check_layer()
@@ -247,6 +251,15 @@ class RunConfig:
             if getattr(self, name) is not None and not self.mmlu:
                 raise ValueError(f"{name}: set, but the config runs no MMLU tasks (mmlu: [...])")
         check_integer(self.mmlu_limit, "mmlu_limit", 1, optional=True)
+        if self.num_fewshot:
+            from yapo_bench.lm_eval_plugin.mmlu_tasks import mmlu_source
+
+            if not self.mmlu:
+                raise ValueError(f"num_fewshot: {self.num_fewshot}, but the config runs no MMLU tasks (the only "
+                                 "ones with few-shot examples)")
+            if not mmlu_source(self.mmlu_data, self.data_dir).is_dir():
+                raise ValueError(f"num_fewshot: {self.num_fewshot}, but mmlu_data {self.mmlu_data!r} holds the test "
+                                 "split only; expected an MMLU folder in its CSV layout (dev/ gives the examples)")
         if self.mmlu_limit is not None and self.limit is not None and self.mmlu_limit > self.limit:
             raise ValueError(f"mmlu_limit: {self.mmlu_limit} is above limit ({self.limit}), which lm-eval applies to "
                              "every task; expected at most that")

@@ -199,7 +199,8 @@ def plan_costs(plan: Plan, layer: int | None, sae_latents: int) -> tuple[dict[st
     shape = model_shape(config.model)
     if shape is None:
         return {}, f"no cost estimate: the shape of {config.model} is unknown here (not a preset, not cached)"
-    sizes = WorkSizes(culture_sizes(config), config.limit, config.mmlu_limit, config.max_gen_toks)
+    sizes = WorkSizes(culture_sizes(config), config.limit, config.mmlu_limit, config.max_gen_toks,
+                      config.num_fewshot)
     layer = layer if layer is not None else shape.layers // 2
     verdict = judge_seconds(config)
     costs = {name: [estimate(step_workload(step, plan, shape, sizes, layer, sae_latents), shape, device,

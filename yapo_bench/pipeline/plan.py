@@ -257,6 +257,8 @@ class _Inputs:
 
             data["mmlu"] = mmlu_identity(config.mmlu_data, config.data_dir)
             inputs["mmlu_limit"] = config.mmlu_limit
+            if config.num_fewshot:  # absent when 0: evaluations made before the setting existed were 0-shot
+                inputs["num_fewshot"] = config.num_fewshot
         if any(f.output == "generate" for f in families):
             inputs["max_gen_toks"] = config.max_gen_toks
         inputs["data"] = data

@@ -164,9 +164,12 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     # what ran is what the step's inputs say: its limit, and the answer length where it generates
     generation = {"gen_kwargs": f"max_gen_toks={step.inputs['max_gen_toks']}"} if "max_gen_toks" in step.inputs else {}
     builtin = any(get_family(task.family).builtin for task in step.tasks)
+    manager = task_manager(metadata, builtin)
+    if step.inputs.get("num_fewshot"):
+        tasks = fewshot_tasks(tasks, manager, step.inputs["num_fewshot"])
     results = simple_evaluate(model=lm, tasks=tasks, limit=step.inputs["limit"], log_samples=True,
-                              apply_chat_template=bool(step.inputs.get("chat_template")),
-                              task_manager=task_manager(metadata, builtin), **generation)
+                              apply_chat_template=bool(step.inputs.get("chat_template")), task_manager=manager,
+                              **generation)
     results["config"]["model"] = "yapo_steered"
     results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
     results["config"]["yapo_step"] = {"key": step.key, "fingerprint": step.fingerprint}
@@ -174,6 +177,27 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     with atomic_dir(target) as tmp:
         save_results(results, tmp)
     return {"output": str(target)}
+
+
+def fewshot_tasks(tasks: list, manager: Any, shots: int) -> list:
+    """The evaluation's tasks as lm-eval Task objects, each MMLU subject with `shots` examples from its dev split and
+    every other task 0-shot (they have no few-shot split; lm-eval's num_fewshot would apply to all). A group's
+    subtasks are evaluated one by one: the report pools a family's subjects itself."""
+    from lm_eval.api.task import Task
+    from lm_eval.tasks import get_task_dict
+
+    from yapo_bench.families import TaskId
+
+    def leaves(found: dict) -> list[Task]:
+        return [task for value in found.values()
+                for task in (leaves(value) if isinstance(value, dict) else [value] if isinstance(value, Task) else [])]
+
+    built = leaves(get_task_dict(tasks, manager))
+    for task in built:
+        parsed = TaskId.parse(task.config.task)
+        if parsed is not None and get_family(parsed.family).unit_kind == "subject":
+            task.set_config(key="num_fewshot", value=shots)
+    return built
 
 
 def run_judge(step: JudgeStep, context: StepContext) -> dict[str, Any]:

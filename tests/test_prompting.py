@@ -49,7 +49,7 @@ def test_a_template_without_a_system_turn_gets_the_instruction_in_front_of_the_u
 
 
 def _evaluate(lm: YapoSteeredLM, tasks: list[str], chat: bool, data_dir: str) -> dict:
-    return simple_evaluate(model=lm, tasks=tasks, limit=2, log_samples=True, apply_chat_template=chat,
+    return simple_evaluate(model=lm, tasks=tasks, limit=1, log_samples=True, apply_chat_template=chat,
                            task_manager=task_manager({"data_dir": data_dir}, builtin=False))
 
 

@@ -65,6 +65,7 @@ def test_the_instruction_reaches_the_model_once_as_logged(real_model, tmp_path, 
         prompted = _evaluate(prompted_lm, [task], chat, str(tmp_path))
         text = render_instruction(unit).text
         assert prompted_lm.get_model_info()["yapo_steering"]["instruction"]["sha256"] == render_instruction(unit).sha256
+        assert (prompted["config"]["yapo_rendering"]["chat_template_sha"] is not None) == chat  # what ran
         for base_sample, sample in zip(base["samples"][task], prompted["samples"][task], strict=True):
             for base_request, request in zip(base_sample["arguments"], sample["arguments"], strict=True):
                 context = request[0]

@@ -241,3 +241,19 @@ def test_the_localization_gap_closed_is_the_share_of_the_base_gap() -> None:
     assert gap.loc["base", "gap"] == 10.0 and gap.loc["base", "gap_closed"] == 0.0
     assert gap.loc["prompt", "gap_closed"] == pytest.approx(0.8)  # 10 → 2
     assert gap.loc["yapo", "gap_closed"] == pytest.approx(-0.5)  # 10 → 15: wider
+
+
+def test_runs_rendered_differently_are_not_reported_side_by_side(tmp_path: Path) -> None:
+    """The chat template alone moves the base model's scores: a prompted run through it beside a base run without
+    it would credit the prompt with the template's effect."""
+    from yapo_bench.report.render import write_report
+    from yapo_bench.report.runs import EvalRun
+
+    def run(method: str, rendering: str) -> EvalRun:
+        return EvalRun(path=Path(f"/nowhere/{method}/results_x.json"), method=method, multiplier=0.0, model="tiny",
+                       steering=None, vector=None, metrics={}, stderrs={}, rendering=rendering)
+
+    with pytest.raises(ReportError, match=r"runs: /nowhere/base/results_x.json was rendered as plain text and "
+                                          r"/nowhere/prompt/results_x.json as chat template 0123456789ab; a report "
+                                          r"compares runs rendered alike"):
+        write_report([run("base", "plain text"), run("prompt", "chat template 0123456789ab")], tmp_path)

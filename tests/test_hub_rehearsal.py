@@ -312,7 +312,8 @@ def test_the_papers_run_config_runs_end_to_end_offline_through_the_hub_loaders(h
                   training={**config["training"], "steps": 2, "batch_size": 2, "warmup_steps": 1},
                   judge={"url": judge.url, "model": "stub-judge", "concurrency": 2}, device="cpu", dtype="float32",
                   behaviours=[],  # BiPO's data is not a hub path, and 65k-latent YaPO training on it is slow
-                  mmlu=["mmlu_local_anatomy"] if shared else [])  # one subject: the path, not the numbers
+                  mmlu=["mmlu_local_anatomy"] if shared else [],  # one subject: the path, not the numbers
+                  num_fewshot=config["num_fewshot"] if shared else 0)  # 5-shot needs MMLU's dev examples
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
     env.update(offline_env(Path(hub_cache["hf_home"])), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
@@ -329,7 +330,8 @@ def test_the_papers_run_config_runs_end_to_end_offline_through_the_hub_loaders(h
     report = json.loads((out / "report.json").read_text())
     assert "google/gemma-2-2b-it" in json.dumps(report["provenance"])
     assert DATASET_ID in json.dumps(report["provenance"])
-    assert {row["label"] for row in report["tables"]["table1_mcq"]} == {"base", "caa", "sas", "bipo", "yapo"}
+    assert {row["label"] for row in report["tables"]["table1_mcq"]} == {"base", "prompt", "caa", "sas", "bipo", "yapo"}
+    assert all(run["rendering"].startswith("chat template") for run in report["runs"])  # the paper's setting
     yapo = json.loads(next((out / "vectors").glob("yapo-*/vector.json")).read_text())
     assert yapo["sae_id"] == SCOPE_SPEC and yapo["model_id"] == "google/gemma-2-2b-it" and yapo["layer"] == 15
     pairs = [json.loads(line) for line in next((out / "pairs").glob("usa-*.jsonl")).read_text().splitlines()]

@@ -58,9 +58,9 @@ def _evaluate(lm: YapoSteeredLM, tasks: list[str], chat: bool, data_dir: str) ->
 def test_the_instruction_reaches_the_model_once_as_logged(real_model, tmp_path, chat: bool) -> None:
     (tmp_path / "bipo" / "power-seeking").mkdir(parents=True)
     (tmp_path / "bipo" / "power-seeking" / "test_infer.csv").write_text(BEHAVIOUR_CSV)
-    for unit, task in (("culture:egypt", "culture_mcq_egypt_localized"),
-                       ("behaviour:power-seeking", "bipo_power_seeking_ab")):
-        base = _evaluate(YapoSteeredLM(loaded=real_model, batch_size=4, progress=False), [task], chat, str(tmp_path))
+    units = {"culture_mcq_egypt_localized": "culture:egypt", "bipo_power_seeking_ab": "behaviour:power-seeking"}
+    base = _evaluate(YapoSteeredLM(loaded=real_model, batch_size=4, progress=False), list(units), chat, str(tmp_path))
+    for task, unit in units.items():
         prompted_lm = YapoSteeredLM(loaded=real_model, prompt=unit, batch_size=4, progress=False)
         prompted = _evaluate(prompted_lm, [task], chat, str(tmp_path))
         text = render_instruction(unit).text

@@ -190,10 +190,10 @@ STEERABILITY_NOTE = ("Per steered run, the shares of the items whose gold probab
                      "arXiv 2407.12404): a mean effect hides it.")
 
 
-GAP_NOTE = ("Per country and run: localized and non-localized scores, their gap, and the share of the base run's gap "
-            "the run closes ((gap_base − gap) / gap_base; all items). The prompt states the country the non-localized "
-            "questions leave out: where the model knows the culture, it should close the gap, and a steering vector "
-            "can be read against it.")
+GAP_NOTE = ("Per country and run: localized and non-localized scores (the scorecard's MCQ measure, or the judge's), "
+            "their gap, and the share of the base run's gap the run closes ((gap_base − gap) / gap_base; all items). "
+            "The prompt states the country the non-localized questions leave out: where the model knows the culture, "
+            "it should close the gap, and a steering vector can be read against it.")
 
 
 def _pivot_gap(gap: pd.DataFrame) -> pd.DataFrame:
@@ -250,7 +250,8 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None,
         sections.append(Section(f"table{number}_{family}", f"Table {number} — culture {family}: "
                                 f"{cells['metric'].iloc[0]} per country", cells,
                                 _pivot(cells, ["language", "country"], ["localization"], digits, beside), notes))
-        gap = localization_gap_table(cells)
+        # in the scorecard's measure (the calibrated p_gold_norm by default): accuracy of a small model is often 0
+        gap = localization_gap_table(cells if declared.judged else culture_table(runs, family, choice.metric))
         if not gap.empty and (gap["method"] == "prompt").any():
             sections.append(Section(f"localization_gap_{family}", f"Localization gap closed ({family})", gap,
                                     _pivot_gap(gap), [GAP_NOTE]))

@@ -237,10 +237,12 @@ def test_the_localization_gap_closed_is_the_share_of_the_base_gap() -> None:
                            "multiplier": 0.0, "metric": "acc", "value": value}
                           for label, values in (("base", (50.0, 40.0)), ("prompt", (50.0, 48.0)), ("yapo", (52.0, 37.0)))
                           for loc, value in zip(("localized", "nonlocalized"), values)])
-    gap = localization_gap_table(cells).set_index("label")
+    gap = localization_gap_table(cells, 1.0).set_index("label")
     assert gap.loc["base", "gap"] == 10.0 and gap.loc["base", "gap_closed"] == 0.0
     assert gap.loc["prompt", "gap_closed"] == pytest.approx(0.8)  # 10 → 2
     assert gap.loc["yapo", "gap_closed"] == pytest.approx(-0.5)  # 10 → 15: wider
+    tiny = localization_gap_table(cells, 11.0).set_index("label")  # a base gap below δ: no share of it
+    assert tiny["gap_closed"].isna().all() and tiny.loc["prompt", "gap"] == 2.0
 
 
 def test_runs_rendered_differently_are_not_reported_side_by_side(tmp_path: Path) -> None:

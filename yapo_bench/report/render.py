@@ -30,7 +30,7 @@ from yapo_bench.report.published_side import (
     rca_pnlg_with_paper,
 )
 from yapo_bench.report.runs import EvalRun, check_rendering, load_runs, method_rank
-from yapo_bench.report.scorecard import Scorecard, ScorecardSpec
+from yapo_bench.report.scorecard import SMALLEST_EFFECTS, Scorecard, ScorecardSpec
 from yapo_bench.report.selection import MultiplierChoice
 from yapo_bench.report.tables import (
     behaviour_table,
@@ -191,7 +191,8 @@ STEERABILITY_NOTE = ("Per steered run, the shares of the items whose gold probab
 
 
 GAP_NOTE = ("Per country and run: localized and non-localized scores (the scorecard's MCQ measure, or the judge's), "
-            "their gap, and the share of the base run's gap the run closes ((gap_base − gap) / gap_base; all items). "
+            "their gap, and the share of the base run's gap the run closes ((gap_base − gap) / gap_base; all items; "
+            "none where the base's gap is below the claim's δ). "
             "The prompt states the country the non-localized questions leave out: where the model knows the culture, "
             "it should close the gap, and a steering vector can be read against it.")
 
@@ -251,7 +252,8 @@ def build_sections(runs: list[EvalRun], provenance: Provenance | None = None,
                                 f"{cells['metric'].iloc[0]} per country", cells,
                                 _pivot(cells, ["language", "country"], ["localization"], digits, beside), notes))
         # in the scorecard's measure (the calibrated p_gold_norm by default): accuracy of a small model is often 0
-        gap = localization_gap_table(cells if declared.judged else culture_table(runs, family, choice.metric))
+        gap = localization_gap_table(cells if declared.judged else culture_table(runs, family, choice.metric),
+                                     SMALLEST_EFFECTS["open" if declared.judged else "mcq"])
         if not gap.empty and (gap["method"] == "prompt").any():
             sections.append(Section(f"localization_gap_{family}", f"Localization gap closed ({family})", gap,
                                     _pivot_gap(gap), [GAP_NOTE]))

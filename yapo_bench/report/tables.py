@@ -332,11 +332,11 @@ def seed_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def localization_gap_table(cells: pd.DataFrame) -> pd.DataFrame:
+def localization_gap_table(cells: pd.DataFrame, smallest_gap: float) -> pd.DataFrame:
     """Per country and run, from a culture table (`culture_table`): the localized and non-localized scores, their gap
     (localized − non-localized) and the share of the base run's gap that the run closes, (gap_base − gap) / gap_base.
     Stating the country (the prompt) should close it where the model knows the culture; 1 closes it, 0 leaves it,
-    NaN where the base has no gap."""
+    NaN where the base has no gap to close (below `smallest_gap`, the claim's δ: a share of nothing is noise)."""
     if cells.empty:
         return cells
     wide = cells.pivot_table(index=["country", "label", "method", "multiplier"], columns="localization",
@@ -348,7 +348,7 @@ def localization_gap_table(cells: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in wide.itertuples(index=False):
         gap_of_base = float(base_gap.get(row.country, float("nan")))
-        closed = (gap_of_base - row.gap) / gap_of_base if gap_of_base else float("nan")
+        closed = (gap_of_base - row.gap) / gap_of_base if abs(gap_of_base) >= smallest_gap else float("nan")
         rows.append({"country": row.country, "label": row.label, "method": row.method, "multiplier": row.multiplier,
                      "metric": str(cells["metric"].iloc[0]), "localized": row.localized,
                      "nonlocalized": row.nonlocalized, "gap": row.gap, "gap_closed": closed})

@@ -60,6 +60,13 @@ def run_method(name: str) -> tuple[bool, ModuleType | None]:
     return prompted, get_method(vector) if vector else None
 
 
+def vector_method(name: str) -> ModuleType | None:
+    """The registered method whose vectors a run's method steers with (prompt+bipo: bipo), None for the base, the
+    prompt alone, or a name no method registers (a report's `vector`, read from an unnamed vector file)."""
+    vector = prompt.split_method(str(name))[1]
+    return get_method(vector) if vector in method_names() else None
+
+
 def sparse_method(name: str) -> bool:
     """Whether a run's method steers with a vector in an SAE's latent space (and so needs an SAE)."""
     vector = run_method(name)[1]
@@ -106,4 +113,4 @@ def fit_and_save(name: str, loaded: Any, pairs: Sequence, spec: Any, sae: nn.Mod
 
 
 __all__ = ["REGISTRY", "TrainingBudget", "build_spec", "fit_and_save", "get_method", "method_names", "register",
-           "run_method", "run_method_names", "sparse_method", "spec_config"]
+           "run_method", "run_method_names", "sparse_method", "spec_config", "vector_method"]

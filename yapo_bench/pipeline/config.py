@@ -17,7 +17,7 @@ from yapo_bench.data.spec import BIPO_BEHAVIOURS
 from yapo_bench.devices import Placement, resolve_placement
 from yapo_bench.families import TaskId, get_family, registered
 from yapo_bench.methods import TrainingBudget, method_names, run_method, run_method_names, sparse_method
-from yapo_bench.methods.prompt import COMBINED
+from yapo_bench.methods.prompt import split_method
 from yapo_bench.models import model_source
 from yapo_bench.steering import check_multiplier
 
@@ -271,6 +271,7 @@ class RunConfig:
         """A steered method's λ: its own, or for prompt+<method> those of <method> unless given (so that the λ is
         chosen on validation among the same values), else 1."""
         own = self.multipliers.get(method)
-        if own is None and method.startswith(COMBINED):
-            own = self.multipliers.get(method.removeprefix(COMBINED))
+        prompted, vector = split_method(method)
+        if own is None and prompted and vector:
+            own = self.multipliers.get(vector)
         return [float(v) for v in own or [1.0]]

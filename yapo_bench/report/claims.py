@@ -12,7 +12,7 @@ and where the runs hold a λ pair whose KLs do match, a row at matched KL is add
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from yapo_bench.report.items import (
     culture_item_scores,
     family_tasks,
     mmlu_group,
+    run_directions,
     sample_scores,
     unit_of,
     verdict_values,
@@ -147,6 +148,16 @@ class CultureEvidence:
         items = sorted(set(a.common_items()) & set(b.common_items()))
         return items, a.matrix(items), b.matrix(items)
 
+    def scoped(self, runs_a: list[EvalRun], runs_b: list[EvalRun],
+               family: str) -> Iterator[tuple[str, str, list[str], np.ndarray, np.ndarray]]:
+        """Per scope of the items both sides scored (pooled, then each country: `_scopes`), its row family, name and
+        items, and each side's scores of them (seeds × items)."""
+        paired, seeds_a, seeds_b = self.paired_seeds(runs_a, runs_b, family)
+        column = {item: i for i, item in enumerate(paired)}
+        for row_family, scope, items in _scopes(paired) if paired else []:
+            columns = [column[i] for i in items]
+            yield row_family, scope, items, seeds_a[:, columns], seeds_b[:, columns]
+
     def kl_mnat(self, runs: list[EvalRun]) -> float:
         """Mean KL(base ‖ run) of the answer distribution over the options, culture MCQ items, millinats (cached:
         the matched-KL search asks for every λ of two methods)."""
@@ -210,15 +221,12 @@ def _claim_b(culture: CultureEvidence, spec: ScorecardSpec) -> list[ScorecardRow
             if family == "mcq" and reference != "base":
                 comparisons += _matched_kl(culture, method, reference)
             for runs_a, runs_b, basis in comparisons:
-                paired, seeds_a, seeds_b = culture.paired_seeds(runs_a, runs_b, family)
                 note = f"{basis}; {culture.items_note()}; {culture.disruption(runs_a, runs_b, method, reference)}"
                 matched = basis != comparisons[0][2]
-                column = {item: i for i, item in enumerate(paired)}
-                for row_family, scope, items in _scopes(paired) if paired else []:
+                for row_family, scope, items, a, b in culture.scoped(runs_a, runs_b, family):
                     if matched and scope != "pooled":
                         continue  # the matched-KL comparison is a headline check, not split by country
                     scope = "pooled, matched KL" if matched else scope
-                    a, b = (side[:, [column[i] for i in items]] for side in (seeds_a, seeds_b))
                     countries = sorted({_country(i) for i in items})
                     rows.append(ScorecardRow(
                         claim="b", family=row_family, kind="superiority", method=method, reference=reference,
@@ -424,7 +432,7 @@ def _at_chance(group: str, base_scores: list[float]) -> str:
 def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
     """P(matching answer) on the A/B items and the judge's score on the open prompts, steered vs base, in the
     direction each run steered (d = +1: towards the behaviour its vector was trained to show)."""
-    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    directions = run_directions(runs)
     rows = []
     for measure, label, select, scores in (
             ("behaviour_ab", "P(matching answer), A/B (%)", lambda t: unit_of(t, behaviours.AB),
@@ -435,7 +443,7 @@ def _claim_f(runs: list[EvalRun], spec: ScorecardSpec) -> list[ScorecardRow]:
             items = sorted(set(ours.common_items()) & set(base.common_items()))
             if not items:
                 continue
-            direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+            direction = directions.get((method, multiplier), 1)
             seeds_a, seeds_b = ours.matrix(items), base.matrix(items)
             a, b = seeds_a.mean(axis=0), seeds_b.mean(axis=0)
             rows.append(ScorecardRow(
@@ -464,25 +472,22 @@ def _claim_g(runs: list[EvalRun], culture: CultureEvidence, spec: ScorecardSpec)
         for method in _steering_methods(set(culture.arms)):
             arm = culture.arms[method]
             for family, (measure, label) in FAMILY_MEASURES.items():
-                paired, seeds_a, seeds_b = culture.paired_seeds(arm.runs, reference.runs, family)
                 note = (f"{arm.basis} vs {reference.basis}; {culture.items_note()}; "
                         + culture.disruption(arm.runs, reference.runs, method, "prompt"))
-                column = {item: i for i, item in enumerate(paired)}
-                for row_family, scope, items in _scopes(paired) if paired else []:
-                    a, b = (side[:, [column[i] for i in items]] for side in (seeds_a, seeds_b))
+                for row_family, scope, _items, a, b in culture.scoped(arm.runs, reference.runs, family):
                     rows.append(ScorecardRow(
                         claim="g", family=row_family, kind="superiority", method=method, reference="prompt",
                         measure=measure, measure_label=label.format(metric=spec.mcq_metric), scope=scope,
                         direction=1, basis=note, detail=f"{seeds_note({method: len(a)})}; {AXBENCH}",
                         **seed_evidence(a, b, spec.seed), **item_moves(a.mean(axis=0), b.mean(axis=0), 1)))
-    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    directions = run_directions(runs)
     for (method, multiplier, behaviour), (ours, prompted) in against_base(
             runs, lambda t: unit_of(t, behaviours.AB), lambda run, task: sample_scores(run, task, "p_gold"),
             reference="prompt").items():
         items = sorted(set(ours.common_items()) & set(prompted.common_items()))
-        if method not in _steering_methods({method}) or not items:
+        if not _steering_methods({method}) or not items:
             continue
-        direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+        direction = directions.get((method, multiplier), 1)
         seeds_a, seeds_b = ours.matrix(items), prompted.matrix(items)
         rows.append(ScorecardRow(
             claim="g", family="scorecard", kind="superiority", method=method, reference="prompt",

@@ -172,6 +172,13 @@ def against_base(runs: list[EvalRun], select: Callable[[str], str | None],
     return {key: (items, base[key[2]]) for key, items in sorted(steered.items()) if key[2] in base}
 
 
+def run_directions(runs: list[EvalRun]) -> dict[tuple[str, float], int]:
+    """(method, λ) → the sign each steered run steered toward (+1: toward the behaviour its vector was trained to
+    show, −1: away), as its results record it; a run that records none steered toward (+1)."""
+    return {(run.method, run.multiplier): 1 if int((run.steering or {}).get("direction", 1)) >= 0 else -1
+            for run in runs}
+
+
 def unit_of(task: str, family: Family) -> str | None:
     """The unit (a behaviour, a country) of a task of `family`, else None."""
     parsed = TaskId.parse(task)

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yapo_bench.methods import get_method, method_names
-from yapo_bench.methods.prompt import split_method
+from yapo_bench.methods import vector_method
 from yapo_bench.metrics import equivalence_test, holm, minimum_detectable_effect, paired_strata_test, paired_test
 
 CLAIMS = {
@@ -200,10 +199,9 @@ def seeds_note(seeds: Mapping[str, int], resampled: bool = True) -> str:
     """What a row's CI holds of the training seeds of its sides' vectors ({method: how many seeds}), for its
     detail: a learned method's seeds, and a mean-difference method said to be deterministic ('' for the base).
     `resampled`: whether the row's test resamples the seeds (seed_evidence) or takes each item's mean over them."""
-    vectors = {m: split_method(m)[1] for m in seeds}  # prompt+bipo: bipo's vectors
-    learned = {m: n for m, n in seeds.items() if vectors[m] in method_names() and get_method(vectors[m]).LEARNED}
-    notes = [f"{m}: deterministic (a mean difference)" for m in seeds
-             if vectors[m] in method_names() and m not in learned]
+    vectors = {m: vector_method(m) for m in seeds}  # prompt+bipo: bipo's vectors
+    learned = {m: n for m, n in seeds.items() if vectors[m] is not None and vectors[m].LEARNED}
+    notes = [f"{m}: deterministic (a mean difference)" for m in seeds if vectors[m] is not None and m not in learned]
     if learned and all(n == 1 for n in learned.values()):
         notes.insert(0, "one seed: the CI holds the item variance only")
     elif learned:

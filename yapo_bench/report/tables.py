@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from yapo_bench.families import TaskId, behaviours, family_of
-from yapo_bench.methods import get_method, method_names
-from yapo_bench.methods.prompt import split_method
+from yapo_bench.methods import vector_method
 from yapo_bench.metrics import bootstrap_ci, bootstrap_ci_pair, paired_test, pnlg, rca
 from yapo_bench.report.items import (
     SeedScores,
@@ -24,6 +23,7 @@ from yapo_bench.report.items import (
     family_tasks,
     item_values,
     mmlu_group,
+    run_directions,
     sample_scores,
     unit_of,
     verdict_values,
@@ -269,7 +269,7 @@ def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.Data
     the `both` task repeats the others' items and is left out); BiPO A/B P(matching answer), toward the behaviour
     for direction +1 and away from it for −1."""
     test = choice.split.test if choice.split is not None else None
-    directions = {(run.method, run.multiplier): int((run.steering or {}).get("direction", 1)) for run in runs}
+    directions = run_directions(runs)
     rows = []
     for family, select, metric, held_out in _unit_measures(choice.metric, test):
         for (method, multiplier, unit), (seeded, seeded_base) in against_base(
@@ -279,7 +279,7 @@ def steerability_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.Data
                            if held_out is None or choice.question_of.get(i) in held_out)
             if not items:
                 continue
-            direction = 1 if directions.get((method, multiplier), 1) >= 0 else -1
+            direction = directions.get((method, multiplier), 1)
             rows.append({"family": family, "unit": unit, "method": method, "multiplier": multiplier,
                          "direction": direction, "metric": metric, "items": "test" if held_out else "all",
                          "n": len(items), **item_moves(np.array([ours[i] for i in items]),
@@ -321,8 +321,8 @@ def seed_table(runs: list[EvalRun], choice: MultiplierChoice) -> pd.DataFrame:
             if not items:
                 continue
             means = seeded.matrix(items).mean(axis=1)
-            vector = split_method(method)[1]  # prompt+bipo steers with bipo's vectors
-            learned = vector in method_names() and get_method(vector).LEARNED
+            vector = vector_method(method)  # prompt+bipo steers with bipo's vectors
+            learned = vector is not None and vector.LEARNED
             rows.append({"family": family, "unit": unit, "method": method, "multiplier": multiplier,
                          "metric": metric, "n": len(items),
                          "seeds": ", ".join(str(seed) for seed in seeded.seeds) if learned else "deterministic",

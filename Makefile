@@ -43,7 +43,7 @@ test: setup
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install pip-tools==7.6.2
-	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra test --strip-extras --no-emit-index-url --no-emit-find-links \
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra test --extra ray --strip-extras --no-emit-index-url --no-emit-find-links \
 		--constraint constraints.txt -o requirements.lock pyproject.toml
 	sed -i 's/^torch==\([^+ ]*\)+[a-z0-9.]*/torch==\1/' requirements.lock
 

@@ -286,7 +286,19 @@ def _cmd_run(args: argparse.Namespace) -> None:
         config.out = args.out
     if args.device or args.dtype:  # checked as the config's own would be
         config = dataclasses.replace(config, device=args.device or config.device, dtype=args.dtype or config.dtype)
-    run(config, dry_run=args.dry_run, progress=not args.no_progress)
+    cluster = None
+    given = [flag for flag in CLUSTER_FLAGS if getattr(args, flag) is not None]
+    if args.executor == "ray":
+        from yapo_bench.pipeline.cluster import ClusterSettings
+
+        cluster = ClusterSettings(**{flag: getattr(args, flag) for flag in given})
+        config.out = str(Path(config.out).resolve())  # one path that every worker reads the same way
+    elif given:
+        raise ValueError(f"--{given[0].replace('_', '-')}: only with --executor ray")
+    run(config, dry_run=args.dry_run, progress=not args.no_progress, cluster=cluster)
+
+
+CLUSTER_FLAGS = ("workers", "threads", "retries", "address")  # ClusterSettings' fields, as `run` flags
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -529,6 +541,20 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--out", default=None, help="output directory (default: the config's `out`)")
     run_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_placement_arguments(run_cmd, default=None)
+    cluster = run_cmd.add_argument_group("cluster", "with --executor ray (docs/scaling.md); the results are the "
+                                         "local executor's")
+    cluster.add_argument("--executor", choices=("local", "ray"), default="local",
+                         help="local: one step after another in this process (default); ray: steps as tasks on the "
+                              "workers of a Ray cluster (pip install 'yapo-bench[ray]')")
+    cluster.add_argument("--workers", type=int, default=None,
+                         help="workers (default: one per GPU of the cluster, else its CPUs over --threads); with "
+                              "--dry-run, the wall time on that many is estimated")
+    cluster.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: 1)")
+    cluster.add_argument("--retries", type=int, default=None,
+                         help="times a step whose worker died is retried before the run fails naming it (default: 2)")
+    cluster.add_argument("--address", default=None,
+                         help="the Ray cluster to join, e.g. auto or ray://head:10001 (default: $RAY_ADDRESS, else a "
+                              "local cluster started for the run)")
     run_cmd.set_defaults(func=_cmd_run)
 
     report = commands.add_parser(
@@ -587,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # our spec/validation errors: one clear line, no traceback
         print(f"yapo-bench: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk, what ran is stopped
+        print("yapo-bench: interrupted; finished steps are kept, a rerun continues", file=sys.stderr)
+        return 130
     except OSError as err:  # a read-only or full disk, a missing file: which file, and why
         where = f" {err.filename}" if err.filename else ""
         verb = "write" if isinstance(err, WriteError) else "access"

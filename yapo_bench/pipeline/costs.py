@@ -226,3 +226,41 @@ def fits(device: str, estimates: list[Estimate]) -> bool:
 
 def total_seconds(estimates: list[Estimate], done: list[bool]) -> float:
     return math.fsum(e.seconds for e, finished in zip(estimates, done) if not finished)
+
+
+def parallel_seconds(plan: Plan, estimates: list[Estimate], done: list[bool], workers: int) -> tuple[float, float]:
+    """(wall time, critical path) of the steps left when `workers` workers carry them out as the cluster executor
+    does: whenever a worker is free it takes the first step in plan order whose upstream steps have finished; judge
+    steps run beside the workers, one at a time on the judge server; the report runs last. The critical path is
+    the longest chain of dependent steps left: the wall time that no number of workers can beat."""
+    left = {step.key: e.seconds for step, e, finished in zip(plan, estimates, done) if not finished}
+    chain: dict[str, float] = {}
+    for step in plan:  # the plan lists every step after those it reads
+        if step.key in left:
+            chain[step.key] = left[step.key] + max((chain.get(need, 0.0) for need in step.needs), default=0.0)
+    pending = [step for step in plan if step.key in left]
+    ends: dict[str, float] = {}  # when each started step finishes
+    running: list[Step] = []
+    now, idle, judge_idle = 0.0, workers, True
+    while pending or running:
+        for step in [s for s in running if ends[s.key] <= now]:  # finished: its worker (or the judge) is free
+            running.remove(step)
+            idle, judge_idle = (idle, True) if isinstance(step, JudgeStep) else (idle + 1, judge_idle)
+        for step in list(pending):
+            if any(need in left and ends.get(need, math.inf) > now for need in step.needs):
+                continue
+            if isinstance(step, JudgeStep) and judge_idle:
+                judge_idle = False
+            elif step.KIND == "report" and pending == [step] and not running:
+                pass  # beside no worker, after everything else
+            elif not isinstance(step, JudgeStep) and step.KIND != "report" and idle:
+                idle -= 1
+            else:
+                continue
+            ends[step.key] = now + left[step.key]
+            pending.remove(step)
+            running += [step] if step.KIND != "report" else []
+        if not running:
+            break
+        now = min(ends[s.key] for s in running)
+    return max(ends.values(), default=0.0), max(chain.values(), default=0.0)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from yapo_bench.atomic import atomic_file
 from yapo_bench.environment import versions
@@ -22,11 +23,15 @@ from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources
 from yapo_bench.pipeline.steps import EXECUTORS, StepContext, StepIncomplete, judge_server, publish_report
 
+if TYPE_CHECKING:
+    from yapo_bench.pipeline.cluster import ClusterSettings
 
-def describe_plan(plan: Plan, records: StepRecords) -> str:
+
+def describe_plan(plan: Plan, records: StepRecords, workers: int | None = None) -> str:
     """The plan with what it reads (model, SAE, data) and, per step, done / to run / stale (what changed) and its
-    estimated time on each device of `costs.DEVICES` and its peak memory; then the totals of what is left."""
-    from yapo_bench.pipeline.costs import DEVICES, format_duration, peak, plan_costs, total_seconds
+    estimated time on each device of `costs.DEVICES` and its peak memory; then the totals of what is left: serial,
+    and given `workers`, the wall time on that many workers of the device beside its critical path."""
+    from yapo_bench.pipeline.costs import DEVICES, format_duration, parallel_seconds, peak, plan_costs, total_seconds
     from yapo_bench.sae import describe_sae_source
 
     config = plan.config
@@ -63,6 +68,11 @@ def describe_plan(plan: Plan, records: StepRecords) -> str:
                        f"(peak {peak(costs[name]) / 2**30:.1f} GiB of {DEVICES[name].memory / 2**30:.0f}; "
                        f"{DEVICES[name].basis})" for name in costs)
     lines.append(f"{counts}; estimated {totals}. Data sizes {basis}; costs.py says how estimates are made")
+    if workers:
+        walls = [(name, parallel_seconds(plan, costs[name], done, workers)) for name in costs]
+        lines.append(f"on {workers} workers: " + ", ".join(
+            f"{format_duration(wall)} on {DEVICES[name].name} each (critical path {format_duration(path)})"
+            for name, (wall, path) in walls))
     return "\n".join(lines)
 
 
@@ -95,16 +105,56 @@ def quiet(enabled: bool) -> Iterator[None]:
 
 
 def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
-        on_step: Callable[[Step], None] | None = None) -> list[Step]:
-    """Carry out (or with dry_run only print) the plan; returns the steps done now (those already done excluded)."""
+        on_step: Callable[[Step], None] | None = None, cluster: ClusterSettings | None = None) -> list[Step]:
+    """Carry out (or with dry_run only print) the plan, in this process or, given `cluster`, as Ray tasks on a
+    cluster's workers; returns the steps done now (those already done excluded)."""
     out = Path(config.out)
     plan = make_plan(config)
     records = StepRecords(out)
-    print(describe_plan(plan, records), flush=True)
+    print(describe_plan(plan, records, cluster.workers if cluster else None), flush=True)
     if dry_run:
         return []
     with exclusive(out, "out"), quiet(not progress):  # one writer: a second run would redo and interleave steps
+        if cluster is not None:
+            from yapo_bench.pipeline.cluster import execute_on_cluster
+
+            return execute_on_cluster(plan, records, cluster, progress, on_step)
         return execute(plan, records, Resources(config.model, config.placement()), progress, on_step)
+
+
+def start(plan: Plan, records: StepRecords) -> dict[str, dict[str, Any]]:
+    """Write the plan's record (plan.json) and return the records of its steps already done, by key."""
+    with atomic_file(Path(plan.config.out) / "plan.json") as tmp:
+        tmp.write_text(json.dumps({"config": asdict(plan.config), "placement": plan.config.placement().record(),
+                                   "versions": versions(), "steps": [step.record() for step in plan]},
+                                  indent=1) + "\n")
+    return {step.key: record for step in plan if (record := records.done(step)) is not None}
+
+
+def carry_out(step: Step, context: StepContext, records: StepRecords) -> dict[str, Any]:
+    """Run one step (every upstream result in `context.results`) and record it; returns its record. Raises
+    StepIncomplete, unrecorded, when it did not finish its work."""
+    started = time.perf_counter()
+    result = EXECUTORS[type(step)](step, context)
+    return records.write(step, context.plan, result, time.perf_counter() - started)
+
+
+def waiting(step: Step, results: dict[str, Any]) -> str | None:
+    """Why `step` cannot run yet (the upstream steps it reads that did not finish), or None."""
+    missing = [key for key in step.needs if key not in results]
+    return f"{step.key} waits for {', '.join(missing)}" if missing else None
+
+
+def finish(plan: Plan, context: StepContext, finished: dict[str, dict[str, Any]], incomplete: list[str],
+           report_done: bool) -> None:
+    """End a run: refuse a report on partial results (naming what did not finish); publish this plan's report when it
+    was made before for these very inputs (an edit reverted)."""
+    if incomplete:
+        raise StepIncomplete(f"run {plan.config.name} is incomplete ({'; '.join(incomplete)}); no report was "
+                             "written. Run it again to retry what failed: finished steps are kept")
+    if not report_done:
+        report = plan.of_kind(ReportStep)[0]
+        publish_report(Path(finished[report.key]["result"]["output"]), context.out)
 
 
 def execute(plan: Plan, records: StepRecords, resources: Resources, progress: bool = True,
@@ -113,13 +163,9 @@ def execute(plan: Plan, records: StepRecords, resources: Resources, progress: bo
     rerun. Raises StepIncomplete naming what did not finish, after every step that could finish has."""
     from tqdm import tqdm
 
-    out = Path(plan.config.out)
-    with atomic_file(out / "plan.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(plan.config), "placement": plan.config.placement().record(),
-                                   "versions": versions(), "steps": [step.record() for step in plan]},
-                                  indent=1) + "\n")
-    finished = {step.key: record for step in plan if (record := records.done(step)) is not None}
-    context = StepContext(plan, out, resources, progress, {key: r["result"] for key, r in finished.items()})
+    finished = start(plan, records)
+    context = StepContext(plan, Path(plan.config.out), resources, progress,
+                          {key: r["result"] for key, r in finished.items()})
     todo = [step for step in plan if step.key not in finished]
     done: list[Step] = []
     incomplete: list[str] = []
@@ -128,27 +174,19 @@ def execute(plan: Plan, records: StepRecords, resources: Resources, progress: bo
         context.judge_url = judge_url
         for step in bar:
             bar.set_postfix_str(step.key)
-            missing = [key for key in step.needs if key not in context.results]
-            if missing:  # a report on partial results would average in what is missing
-                incomplete.append(f"{step.key} waits for {', '.join(missing)}")
+            if why := waiting(step, context.results):  # a report on partial results would average in what is missing
+                incomplete.append(why)
                 continue
             if isinstance(step, ReportStep):
                 context.records = [finished[s.key] for s in plan if s.key in finished]
-            started = time.perf_counter()
             try:
-                result = EXECUTORS[type(step)](step, context)
+                finished[step.key] = carry_out(step, context, records)
             except StepIncomplete as err:
                 incomplete.append(str(err))
                 continue
-            finished[step.key] = records.write(step, plan, result, time.perf_counter() - started)
-            context.results[step.key] = result
+            context.results[step.key] = finished[step.key]["result"]
             done.append(step)
             if on_step:
                 on_step(step)
-    if incomplete:
-        raise StepIncomplete(f"run {plan.config.name} is incomplete ({'; '.join(incomplete)}); no report was "
-                             "written. Run it again to retry what failed: finished steps are kept")
-    report = plan.of_kind(ReportStep)[0]
-    if report not in done:  # made earlier for these very inputs (an edit reverted): this plan's report again
-        publish_report(Path(context.results[report.key]["output"]), out)
+    finish(plan, context, finished, incomplete, any(isinstance(s, ReportStep) for s in done))
     return done

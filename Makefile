@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 clean
+.PHONY: setup demo test lock canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
 
 setup: $(STAMP)
 
@@ -86,6 +86,9 @@ bench-p5: setup
 
 bench-p7: setup
 	$(PY) benchmarks/p7_mean_diff_fit.py
+
+bench-p9: setup
+	$(PY) benchmarks/p9_cluster_executor.py
 
 clean:
 	rm -rf $(VENV) $(CANARY) .venv-wheel

@@ -31,7 +31,7 @@ TRAIN = "train-bipo-culture-egypt"
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster for the module's runs (each run starts and stops its own workers on it)."""
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -215,3 +215,40 @@ def test_the_cost_plan_estimates_the_wall_time_on_n_workers() -> None:
     wall, path, _ = walls(None, 2, [not x for x in left])
     costs = plan_costs(plan, None, 4096)[0]["cpu"]
     assert wall == path == costs[[s.key for s in plan].index("eval-base")].seconds > 0
+
+
+def test_a_node_that_cannot_see_the_out_directory_is_refused_before_any_step(cluster, tmp_path: Path) -> None:
+    """A second node joins the cluster from a private mount namespace in which the out directory's parent is an
+    empty tmpfs: on that node the out directory does not exist, as on a node without the shared filesystem."""
+    hidden = tmp_path / "not-shared"
+    hidden.mkdir()
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -m is not permitted here (no mount namespaces for a node that cannot see the out dir)")
+    ray_cli = Path(sys.executable).parent / "ray"
+    node = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             f"mount -t tmpfs none {hidden} && exec {ray_cli} start --block --num-cpus=1 "
+                             f"--address={ray.get_runtime_context().gcs_address}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def alive() -> int:
+        return sum(n["Alive"] for n in ray.nodes())
+
+    try:
+        deadline = time.monotonic() + 120
+        while alive() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive() == 2, "the second node did not join"
+        config = tiny_run_config(tmp_path, out=str(hidden / "out"))
+        with pytest.raises(ValueError, match=rf"^out: {re.escape(str(hidden / 'out'))} is not visible from the "
+                                             r"cluster's node .* No such file or directory .*a shared filesystem"):
+            run(config, progress=False, cluster=WORKERS)
+        assert not (hidden / "out" / "steps").exists()  # refused before any step ran
+    finally:
+        node.terminate()
+        node.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while alive() > 1 and time.monotonic() < deadline:  # the cluster of the next tests has one node again
+            time.sleep(0.2)
+        joined = Path("/tmp/ray/ray_current_cluster")  # `ray start` names the cluster it joined there for later
+        if joined.exists() and joined.read_text().strip() == ray.get_runtime_context().gcs_address:
+            joined.unlink()

@@ -139,7 +139,8 @@ def connected(settings: ClusterSettings) -> Iterator[Any]:
         yield ray
         return
     forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-    address = settings.address or os.environ.get("RAY_ADDRESS")
+    # a local cluster unless one is named: never one that an earlier `ray start` on this machine may have left
+    address = settings.address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=False,
                  runtime_env={"env_vars": forwarded} if forwarded else None)
@@ -175,8 +176,9 @@ def check_out_visible(ray: Any, out: Path) -> None:
                            .remote(str(out), token) for node in nodes])
         for node, why in zip(nodes, answers):
             if why:
-                raise ValueError(f"out: {out} is not visible from the cluster's node {node['NodeManagerAddress']}: "
-                                 f"{why}; every worker must see the out directory (a shared filesystem)")
+                raise ValueError(f"out: {out} is not visible from the cluster's node {node['NodeManagerAddress']} "
+                                 f"(id {node['NodeID'][:12]}): {why}; every worker must see the out directory (a "
+                                 "shared filesystem)")
     finally:
         for path in probe.parent.glob(f"{token}*"):
             path.unlink(missing_ok=True)

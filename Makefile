@@ -47,17 +47,20 @@ lock:
 		--constraint constraints.txt -o requirements.lock pyproject.toml
 	sed -i 's/^torch==\([^+ ]*\)+[a-z0-9.]*/torch==\1/' requirements.lock
 
+# Ray's newest release against the local executor: the 2-worker run equals the local one, value by value
+CLUSTER_CANARY := tests/test_cluster.py::test_two_workers_give_exactly_the_local_executors_report
+
 # The newest versions pyproject.toml allows, in a second venv built from pyproject.toml alone (torch held at the
-# CPU wheel), running the core tests. Prints the versions it resolved.
+# CPU wheel), running the core tests and the Ray executor's. Prints the versions it resolved.
 CANARY := .venv-canary
 canary:
 	rm -rf $(CANARY)
 	$(PYTHON) -m venv $(CANARY)
 	$(CANARY)/bin/python -m pip $(PIP_FLAGS) install $(TORCH)
-	$(CANARY)/bin/python -m pip $(PIP_FLAGS) install --constraint constraints.txt -e '.[test]'
+	$(CANARY)/bin/python -m pip $(PIP_FLAGS) install --constraint constraints.txt -e '.[test,ray]'
 	$(CANARY)/bin/python -m pip check
 	$(CANARY)/bin/python -c "from yapo_bench.environment import describe; print('canary:', describe())"
-	$(CANARY)/bin/python -m pytest -q -m "not real" $(CORE_TESTS)
+	$(CANARY)/bin/python -m pytest -q -m "not real" $(CORE_TESTS) $(CLUSTER_CANARY)
 
 # A non-editable install from the wheel, run offline from outside the checkout: the shipped SAE, tasks, rubrics and
 # culture data must come from the installed package.

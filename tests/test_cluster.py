@@ -188,6 +188,22 @@ def test_settings_are_checked_and_the_out_directory_must_be_visible(tmp_path: Pa
     assert "No such file" in sees(str(tmp_path / "elsewhere"), "token")
 
 
+def test_the_command_line_refuses_cluster_flags_without_the_cluster_and_dry_runs_on_n_workers(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from yapo_bench.cli import main
+
+    config = str(Path(__file__).parents[1] / "configs" / "demo.yaml")
+    assert main(["run", config, "--dry-run", "--workers", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "yapo-bench: error: --workers: only with --executor ray"
+    assert main(["run", config, "--dry-run", "--executor", "ray", "--retries", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "yapo-bench: error: retries: -1; expected an integer >= 0"
+    out = tmp_path / "demo"
+    assert main(["run", config, "--dry-run", "--executor", "ray", "--workers", "3", "--out", str(out)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"on 3 workers: \d+ (s|min|h) on cpu .* each \(critical path \d+ (s|min|h)\), .*", last), last
+    assert not out.exists()  # a dry run starts no cluster and writes nothing
+
+
 def test_the_cost_plan_estimates_the_wall_time_on_n_workers() -> None:
     from yapo_bench.pipeline import RunConfig
     from yapo_bench.pipeline.costs import parallel_seconds, plan_costs

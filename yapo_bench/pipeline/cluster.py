@@ -100,9 +100,6 @@ class StepWorker:
         import torch
 
         torch.set_num_threads(threads)
-        if placement.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device: {placement.device} was planned but worker {name} on "
-                             f"{socket.gethostname()} has no CUDA device")
         self.plan, self.name = plan, name
         self.out = Path(plan.config.out)
         self.resources = Resources(plan.config.model, placement)
@@ -217,12 +214,29 @@ def execute_on_cluster(plan: Plan, records: StepRecords, settings: ClusterSettin
     finished = start(plan, records)
     context = StepContext(plan, out, Resources(plan.config.model, placement), progress,
                           {key: r["result"] for key, r in finished.items()})
-    todo = [step for step in plan if step.key not in finished]
+    left = [step for step in plan if step.key not in finished and not isinstance(step, ReportStep)]
     done: list[Step] = []
-    if not todo:
-        finish(plan, context, finished, [], report_done=False)
-        return done
-    with connected(settings) as ray, judge_server(plan, any(isinstance(s, JudgeStep) for s in todo)) as judge_url:
+    incomplete: list[str] = []
+    if left:
+        _run_steps(plan, left, context, finished, settings, progress, on_step, done, incomplete)
+    report = plan.of_kind(ReportStep)[0]
+    if report.key not in finished and not incomplete:
+        context.records = [finished[s.key] for s in plan if s.key in finished]
+        finished[report.key] = carry_out(report, context, records)
+        done.append(report)
+        if on_step:
+            on_step(report)
+    finish(plan, context, finished, incomplete, report_done=any(isinstance(s, ReportStep) for s in done))
+    return done
+
+
+def _run_steps(plan: Plan, left: list[Step], context: StepContext, finished: dict[str, dict[str, Any]],
+               settings: ClusterSettings, progress: bool, on_step: Callable[[Step], None] | None, done: list[Step],
+               incomplete: list[str]) -> None:
+    """Carry `left` (every step but the report) out on the cluster, adding to `finished`, `context.results` and
+    `done` what finishes and to `incomplete` what does not."""
+    out, placement = context.out, context.resources.placement
+    with connected(settings) as ray, judge_server(plan, any(isinstance(s, JudgeStep) for s in left)) as judge_url:
         check_out_visible(ray, out)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -241,8 +255,6 @@ def execute_on_cluster(plan: Plan, records: StepRecords, settings: ClusterSettin
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False))
         plan_ref = ray.put(plan)
         idle, running = list(names), {}
-        incomplete: list[str] = []
-        left = [step for step in todo if not isinstance(step, ReportStep)]
         view = Progress(plan, len(left), progress)
         try:
             while left or running:
@@ -300,13 +312,4 @@ def execute_on_cluster(plan: Plan, records: StepRecords, settings: ClusterSettin
                     ray.cancel(ref, force=True)
             for handle in workers.values():
                 ray.kill(handle)
-    report = plan.of_kind(ReportStep)[0]
-    if report.key not in finished and not incomplete:
-        context.records = [finished[s.key] for s in plan if s.key in finished]
-        finished[report.key] = carry_out(report, context, records)
-        done.append(report)
-        if on_step:
-            on_step(report)
-    finish(plan, context, finished, incomplete, report_done=any(isinstance(s, ReportStep) for s in done))
-    return done
 

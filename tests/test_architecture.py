@@ -20,6 +20,7 @@ LAYERS = [
     ("saes and steering", ("yapo_bench.sae", "yapo_bench.steering")),
     ("data and metrics", ("yapo_bench.data", "yapo_bench.metrics", "yapo_bench.published")),
     ("methods and the vector store", ("yapo_bench.methods", "yapo_bench.store")),
+    ("engines", ("yapo_bench.engines",)),
     ("lm-eval", ("yapo_bench.lm_eval_plugin",)),
     ("task families", ("yapo_bench.families",)),
     ("judge", ("yapo_bench.judge",)),

@@ -137,10 +137,15 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+def _dequantised_dir(path: Path) -> Path:
+    """Where the fp32 checkpoint dequantised from the GGUF file `path` is kept."""
+    return cache_dir() / "dequantised" / f"{path.stem}-{_file_digest(path)}"
+
+
 def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cached = cache_dir() / "dequantised" / f"{path.stem}-{_file_digest(path)}"
+    cached = _dequantised_dir(path)
     if (cached / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(cached)
@@ -237,6 +242,24 @@ def load_model(source: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float3
         tokenizer.pad_token = tokenizer.eos_token
     model.yapo_model_id = model_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, preset=preset)
+
+
+def transformers_checkpoint(source: str) -> tuple[str, str]:
+    """(checkpoint, model id) for a second engine that loads weights itself (vLLM): a directory (or hub id) holding
+    the plain transformers checkpoint that `load_model(source)` loads, and the id it records, which steering vectors
+    are checked against. A preset or GGUF file is dequantised once into the cache, as `load_model` does, so both
+    engines read the same fp32 weights."""
+    kind = model_source(source)
+    path = Path(source).expanduser()
+    if kind in ("preset", "gguf"):
+        gguf = PRESETS[source].gguf_path() if kind == "preset" else path
+        cached = _dequantised_dir(gguf)
+        if not (cached / "config.json").exists():
+            _load_gguf(gguf, torch.float32)
+        return str(cached), (source if kind == "preset" else str(path.resolve()))
+    if kind == "dir":
+        return str(path.resolve()), str(path.resolve())
+    return source, source
 
 
 def source_identity(source: str) -> dict[str, str | None]:

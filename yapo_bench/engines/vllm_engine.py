@@ -133,9 +133,12 @@ class VLLMSteering:
                                 "block does not record which of its tokens were steered); or use positions=all")
         if vector is not None:
             vector.check_compatible(self.model, sae)
+        # a KV block cached under the previous steering is wrong under this one; vLLM refuses to empty the cache
+        # while requests run, and then the steering must not change either
+        if self.prefix_caching and not self.llm.reset_prefix_cache():
+            raise SteeringError("steering: cannot change while the engine has requests running (its prefix cache "
+                                "could not be emptied)")
         self._remove()
-        # a KV block cached under the previous steering is wrong under this one
-        self.llm.reset_prefix_cache()
         self.vector = vector if multiplier else None
         self.config = {"vector": None if vector is None else vector.metadata()["values_sha256"],
                        "multiplier": multiplier, "direction": direction, "positions": positions}

@@ -31,6 +31,8 @@ LAYERS = [
     ("the run: costs, records, resources", ("yapo_bench.pipeline.costs", "yapo_bench.pipeline.records",
                                             "yapo_bench.pipeline.resources")),
     ("the run: one executor per step kind", ("yapo_bench.pipeline.steps",)),
+    ("the run: around every step", ("yapo_bench.pipeline.lifecycle",)),
+    ("the run: the cluster executor", ("yapo_bench.pipeline.cluster",)),
     ("the run: the executor", ("yapo_bench.pipeline.executor", "yapo_bench.pipeline")),
     ("study-level commands", ("yapo_bench.commands", "yapo_bench.demo")),
     ("command line", ("yapo_bench.cli",)),

@@ -5,7 +5,7 @@ Each worker is a Ray actor that holds one model and its SAEs (`Resources`, loade
 every step it runs) and takes one GPU, or `threads` CPUs on a machine without one. The driver (this process) hands a
 free worker the first step, in plan order, whose upstream steps have finished; judge steps run as Ray tasks on the
 driver's node (where a local judge server listens), the report in the driver once everything else is done. A worker
-carries a step out exactly as the local executor does (`executor.carry_out`): outputs written aside and renamed into
+carries a step out exactly as the local executor does (`lifecycle.carry_out`): outputs written aside and renamed into
 place, the step's record written last, so what a killed worker leaves is never read as done and a rerun under either
 executor reuses every finished step.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from yapo_bench.devices import Placement
-from yapo_bench.pipeline.executor import carry_out, finish, start, waiting
+from yapo_bench.pipeline.lifecycle import carry_out, finish, start, waiting
 from yapo_bench.pipeline.plan import JudgeStep, Plan, ReportStep, Step
 from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources

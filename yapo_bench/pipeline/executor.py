@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from yapo_bench.atomic import atomic_file
-from yapo_bench.environment import versions
 from yapo_bench.locking import exclusive
 from yapo_bench.methods import get_method
 from yapo_bench.pipeline.config import RunConfig
+from yapo_bench.pipeline.lifecycle import carry_out, finish, start, waiting
 from yapo_bench.pipeline.plan import JudgeStep, Plan, ReportStep, Step, TrainStep, make_plan
 from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources
-from yapo_bench.pipeline.steps import EXECUTORS, StepContext, StepIncomplete, judge_server, publish_report
+from yapo_bench.pipeline.steps import StepContext, StepIncomplete, judge_server
 
 if TYPE_CHECKING:
     from yapo_bench.pipeline.cluster import ClusterSettings
@@ -120,41 +116,6 @@ def run(config: RunConfig, dry_run: bool = False, progress: bool = True,
 
             return execute_on_cluster(plan, records, cluster, progress, on_step)
         return execute(plan, records, Resources(config.model, config.placement()), progress, on_step)
-
-
-def start(plan: Plan, records: StepRecords) -> dict[str, dict[str, Any]]:
-    """Write the plan's record (plan.json) and return the records of its steps already done, by key."""
-    with atomic_file(Path(plan.config.out) / "plan.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(plan.config), "placement": plan.config.placement().record(),
-                                   "versions": versions(), "steps": [step.record() for step in plan]},
-                                  indent=1) + "\n")
-    return {step.key: record for step in plan if (record := records.done(step)) is not None}
-
-
-def carry_out(step: Step, context: StepContext, records: StepRecords) -> dict[str, Any]:
-    """Run one step (every upstream result in `context.results`) and record it; returns its record. Raises
-    StepIncomplete, unrecorded, when it did not finish its work."""
-    started = time.perf_counter()
-    result = EXECUTORS[type(step)](step, context)
-    return records.write(step, context.plan, result, time.perf_counter() - started)
-
-
-def waiting(step: Step, results: dict[str, Any]) -> str | None:
-    """Why `step` cannot run yet (the upstream steps it reads that did not finish), or None."""
-    missing = [key for key in step.needs if key not in results]
-    return f"{step.key} waits for {', '.join(missing)}" if missing else None
-
-
-def finish(plan: Plan, context: StepContext, finished: dict[str, dict[str, Any]], incomplete: list[str],
-           report_done: bool) -> None:
-    """End a run: refuse a report on partial results (naming what did not finish); publish this plan's report when it
-    was made before for these very inputs (an edit reverted)."""
-    if incomplete:
-        raise StepIncomplete(f"run {plan.config.name} is incomplete ({'; '.join(incomplete)}); no report was "
-                             "written. Run it again to retry what failed: finished steps are kept")
-    if not report_done:
-        report = plan.of_kind(ReportStep)[0]
-        publish_report(Path(finished[report.key]["result"]["output"]), context.out)
 
 
 def execute(plan: Plan, records: StepRecords, resources: Resources, progress: bool = True,

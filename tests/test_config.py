@@ -144,3 +144,37 @@ def test_several_seeds_train_and_evaluate_each_learned_vector_once_per_seed(tmp_
     single = make_plan(tiny_run_config(tmp_path, training={"steps": 2, "lr": 0.01}))
     # seed 0 of several is the vector a one-seed run trained: its output is found again
     assert trains[0].fingerprint == single["train-bipo-culture-egypt"].fingerprint
+
+
+def test_engine_and_batch_size_are_checked_in_one_line_and_vllm_needs_its_venv(tmp_path: Path) -> None:
+    from yapo_bench.engines.vllm_engine import vllm_missing
+
+    with pytest.raises(ValueError, match="^engine: 'tpu'; expected one of hf, vllm$"):
+        tiny_run_config(tmp_path, engine="tpu")
+    for bad in (0, "big", True, 2.5):
+        with pytest.raises(ValueError, match=f"^batch_size: {bad!r}; expected auto or an integer >= 1$"):
+            tiny_run_config(tmp_path, batch_size=bad)
+    # never run on transformers behind the config's back: what vLLM does not run is refused
+    with pytest.raises(ValueError, match="^engine: vllm does not run the prompting baseline yet"):
+        tiny_run_config(tmp_path, engine="vllm", methods=["base", "bipo", "prompt+bipo"])
+    with pytest.raises(ValueError, match="^engine: vllm renders prompts as plain text only"):
+        tiny_run_config(tmp_path, engine="vllm", chat_template=True)
+    if vllm_missing() is not None:  # the main venv: vLLM lives in .venv-vllm
+        with pytest.raises(ValueError, match=r"^engine: vllm, but vllm .*make vllm-setup"):
+            tiny_run_config(tmp_path, engine="vllm")
+
+
+def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu(tmp_path: Path) -> None:
+    """Every evaluation ran at 4 before `batch_size` was a setting: at 4 its inputs are what they were (no engine
+    key, batch_size 4), so existing outputs are found again; auto on the CPU is CPU_AUTO_BATCH_SIZE, a new input
+    (padding within a batch moves the last digits of log-likelihoods, so those evaluations run again)."""
+    from yapo_bench.pipeline import make_plan
+    from yapo_bench.pipeline.plan import CPU_AUTO_BATCH_SIZE, LEGACY_BATCH_SIZE
+
+    before = make_plan(tiny_run_config(tmp_path, batch_size=LEGACY_BATCH_SIZE))
+    auto = make_plan(tiny_run_config(tmp_path))
+    assert before["eval-base"].inputs["batch_size"] == 4 and "engine" not in before["eval-base"].inputs
+    assert auto["eval-base"].inputs["batch_size"] == CPU_AUTO_BATCH_SIZE
+    for step in before:
+        same = step.kind == "train"  # the batch is an input of evaluations only
+        assert (step.fingerprint == auto[step.key].fingerprint) == same, step.key

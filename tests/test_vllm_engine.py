@@ -272,3 +272,66 @@ def test_positions_other_than_all_are_refused_where_prefix_caching_is_on(smollm2
     assert smollm2["vllm"].engine.prefix_caching
     with pytest.raises(SteeringError, match="^positions: 'generated' needs an engine built with prefix caching off"):
         smollm2["vllm"].steer_with(smollm2["dense"], 1.0, 1, "generated")
+
+
+# ----------------------------------------------------------------------------------------------------
+# `yapo-bench run` with `engine: vllm` against `engine: hf` on a tiny config: the same report numbers
+
+
+# a paired test's p counts the items whose scores differ at all (a sign-flip or signed-rank test): where the effect
+# is a rounding-level difference (a tiny vector that barely moves the tiny model), one engine's 1e-8 is another's 0
+# and p jumps (1.0 against 0.5 here); such a row's p is a function of rounding, not of the log-likelihoods
+DISCONTINUOUS_AT_ZERO_EFFECT = ("p_value",)
+
+
+def table_numbers(report: dict) -> dict[tuple[str, str, str], float]:
+    """Every number of a report's tables, by (table, row label, column); a p-value only where its row's effect is
+    more than TOLERANCE (see DISCONTINUOUS_AT_ZERO_EFFECT)."""
+    return {(name, str(row.get("label")), column): float(value)
+            for name, rows in report["tables"].items() if isinstance(rows, list)
+            for row in rows if isinstance(row, dict)
+            for column, value in row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not (column in DISCONTINUOUS_AT_ZERO_EFFECT and abs(float(row.get("effect", 0.0))) <= TOLERANCE)}
+
+
+def test_a_run_on_the_vllm_engine_reports_what_the_transformers_run_reports(tmp_path: Path) -> None:
+    """Both runs share one out directory: the vectors are trained once (the engine is not an input of training),
+    the evaluations run again on vLLM (their fingerprints name the engine), and the report's numbers agree within
+    TOLERANCE (accuracies agree exactly unless two options' log-likelihoods sit within it)."""
+    import json
+
+    from conftest import tiny_run_config
+    from yapo_bench.cli import main
+    from yapo_bench.pipeline import make_plan, run
+
+    model = tiny_llama_dir(tmp_path / "model")
+    hf = tiny_run_config(tmp_path, model=str(model), methods=["base", "caa", "bipo"], limit=3)
+    run(hf, progress=False)
+    reference = json.loads((Path(hf.out) / "report.json").read_text())
+    vllm = tiny_run_config(tmp_path, model=str(model), methods=["base", "caa", "bipo"], limit=3, engine="vllm")
+    assert main(["run", "--dry-run", "--out", hf.out, str(write_config(tmp_path / "vllm.yaml", vllm))]) == 0
+    done = [step.key for step in run(vllm, progress=False)]
+    assert not [key for key in done if key.startswith("train-")], done  # the vectors of the transformers run
+    assert [key for key in done if key.startswith("eval-")] == [s.key for s in make_plan(vllm) if s.kind == "eval"]
+    steered = json.loads((Path(vllm.out) / "report.json").read_text())
+    ours, theirs = table_numbers(steered), table_numbers(reference)
+    assert ours.keys() == theirs.keys() and ours, (sorted(ours), sorted(theirs))
+    worst = max(abs(ours[key] - theirs[key]) for key in ours)
+    print(f"yapo-bench run, vllm vs hf: {len(ours)} report numbers, max |Δ| {worst:.2e}")
+    assert worst <= TOLERANCE, {key: (ours[key], theirs[key]) for key in ours if abs(ours[key] - theirs[key]) > TOLERANCE}
+    results = sorted(Path(vllm.out, "evals").glob("eval-base-*/**/results_*.json"))
+    engines = {json.loads(path.read_text())["config"]["yapo_engine"]["engine"] for path in results}
+    assert engines == {"hf", "vllm"}  # each result records the engine that made it
+
+
+def write_config(path: Path, config) -> Path:
+    """A run config as the YAML `yapo-bench run` reads (the fields of `config` that it was given)."""
+    import dataclasses
+
+    import yaml
+
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    fields["training"] = dataclasses.asdict(config.training)
+    fields["training"].pop("seeds", None)
+    path.write_text(yaml.safe_dump({k: v for k, v in fields.items() if v is not None}))
+    return path

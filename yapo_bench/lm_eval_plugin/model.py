@@ -242,17 +242,10 @@ class YapoSteeredLM(HFLM):
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
-        vector = self.steering_vector
         rendering = {"chat_template_sha": hashlib.sha256(self._chat_template.encode()).hexdigest()
                      if self._chat_template is not None else None}
         return {**super().get_model_info(), "yapo_steering": self.steering_config(), "yapo_versions": versions(),
-                "yapo_rendering": rendering,
-                "yapo_vector": None if vector is None else {
-                    "path": str(self.stored.path), "method": vector.method, "space": vector.space,
-                    "layer": vector.layer, "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0,
-                    "data": vector.provenance.get("data"),
-                    # the training seed of a learned vector (None for a mean difference): the report groups by it
-                    "seed": vector.config.get("seed")}}
+                "yapo_rendering": rendering, "yapo_vector": vector_summary(self.stored)}
 
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""
@@ -265,6 +258,17 @@ class YapoSteeredLM(HFLM):
                 # what ran, not what was asked: the vector's own layer and the SAE actually loaded
                 "layer": vector.layer if vector else self.args.layer, **model_placement(self.loaded.model),
                 "sae": sae_identity(self.stored.sae) if self.stored and self.stored.sae is not None else None}
+
+
+def vector_summary(stored: StoredVector | None) -> dict[str, Any] | None:
+    """What the report reads of the vector a model steers with (results' `config.yapo_vector`), for either engine."""
+    if stored is None:
+        return None
+    vector = stored.vector
+    return {"path": str(stored.path), "method": vector.method, "space": vector.space, "layer": vector.layer,
+            "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0, "data": vector.provenance.get("data"),
+            # the training seed of a learned vector (None for a mean difference): the report groups by it
+            "seed": vector.config.get("seed")}
 
 
 def with_system_text(history: list[dict[str, str]], text: str) -> list[dict[str, str]]:

@@ -19,11 +19,9 @@ import importlib.metadata
 import sys
 from collections.abc import Callable
 
-from vllm import __version__ as vllm_version
-
-from yapo_bench.engines.vllm_engine import VLLMSteering, engine_arguments, prepare_environment
+from yapo_bench.engines.vllm_engine import VLLMSteering, engine_arguments, engine_version, prepare_environment
 from yapo_bench.environment import versions
-from yapo_bench.lm_eval_plugin.model import SteeredModelArgs
+from yapo_bench.lm_eval_plugin.model import SteeredModelArgs, vector_summary
 from yapo_bench.models import DEFAULT_MODEL, transformers_checkpoint
 from yapo_bench.steering import SteeringVector
 from yapo_bench.store import StoredVector, load_vector
@@ -63,9 +61,10 @@ class YapoSteeredVLLM(VLLM):
     def __init__(self, model: str = DEFAULT_MODEL, vector: str | None = None, train: str | None = None,
                  layer: int | None = None, sae: str | None = None, multiplier: float = 1.0, direction: int = 1,
                  positions: str = "all", prompt: str | None = None, pretrained: str | None = None,
-                 stored: StoredVector | None = None, prefix_caching: bool | None = None, **kwargs: Any) -> None:
+                 stored: StoredVector | None = None, prefix_caching: bool | None = None, progress: bool = True,
+                 **kwargs: Any) -> None:
         """`stored`: an already loaded vector with its SAE (from Python). `prefix_caching`: default on for
-        positions=all, off otherwise (where the engine refuses it)."""
+        positions=all, off otherwise (where the engine refuses it). `progress`: False hides vLLM's progress bar."""
         args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, layer=layer, sae=sae,
                                 multiplier=multiplier, direction=direction, positions=positions, prompt=prompt)
         if args.train:
@@ -78,6 +77,17 @@ class YapoSteeredVLLM(VLLM):
         caching = args.positions == "all" if prefix_caching is None else bool(prefix_caching)
         super().__init__(pretrained=checkpoint, **{**engine_arguments(caching), **kwargs})
         self.engine = VLLMSteering(self.model, model_id)
+        self.progress = progress
+        generate = self.model.generate
+
+        def generate_with_progress(*args: Any, **kwargs: Any) -> Any:
+            # lm-eval asks vLLM for a bar with an auto batch; vLLM 0.32 then divides by the bar's elapsed time, which
+            # a disabled tqdm (a run's quiet mode) leaves at 0: without progress, no bar
+            if not self.progress:
+                kwargs["use_tqdm"] = False
+            return generate(*args, **kwargs)
+
+        self.model.generate = generate_with_progress
         if stored is None and args.vector:
             stored = load_vector(args.vector, args.model, args.sae)
         if stored is not None and args.layer is not None and args.layer != stored.vector.layer:
@@ -119,7 +129,7 @@ class YapoSteeredVLLM(VLLM):
         from yapo_bench.sae import sae_identity
 
         vector = self.steering_vector
-        return {**asdict(self.args), "engine": "vllm", "vllm": vllm_version,
+        return {**asdict(self.args), "engine": "vllm", "vllm": engine_version(),
                 "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
                 "vector_method": vector.method if vector else None,
                 "layer": vector.layer if vector else self.args.layer,
@@ -132,4 +142,6 @@ class YapoSteeredVLLM(VLLM):
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
-        return {"yapo_steering": self.steering_config(), "yapo_versions": versions()}
+        # prompts as plain text (chat templates are refused with this engine), the vector as yapo_steered records it
+        return {"yapo_steering": self.steering_config(), "yapo_versions": versions(),
+                "yapo_rendering": {"chat_template_sha": None}, "yapo_vector": vector_summary(self.stored)}

@@ -37,6 +37,9 @@ def check_names(value: Any, name: str) -> None:
         raise ValueError(f"{name}: {value!r}; expected a list of names, e.g. {example}")
 
 
+ENGINES = ("hf", "vllm")  # what runs an evaluation's forward passes: transformers with hooks, or vLLM
+
+
 @dataclass
 class JudgeSpec:
     local: bool = False
@@ -120,6 +123,12 @@ class RunConfig:
     num_fewshot: int = 0
     device: str = "auto"  # auto: the GPU when there is one, else the CPU
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+    # what runs the evaluation steps' forward passes: hf (transformers with the steering hooks) or vllm (the vLLM
+    # engine, steered inside it; its own venv, `make vllm-setup`). Training and layer discovery run on hf either way.
+    engine: str = "hf"
+    # requests per forward pass of an evaluation: an integer, or auto (plan.eval_batch_size says what auto is on
+    # each engine and device); in the evaluations' fingerprints, since padding within a batch moves the last digits
+    batch_size: int | str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("name", "out", "model", "culture_data"):
@@ -158,6 +167,7 @@ class RunConfig:
         check_integer(self.limit, "limit", 1, optional=True)
         check_integer(self.max_gen_toks, "max_gen_toks", 1)
         self._check_mmlu()
+        self._check_engine()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -263,6 +273,29 @@ class RunConfig:
         if self.mmlu_limit is not None and self.limit is not None and self.mmlu_limit > self.limit:
             raise ValueError(f"mmlu_limit: {self.mmlu_limit} is above limit ({self.limit}), which lm-eval applies to "
                              "every task; expected at most that")
+
+    def _check_engine(self) -> None:
+        if self.batch_size != "auto":
+            try:
+                check_integer(self.batch_size, "batch_size", 1)
+            except ValueError:
+                raise ValueError(f"batch_size: {self.batch_size!r}; expected auto or an integer >= 1") from None
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: {self.engine!r}; expected one of {', '.join(ENGINES)}")
+        if self.engine != "vllm":
+            return
+        # what the vLLM engine does not run yet is refused here, never run on transformers behind the config's back
+        prompted = [m for m in self.methods if split_method(m)[0]]
+        if prompted:
+            raise ValueError(f"engine: vllm does not run the prompting baseline yet (methods: {', '.join(prompted)}); "
+                             "expected engine: hf, or methods without prompt")
+        if self.chat_template:
+            raise ValueError("engine: vllm renders prompts as plain text only for now; expected chat_template: false, "
+                             "or engine: hf")
+        from yapo_bench.engines.vllm_engine import vllm_missing
+
+        if (missing := vllm_missing()) is not None:
+            raise ValueError(f"engine: vllm, but {missing}; run this config with .venv-vllm/bin/yapo-bench, or engine: hf")
 
     def placement(self) -> Placement:
         return resolve_placement(self.device, self.dtype)

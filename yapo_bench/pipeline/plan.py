@@ -29,7 +29,16 @@ from yapo_bench.sae import planned_sae_source, source_layer
 from yapo_bench.sae import source_identity as sae_source_identity
 from yapo_bench.steering import VECTOR_FORMAT
 
-EVAL_BATCH_SIZE = 4  # requests per forward pass in lm-eval (padding within a batch can move the last digits)
+# requests per forward pass of an evaluation on transformers, and `auto` there on the CPU. lm-eval's own auto (HFLM
+# `batch_size="auto"`) finds the largest batch that does not raise out-of-memory, starting at 64 and running 5
+# forward passes of that many sequences of the model's full length (8192 tokens for SmolLM2) before generating: on a
+# GPU a CUDA OOM halves it, on the CPU nothing raises (the kernel kills the process instead), so there it would run
+# 5 passes of 64 x 8192 tokens (~100 GB of fp32 logits for SmolLM2) to answer 64 whatever the memory. So on the CPU
+# auto is a fixed 32: transformers generates 3.7x faster at 32 than at 4 and 5.8x at 64 (FINDINGS 2026-12-03,
+# SmolLM2 fp32), and 32 keeps a batch's fp32 logits of 200-token prompts at 1.3 GB for SmolLM2 and 6.7 GB for a
+# 262k-token vocabulary (Gemma).
+CPU_AUTO_BATCH_SIZE = 32
+LEGACY_BATCH_SIZE = 4  # every evaluation ran at 4 before `batch_size` was a setting: its fingerprints hold at 4
 AUTO = "found by step layers"
 # how a judge samples (JudgeConfig's defaults): recorded in a judge step's inputs; where it is served is not
 JUDGE_SAMPLING = ("temperature", "seed", "max_tokens", "json_schema", "logprobs", "top_logprobs")
@@ -172,6 +181,27 @@ def unit_tasks(config: RunConfig, unit: Unit) -> list[TaskId]:
     return tasks
 
 
+def eval_batch_size(config: RunConfig) -> int | str:
+    """The batch an evaluation runs with: the config's integer; for `auto`, on vLLM lm-eval's "auto" (every request
+    at once: the engine's continuous batching fills the device itself), on transformers lm-eval's own auto on a GPU
+    and CPU_AUTO_BATCH_SIZE on the CPU (why: above)."""
+    if config.batch_size != "auto":
+        return int(config.batch_size)
+    if config.engine == "vllm" or config.placement().device != "cpu":
+        return "auto"
+    return CPU_AUTO_BATCH_SIZE
+
+
+def engine_identity(config: RunConfig) -> dict[str, Any] | None:
+    """The engine of a run's evaluations as their fingerprints name it: None for transformers (absent: evaluations
+    made before engines were a choice ran on it), else its name and installed version."""
+    if config.engine == "hf":
+        return None
+    from yapo_bench.engines.vllm_engine import engine_version
+
+    return {"name": config.engine, "version": engine_version()}
+
+
 class _Inputs:
     """The identities a run's steps depend on, each read once (files are hashed, nothing is loaded)."""
 
@@ -245,7 +275,9 @@ class _Inputs:
         config = self.config
         families = {get_family(task.family) for task in tasks}
         inputs: dict[str, Any] = {**self.common, "tasks": [task.name for task in tasks], "limit": limit,
-                                  "batch_size": EVAL_BATCH_SIZE}
+                                  "batch_size": eval_batch_size(config)}
+        if (engine := engine_identity(config)) is not None:  # absent on transformers: its fingerprints hold
+            inputs["engine"] = engine
         data: dict[str, Any] = {}
         if any(f.unit_kind == "country" for f in families):
             data["culture_data"] = self.culture()

@@ -1,4 +1,5 @@
-"""What the steps of a run share in one process, loaded on first use and kept: the model and the SAEs by source.
+"""What the steps of a run share in one process, loaded on first use and kept: the model and the SAEs by source, and
+for `engine: vllm` one vLLM engine (its vector, λ and direction switched between evaluations, never reloaded).
 Passed to each step's executor (and to the analyses that evaluate beside a run) openly."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class Resources:
         self.model_source, self.placement = model, placement
         self._loaded = loaded
         self._saes: dict[str, nn.Module] = {}
+        self._vllm: Any = None
+        self._vllm_batch: int | str | None = None
 
     def model(self) -> LoadedModel:
         if self._loaded is None:
@@ -34,3 +37,16 @@ class Resources:
         """The SAE `source` (loaded when given, or needed) and the layer to steer: `layer` must be the SAE's own."""
         sae, layer = resolve_sae_and_layer(self.model_source, source, layer, needs_sae, load=self.sae)
         return sae, require_layer(self.model_source, layer)
+
+    def vllm_model(self, batch_size: int | str) -> Any:
+        """The run's one vLLM lm-eval model (`yapo_steered_vllm`), built on first use, unsteered until a step calls
+        its `steer_with`. One engine a process: building one takes ~25 s and holds its own weights and KV cache."""
+        if self._vllm is None:
+            from yapo_bench.lm_eval_plugin.vllm_model import YapoSteeredVLLM
+
+            # the placement's precision, as the transformers path loads it (fp32 on the CPU: the two compare)
+            self._vllm = YapoSteeredVLLM(model=self.model_source, batch_size=batch_size, dtype=self.placement.dtype)
+            self._vllm_batch = batch_size
+        elif batch_size != self._vllm_batch:
+            raise ValueError(f"batch_size: {batch_size!r}, but this process's vLLM engine runs {self._vllm_batch!r}")
+        return self._vllm

@@ -19,7 +19,6 @@ from yapo_bench.families import TaskSettings, get_family
 from yapo_bench.methods import get_method, run_method
 from yapo_bench.pipeline.plan import (
     AUTO,
-    EVAL_BATCH_SIZE,
     EvalStep,
     JudgeStep,
     LayersStep,
@@ -136,7 +135,6 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
     from yapo_bench.lm_eval_plugin import save_results, task_manager
-    from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 
     config = context.plan.config
     args: dict[str, Any] = {"model": config.model}
@@ -157,8 +155,18 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
             args["sae"] = source
         sae, _ = context.resources.sae_and_layer(source, vector.layer, vector.space == "sae")
         stored = StoredVector(vector, sae if vector.space == "sae" else None, Path(vector_path))
-    lm = YapoSteeredLM(loaded=context.resources.model(), stored=stored, batch_size=EVAL_BATCH_SIZE,
-                       progress=context.progress, **args)
+    batch_size = step.inputs["batch_size"]
+    engine = (step.inputs.get("engine") or {}).get("name", "hf")
+    if engine == "vllm":  # the config refused what this engine does not run (prompts, chat templates)
+        lm = context.resources.vllm_model(batch_size)
+        lm.progress = context.progress
+        steering = step.inputs.get("steering") or {}
+        lm.steer_with(stored, step.multiplier, steering.get("direction", 1), steering.get("positions", "all"))
+    else:
+        from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+
+        lm = YapoSteeredLM(loaded=context.resources.model(), stored=stored, batch_size=batch_size,
+                           progress=context.progress, **args)
     settings, metadata = lm_eval_settings(step, context)
     tasks = [get_family(task.family).lm_eval_task(task, settings) for task in step.tasks]
     # what ran is what the step's inputs say: its limit, and the answer length where it generates
@@ -170,8 +178,12 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
     results = simple_evaluate(model=lm, tasks=tasks, limit=step.inputs["limit"], log_samples=True,
                               apply_chat_template=bool(step.inputs.get("chat_template")), task_manager=manager,
                               **generation)
-    results["config"]["model"] = "yapo_steered"
+    results["config"]["model"] = "yapo_steered" if engine == "hf" else "yapo_steered_vllm"
     results["config"]["model_args"] = {k: str(v) for k, v in args.items()}
+    # what ran the forward passes, with every result: the engine (and its version) and the batch asked for (lm-eval
+    # records the sizes it resolved an auto batch to in `batch_sizes`)
+    results["config"]["yapo_engine"] = {"engine": engine, "version": (step.inputs.get("engine") or {}).get("version"),
+                                        "batch_size": batch_size}
     results["config"]["yapo_step"] = {"key": step.key, "fingerprint": step.fingerprint}
     target = context.out / "evals" / f"{step.key}-{step.short}"
     with atomic_dir(target) as tmp:

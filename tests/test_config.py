@@ -178,3 +178,23 @@ def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu(tm
     for step in before:
         same = step.kind == "train"  # the batch is an input of evaluations only
         assert (step.fingerprint == auto[step.key].fingerprint) == same, step.key
+
+
+def test_the_cost_plan_models_the_engine_and_the_batch() -> None:
+    """Decoding on vLLM's continuous batching costs less than on transformers at the same data, and a larger
+    transformers batch less than a smaller one; log-likelihood-only evaluations cost the same on both engines."""
+    from yapo_bench.pipeline import make_plan
+    from yapo_bench.pipeline.costs import plan_costs, total_seconds
+
+    config = RunConfig.from_yaml(Path(__file__).parents[1] / "configs" / "paper.yaml")
+    plan = make_plan(config)
+    evals = [step.kind != "eval" for step in plan]  # "done": everything but the evaluations
+
+    def seconds(engine: str | None = None, batch: int | str = "auto") -> dict[str, float]:
+        config.batch_size = batch
+        return {device: total_seconds(found, evals) for device, found in plan_costs(plan, 12, 16384, engine)[0].items()}
+
+    hf, vllm, four = seconds("hf"), seconds("vllm"), seconds("hf", 4)
+    assert vllm["h100"] < hf["h100"] / 3 and vllm["cpu"] < hf["cpu"] < four["cpu"] and hf["h100"] < four["h100"]
+    mcq = make_plan(RunConfig(name="m", out="x", countries=["egypt"], methods=["base", "caa"], families=["mcq"]))
+    assert plan_costs(mcq, 12, 0, "vllm")[0] == plan_costs(mcq, 12, 0, "hf")[0]

@@ -7,7 +7,22 @@ per decoded token (decoding is memory-bound). Devices turn that into seconds:
 - `cpu`: this machine's kind (2 cores, fp32), measured here: 412 tok/s forward on SmolLM2-135M (8 × 128 tokens,
   2 × 134.5M FLOPs a token, so 1.1e11 FLOP/s) and 11 generated tok/s unbatched (5.9 GB/s of weights read).
 - `h100`: assumed, not measured (no GPU was lent when this was written): 989 TFLOP/s dense bf16 at 40 % utilisation
-  and 3.35 TB/s at 70 %, 80 GB, generation in batches of 32.
+  and 3.35 TB/s at 70 %, 80 GB.
+
+Decoding, per engine (`engine` of the run config). A decoding step reads the weights once for the whole batch, so a
+token costs max(weight reads / batch, its FLOPs), and a step is a call (kernel launches on a GPU):
+- `hf` (transformers with hooks): the run's `batch_size`; `auto` is 32 on the CPU (plan.CPU_AUTO_BATCH_SIZE) and
+  assumed 32 on a GPU (lm-eval's auto probes at the model's full length, so it lands well under its cap of 64 for
+  long-context models).
+- `vllm`: continuous batching keeps up to 256 sequences decoding together on a GPU (vLLM's default max_num_seqs);
+  eager, as steering needs, so each step pays its launches, but over 8x the sequences. On the paper's study
+  (configs/paper.yaml, gemma-2-2b) this makes a GPU's decoding 8x faster than transformers at 32 and its
+  evaluations 3.4x (7.5 h -> 2.2 h: log-likelihood requests are not sped up); EasySteer reports 10.8-22.3x over
+  hook-based frameworks, with CUDA graphs that hooks rule out, so 8x is kept below it. On the CPU, decoding is
+  compute-bound already at 32, so
+  vLLM is modelled as measured (FINDINGS 2026-12-03, SmolLM2 fp32): ~2x transformers' best batch (601-678 against
+  298-332 tokens/s at 64). Log-likelihood requests cost the same on both (prefill is compute-bound; vLLM's prefix
+  cache, which scores an MCQ's shared question once, is not counted).
 
 Data sizes come from the run's data where it can be read locally and from stated assumptions where it cannot (the
 paper's dataset: 45,000 items over 15 contexts, a quarter held out; MMLU: 14,042 test items, 0-shot prompts of ~200
@@ -23,7 +38,7 @@ from dataclasses import dataclass
 from yapo_bench.families import CultureSizes, WorkSizes, behaviours, get_family
 from yapo_bench.methods import get_method
 from yapo_bench.pipeline.config import RunConfig
-from yapo_bench.pipeline.plan import EvalStep, JudgeStep, LayersStep, Plan, Step, TrainStep
+from yapo_bench.pipeline.plan import CPU_AUTO_BATCH_SIZE, EvalStep, JudgeStep, LayersStep, Plan, Step, TrainStep
 
 GIB = 2**30
 
@@ -85,7 +100,9 @@ class Device:
     bandwidth: float  # effective bytes/s of weight reads when decoding
     memory: float  # bytes
     bytes_per_param: int
-    generation_batch: int
+    auto_batch: int  # what `batch_size: auto` means for transformers here
+    vllm_batch: int  # sequences vLLM's continuous batching decodes together
+    vllm_speedup: float  # vLLM's decoding against transformers at the same batch (its kernels, no padding)
     basis: str
     # the least a model call takes however small the model: kernel launches of an eager forward on a GPU (the CPU
     # figure is already inside its measured FLOP/s)
@@ -93,9 +110,19 @@ class Device:
 
 
 DEVICES = {
-    "cpu": Device("cpu (2 cores, fp32)", 1.1e11, 5.9e9, 24 * GIB, 4, 4, "measured on this machine's kind"),
-    "h100": Device("1x H100 80GB (bf16)", 0.40 * 989e12, 0.70 * 3.35e12, 80e9, 2, 32, "assumed", call_seconds=0.02),
+    "cpu": Device("cpu (2 cores, fp32)", 1.1e11, 5.9e9, 24 * GIB, 4, CPU_AUTO_BATCH_SIZE, 64, 2.0,
+                  "measured on this machine's kind"),
+    "h100": Device("1x H100 80GB (bf16)", 0.40 * 989e12, 0.70 * 3.35e12, 80e9, 2, 32, 256, 1.0, "assumed",
+                   call_seconds=0.02),
 }
+
+
+def decode_batch(config: RunConfig, device: Device, engine: str | None = None) -> tuple[int, float]:
+    """(sequences decoded together, speed-up over transformers at that batch) of `engine` (default: the run's) on
+    `device`."""
+    if (engine or config.engine) == "vllm":
+        return device.vllm_batch, device.vllm_speedup
+    return (device.auto_batch if config.batch_size == "auto" else int(config.batch_size)), 1.0
 
 
 @dataclass(frozen=True)
@@ -115,11 +142,16 @@ class Estimate:
     peak_bytes: float
 
 
-def estimate(work: Workload, shape: ModelShape, device: Device, sae_latents: int, judge_seconds: float) -> Estimate:
+def estimate(work: Workload, shape: ModelShape, device: Device, sae_latents: int, judge_seconds: float,
+             batch: tuple[int, float] = (1, 1.0)) -> Estimate:
+    """`batch`: `decode_batch`'s (sequences decoded together, speed-up) of the run's engine on `device`."""
     weights = shape.params * device.bytes_per_param
     sae = 2 * shape.d_model * sae_latents * 4 if sae_latents else 0
-    decode = work.decoded_tokens / device.generation_batch * weights / device.bandwidth
-    calls = work.calls + work.decoded_tokens / device.generation_batch  # a decoding step is a call too
+    sequences, speedup = batch
+    # a decoded token: its share of one read of the weights, or its own FLOPs once the batch makes that the larger
+    per_token = max(weights / device.bandwidth / sequences, 2 * (shape.params - shape.embedding) / device.flops)
+    decode = work.decoded_tokens * per_token / speedup
+    calls = work.calls + work.decoded_tokens / sequences  # a decoding step is a call too
     seconds = max(work.flops / device.flops + decode, calls * device.call_seconds) + work.verdicts * judge_seconds
     return Estimate(seconds, weights + sae + work.peak_extra * device.bytes_per_param / 4)
 
@@ -193,8 +225,10 @@ def judge_seconds(config: RunConfig) -> float:
     return 1.6 if config.judge.local else 0.2 / max(1, config.judge.concurrency) * 4
 
 
-def plan_costs(plan: Plan, layer: int | None, sae_latents: int) -> tuple[dict[str, list[Estimate]], str]:
-    """{device: [Estimate per step]} and what the data sizes rest on; empty when the model's shape is unknown."""
+def plan_costs(plan: Plan, layer: int | None, sae_latents: int,
+               engine: str | None = None) -> tuple[dict[str, list[Estimate]], str]:
+    """{device: [Estimate per step]} and what the data sizes rest on; empty when the model's shape is unknown.
+    `engine`: the evaluations' engine (default: the run's), so a dry run can say what the other would cost."""
     config = plan.config
     shape = model_shape(config.model)
     if shape is None:
@@ -204,7 +238,8 @@ def plan_costs(plan: Plan, layer: int | None, sae_latents: int) -> tuple[dict[st
     layer = layer if layer is not None else shape.layers // 2
     verdict = judge_seconds(config)
     costs = {name: [estimate(step_workload(step, plan, shape, sizes, layer, sae_latents), shape, device,
-                             sae_latents, verdict) for step in plan] for name, device in DEVICES.items()}
+                             sae_latents, verdict, decode_batch(config, device, engine) if isinstance(step, EvalStep)
+                             else (1, 1.0)) for step in plan] for name, device in DEVICES.items()}
     return costs, sizes.culture.basis
 
 

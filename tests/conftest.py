@@ -1,19 +1,53 @@
-"""Tiny randomly initialised llama and gemma3 models and SAEs, plus the real packaged model (loaded once)."""
+"""Tiny randomly initialised llama and gemma3 models and SAEs, plus the real packaged model (loaded once per
+process), and how the suite runs under pytest-xdist (pytest.ini: `-n 2 --dist loadgroup`).
+
+Under xdist each worker is one process on one core: it runs torch, MKL/OpenMP and the subprocesses it starts
+(lm_eval, accelerate, yapo-bench run) single-threaded, so that two workers share two cores instead of fighting over
+them. torch, transformers and sae-lens are imported lazily so that the xdist controller, which runs no test, does not
+pay for them."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-import torch
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker (xdist sets it before this file is imported)
+    # before torch is imported, and inherited by the subprocesses the tests start
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    import torch
+
+    torch.set_num_threads(1)  # in case a plugin imported torch before this file
 
 HIDDEN = 32
 D_SAE = 96
+REAL_MODEL_GROUP = "real-model"  # the xdist group of every test that uses the `real_model` fixture
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (`-p no:xdist`, or a venv without it), accept pytest.ini's `-n`/`--dist` and run
+    serially, as `-n 0` does."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist", "pytest-xdist is not loaded: -n and --dist are accepted and ignored")
+        group._addoption("-n", "--numprocesses", dest="numprocesses", default=None, help="ignored without xdist")
+        group.addoption("--dist", dest="dist", default="no", help="ignored without xdist")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses `real_model` joins one xdist group: the model is loaded by one worker only (once: the
+    fixture is per session, i.e. per worker), and only one process writes its dequantised checkpoint into a cold
+    $YAPO_BENCH_CACHE."""
+    for item in items:
+        if "real_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(REAL_MODEL_GROUP))
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=128, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4,
@@ -23,6 +57,9 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 
 
 def tiny_gemma3(seed: int = 0) -> Gemma3ForCausalLM:
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=128, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
@@ -32,6 +69,9 @@ def tiny_gemma3(seed: int = 0) -> Gemma3ForCausalLM:
 
 
 def random_sae(kind: str = "jumprelu", d_in: int = HIDDEN, d_sae: int = D_SAE, seed: int = 0) -> torch.nn.Module:
+    import torch
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
     torch.manual_seed(seed)
     if kind == "jumprelu":
         sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae))
@@ -77,6 +117,8 @@ def tiny_tokenizer():
 
 
 def tiny_texts(n: int = 12, seed: int = 0) -> list[str]:
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     return [" ".join(f"w{int(i)}" for i in torch.randint(0, 124, (int(length),), generator=gen))
             for length in torch.randint(10, 40, (n,), generator=gen)]

@@ -397,5 +397,5 @@ def test_analyze_sweep_selects_on_validation_matches_kl_and_checks_mmlu(tmp_path
         raise AssertionError("a rerun must reuse every evaluation")
 
     monkeypatch.setattr(sweep_command, "run_eval", no_evaluation)
-    monkeypatch.setattr("yapo_bench.pipeline.executor.EXECUTORS", {})  # the run's steps are all done too
+    monkeypatch.setattr("yapo_bench.pipeline.lifecycle.EXECUTORS", {})  # the run's steps are all done too
     parser.parse_args(argv).func(parser.parse_args(argv))

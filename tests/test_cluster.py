@@ -160,7 +160,9 @@ def test_ctrl_c_stops_the_run_and_its_workers(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "yapo_bench.cli", "run", str(tmp_path / "run.yaml"),
                                 "--executor", "ray", "--workers", "2", "--no-progress"],
                                env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # as from a terminal: an xdist worker ignores SIGINT, and a child inherits that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log, deadline = Path(config.out) / "logs" / f"{TRAIN}.log", time.monotonic() + 300
     while not (log.exists() and "pid" in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)

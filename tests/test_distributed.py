@@ -28,6 +28,8 @@ from yapo_bench.methods import get_method
 from yapo_bench.methods.preference import train_preference_vector
 from yapo_bench.steering import SteeringVector
 
+pytestmark = pytest.mark.xdist_group("distributed")  # 2 ranks each: one such test at a time (pytest.ini)
+
 # batch 3 over 2 ranks: shares of 1 and 2 pairs; one d per pair; held-out evaluation and checkpoints on the way
 TRAINING = {"steps": 6, "batch_size": 3, "direction_mode": "example", "eval_every": 3, "checkpoint_every": 2}
 STOP_AT = 3  # the data-parallel YaPO run stops here and resumes from its checkpoint

@@ -26,6 +26,8 @@ from yapo_bench.judge.rubrics import RUBRICS, Rubric
 from yapo_bench.judge.run import judge_run, summarise
 
 pytest.importorskip("xllamacpp")
+pytestmark = pytest.mark.xdist_group("judge-server")  # one llama.cpp server (`server_url`), not one per worker
+
 SECRET = "sk-yapo-test-SECRET-0123456789abcdef"
 # A short ad hoc rubric keeps the fault-injection tests fast (a few dozen prompt tokens per request).
 MINI = Rubric("mini", "", 1, 4, ("question", "response"), source=(

@@ -17,6 +17,8 @@ from yapo_bench.report import ReportError, build_report, load_runs
 from yapo_bench.report.screenshot import find_browser, screenshot
 from yapo_bench.steering import SteeringVector
 
+pytestmark = pytest.mark.xdist_group("golden-report")  # the three lm-eval runs of `golden_runs` are made once
+
 GOLDEN = Path(__file__).parent / "golden" / "report_numbers.json"
 GOLDEN_TOLERANCE = 1e-3  # absolute, on values in % (and on RCA/PNLG): float noise across CPUs, far below a flip
 TASKS = ["culture_mcq_egypt_localized", "culture_mcq_egypt_nonlocalized", "culture_mcq_morocco_localized",

@@ -126,7 +126,13 @@ def test_wrong_width_sae_is_refused() -> None:
         evaluate_sae(tiny_llama(), tiny_tokenizer(), random_sae(d_in=16), 1, tiny_texts(2), progress=False)
 
 
-def test_builtin_corpus_splits_are_disjoint_and_files_load(tmp_path) -> None:
+def test_builtin_corpus_splits_are_disjoint_and_files_load(tmp_path, monkeypatch) -> None:
+    import functools
+
+    from yapo_bench import corpus
+
+    # the corpus is the same documents for both splits: parse the stdlib once (each parse takes ~10 s)
+    monkeypatch.setattr(corpus, "_python_stdlib", functools.cache(corpus._python_stdlib))
     train, heldout = load_corpus("python-stdlib", "train"), load_corpus("python-stdlib", "heldout")
     assert len(train) > 1000 and len(heldout) > 30
     assert not set(train) & set(heldout)

@@ -154,11 +154,6 @@ def test_engine_and_batch_size_are_checked_in_one_line_and_vllm_needs_its_venv(t
     for bad in (0, "big", True, 2.5):
         with pytest.raises(ValueError, match=f"^batch_size: {bad!r}; expected auto or an integer >= 1$"):
             tiny_run_config(tmp_path, batch_size=bad)
-    # never run on transformers behind the config's back: what vLLM does not run is refused
-    with pytest.raises(ValueError, match="^engine: vllm does not run the prompting baseline yet"):
-        tiny_run_config(tmp_path, engine="vllm", methods=["base", "bipo", "prompt+bipo"])
-    with pytest.raises(ValueError, match="^engine: vllm renders prompts as plain text only"):
-        tiny_run_config(tmp_path, engine="vllm", chat_template=True)
     if vllm_missing() is not None:  # the main venv: vLLM lives in .venv-vllm
         with pytest.raises(ValueError, match=r"^engine: vllm, but vllm .*make vllm-setup"):
             tiny_run_config(tmp_path, engine="vllm")

@@ -9,7 +9,8 @@ import pytest
 from lm_eval import simple_evaluate
 
 from yapo_bench.lm_eval_plugin import task_manager
-from yapo_bench.lm_eval_plugin.model import YapoSteeredLM, has_system_turn, system_into_user, with_system_text
+from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
+from yapo_bench.lm_eval_plugin.rendering import has_system_turn, system_into_user, with_system_text
 from yapo_bench.methods import run_method
 from yapo_bench.methods.prompt import render_instruction, split_method
 

@@ -44,7 +44,11 @@ def tiny_llama_dir(root: Path) -> Path:
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, pad_token_id=0,
                          bos_token_id=1, eos_token_id=2)
     LlamaForCausalLM(config).eval().save_pretrained(root)
-    tiny_tokenizer().save_pretrained(root)
+    tokenizer = tiny_tokenizer()
+    # a chat template with a system turn, for runs with chat_template: true
+    tokenizer.chat_template = ("{% for m in messages %}w{{ loop.index }} {{ m['role'] }} {{ m['content'] }} w9 "
+                               "{% endfor %}{% if add_generation_prompt %}w8 {% endif %}")
+    tokenizer.save_pretrained(root)
     return root
 
 
@@ -67,7 +71,13 @@ def hf_model(loaded, condition: dict):
 
     return YapoSteeredLM(loaded=loaded, stored=condition.get("stored"), multiplier=condition.get("multiplier", 1.0),
                          direction=condition.get("direction", 1), positions=condition.get("positions", "all"),
-                         batch_size=4, progress=False)
+                         prompt=condition.get("prompt"), batch_size=4, progress=False)
+
+
+def steer(vllm_lm, condition: dict) -> None:
+    """The vLLM model steered and instructed as `hf_model(condition)` is."""
+    vllm_lm.steer_with(condition.get("stored"), condition.get("multiplier", 1.0), condition.get("direction", 1),
+                       condition.get("positions", "all"), condition.get("prompt"))
 
 
 def greedy_tokens(vllm_lm, loaded, hf, prompts: list[list[int]], tokens: int) -> tuple[list, list]:
@@ -191,11 +201,14 @@ def test_tiny_llama_generate_until_equals_the_transformers_path(tiny: dict) -> N
         assert [text.split() for text in ours] == [text.split() for text in theirs], name
 
 
-def test_a_mask_tensor_is_refused_in_one_line(tiny: dict) -> None:
-    from yapo_bench.steering import SteeringError
-
-    with pytest.raises(SteeringError, match="^positions: 'middle'"):
+def test_a_mask_tensor_and_a_bad_prompt_are_refused_in_one_line_and_change_nothing(tiny: dict) -> None:
+    tiny["vllm"].steer_with(tiny["dense"], 2.0)
+    before = tiny["vllm"].steering_config()
+    with pytest.raises(ValueError, match="^positions: 'middle'; expected one of all, prompt, response, generated$"):
         tiny["vllm"].steer_with(tiny["dense"], 1.0, 1, "middle")
+    with pytest.raises(ValueError, match="^prompt: 'egypt'; expected culture:<country> or behaviour:<behaviour>"):
+        tiny["vllm"].steer_with(None, 1.0, 1, "all", "egypt")
+    assert tiny["vllm"].steering_config() == before and tiny["vllm"].engine.config["multiplier"] == 2.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,6 +279,39 @@ def test_smollm2_loglikelihoods_and_generations_equal_the_transformers_path(smol
 
 
 @pytest.mark.real
+def test_the_prompting_baseline_renders_and_scores_as_on_the_transformers_path(smollm2: dict) -> None:
+    """The prompt's instruction (alone, with a sparse vector, and away from the target), in front of plain-text
+    requests and in the chat template's system turn: the same text reaches both engines (lm-eval logs it), the
+    log-likelihoods agree within TOLERANCE and lm-eval's generations are the same strings."""
+    from yapo_bench.methods.prompt import render_instruction
+
+    conditions = {"prompt": {"prompt": "culture:egypt"},
+                  "prompt + sparse": {"prompt": "culture:morocco", "stored": smollm2["sparse"], "multiplier": 2.0},
+                  "prompt, direction -1": {"prompt": "culture:egypt", "direction": -1}}
+    chats = [[{"role": "user", "content": question}] for question, _ in QUESTIONS]
+    for name, condition in conditions.items():
+        steer(smollm2["vllm"], condition)
+        hf = hf_model(smollm2["loaded"], condition)
+        instruction = render_instruction(condition["prompt"], condition.get("direction", 1)).text
+        rendered = [smollm2["vllm"].apply_chat_template(chat) for chat in chats]
+        assert rendered == [hf.apply_chat_template(chat) for chat in chats], name
+        assert all(instruction in text and "<|im_start|>system" in text for text in rendered), name
+        for contexts in (rendered, [question for question, _ in QUESTIONS]):  # chat template, plain text
+            pairs = [(c, a) for c, (_, answers) in zip(contexts, QUESTIONS) for a in answers]
+            ours, theirs = loglikelihood_requests(pairs), loglikelihood_requests(pairs)
+            delta = max_delta(smollm2["vllm"].loglikelihood(ours), hf.loglikelihood(theirs))
+            assert delta <= TOLERANCE, f"{name}: log-likelihoods differ by {delta:.2e}"
+            assert [r.args for r in ours] == [r.args for r in theirs] and instruction in ours[-1].args[0], name
+        texts = smollm2["vllm"].generate_until(generation_requests(OPEN[:2], 16))
+        assert texts == hf.generate_until(generation_requests(OPEN[:2], 16)), name
+        ours_info, theirs_info = smollm2["vllm"].get_model_info(), hf.get_model_info()
+        assert ours_info["yapo_rendering"] == theirs_info["yapo_rendering"]
+        assert ours_info["yapo_steering"]["instruction"] == theirs_info["yapo_steering"]["instruction"] is not None
+    steer(smollm2["vllm"], {})  # the module's engine back to the base model, uninstructed
+    assert smollm2["vllm"].instruction is None and smollm2["vllm"].get_model_info()["yapo_steering"]["prompt"] is None
+
+
+@pytest.mark.real
 def test_positions_other_than_all_are_refused_where_prefix_caching_is_on(smollm2: dict) -> None:
     from yapo_bench.steering import SteeringError
 
@@ -294,7 +340,12 @@ def table_numbers(report: dict) -> dict[tuple[str, str, str], float]:
             and not (column in DISCONTINUOUS_AT_ZERO_EFFECT and abs(float(row.get("effect", 0.0))) <= TOLERANCE)}
 
 
-def test_a_run_on_the_vllm_engine_reports_what_the_transformers_run_reports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", [
+    {"methods": ["base", "caa", "bipo"]},
+    # the prompting baseline, alone and with a vector, chat-templated (bipo at its default λ)
+    {"methods": ["base", "prompt", "prompt+bipo"], "chat_template": True, "multipliers": {}},
+], ids=["vectors, plain text", "prompts, chat template"])
+def test_a_run_on_the_vllm_engine_reports_what_the_transformers_run_reports(tmp_path: Path, setting: dict) -> None:
     """Both runs share one out directory: the vectors are trained once (the engine is not an input of training),
     the evaluations run again on vLLM (their fingerprints name the engine), and the report's numbers agree within
     TOLERANCE (accuracies agree exactly unless two options' log-likelihoods sit within it)."""
@@ -305,10 +356,10 @@ def test_a_run_on_the_vllm_engine_reports_what_the_transformers_run_reports(tmp_
     from yapo_bench.pipeline import make_plan, run
 
     model = tiny_llama_dir(tmp_path / "model")
-    hf = tiny_run_config(tmp_path, model=str(model), methods=["base", "caa", "bipo"], limit=3)
+    hf = tiny_run_config(tmp_path, model=str(model), limit=3, **setting)
     run(hf, progress=False)
     reference = json.loads((Path(hf.out) / "report.json").read_text())
-    vllm = tiny_run_config(tmp_path, model=str(model), methods=["base", "caa", "bipo"], limit=3, engine="vllm")
+    vllm = tiny_run_config(tmp_path, model=str(model), limit=3, engine="vllm", **setting)
     assert main(["run", "--dry-run", "--out", hf.out, str(write_config(tmp_path / "vllm.yaml", vllm))]) == 0
     done = [step.key for step in run(vllm, progress=False)]
     assert not [key for key in done if key.startswith("train-")], done  # the vectors of the transformers run
@@ -322,6 +373,8 @@ def test_a_run_on_the_vllm_engine_reports_what_the_transformers_run_reports(tmp_
     results = sorted(Path(vllm.out, "evals").glob("eval-base-*/**/results_*.json"))
     engines = {json.loads(path.read_text())["config"]["yapo_engine"]["engine"] for path in results}
     assert engines == {"hf", "vllm"}  # each result records the engine that made it
+    renderings = {json.loads(path.read_text())["config"]["yapo_rendering"]["chat_template_sha"] for path in results}
+    assert len(renderings) == 1 and (None in renderings) != bool(setting.get("chat_template")), renderings
 
 
 def write_config(path: Path, config) -> Path:

@@ -27,7 +27,8 @@ from lm_eval.models.huggingface import HFLM
 from yapo_bench.devices import model_placement, resolve_placement
 from yapo_bench.distributed import alone, launched_world_size
 from yapo_bench.environment import versions
-from yapo_bench.methods.prompt import Instruction, parse_unit, render_instruction
+from yapo_bench.lm_eval_plugin.rendering import PromptRendering
+from yapo_bench.methods.prompt import parse_unit
 from yapo_bench.models import DEFAULT_MODEL, LoadedModel, load_model
 from yapo_bench.steering import (
     POSITIONS,
@@ -111,7 +112,7 @@ def resolve_steering(args: SteeredModelArgs, loaded: LoadedModel) -> StoredVecto
     return None
 
 
-class YapoSteeredLM(HFLM):
+class YapoSteeredLM(PromptRendering, HFLM):
     """HFLM whose `_model_call` and `_model_generate` run inside `steer(vector, multiplier, direction, ...)`; the
     constructor resolves the vector once (vector store), the overrides only steer."""
 
@@ -157,9 +158,7 @@ class YapoSteeredLM(HFLM):
             self.stored = stored or resolve_steering(args, loaded)
         if self.stored is not None:
             self.stored.vector.check_compatible(loaded.model, self.stored.sae)
-        self.instruction: Instruction | None = render_instruction(args.prompt, args.direction) if args.prompt else None
-        self._system_turn: bool | None = None
-        self._chat_template: str | None = None  # the template a request was rendered through, recorded with results
+        self.instruct(args.prompt, args.direction)
 
     @property
     def steering_vector(self) -> SteeringVector | None:
@@ -188,40 +187,11 @@ class YapoSteeredLM(HFLM):
         return super().loglikelihood(self._instructed(requests), disable_tqdm=disable_tqdm or not self.progress)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list:
-        if self.instruction is not None:  # a rolling window scores a text, it answers no question
-            raise ValueError("prompt: not for loglikelihood_rolling tasks (perplexity has no question to instruct)")
+        self._refuse_rolling_with_prompt()
         return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.progress)
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list:
         return super().generate_until(self._instructed(requests), disable_tqdm=disable_tqdm or not self.progress)
-
-    def _instructed(self, requests: list) -> list:
-        """With a prompt, each request's context as it runs: the instruction in front, unless it is there already
-        (put in the chat template's system or user turn by `apply_chat_template`, or a repeated request). The
-        requests are lm-eval's own instances, changed in place, so that the arguments lm-eval logs are the ones
-        that ran."""
-        if self.instruction is None:
-            return requests
-        text = self.instruction.text
-        for request in requests:
-            context, *rest = request.args
-            if text not in context:
-                request.arguments = (f"{text}\n\n{context}", *rest)
-        return requests
-
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """lm-eval's rendering through the chat template, with the prompt's instruction in the system turn (before
-        any system text lm-eval passes). A template without a system turn (Gemma's) gets the system text in front of
-        the first user turn: HFLM would drop it, silently."""
-        history = [dict(message) for message in chat_history]
-        if self.instruction is not None:
-            history = with_system_text(history, self.instruction.text)
-        if self._system_turn is None:
-            self._system_turn = has_system_turn(self.tokenizer)
-        if not self._system_turn:
-            history = system_into_user(history)
-        self._chat_template = self.chat_template(True) or ""
-        return super().apply_chat_template(history, add_generation_prompt)
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,10 +212,8 @@ class YapoSteeredLM(HFLM):
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
-        rendering = {"chat_template_sha": hashlib.sha256(self._chat_template.encode()).hexdigest()
-                     if self._chat_template is not None else None}
         return {**super().get_model_info(), "yapo_steering": self.steering_config(), "yapo_versions": versions(),
-                "yapo_rendering": rendering, "yapo_vector": vector_summary(self.stored)}
+                "yapo_rendering": self.rendering_info(), "yapo_vector": vector_summary(self.stored)}
 
     def steering_config(self) -> dict[str, Any]:
         """Everything that distinguishes this model's outputs: for request caches and result metadata."""
@@ -269,37 +237,6 @@ def vector_summary(stored: StoredVector | None) -> dict[str, Any] | None:
             "sae_id": vector.sae_id, "norm": vector.norm, "l0": vector.l0, "data": vector.provenance.get("data"),
             # the training seed of a learned vector (None for a mean difference): the report groups by it
             "seed": vector.config.get("seed")}
-
-
-def with_system_text(history: list[dict[str, str]], text: str) -> list[dict[str, str]]:
-    """The chat with `text` as its system turn, in front of a system text it already has."""
-    if history and history[0].get("role") == "system":
-        return [{"role": "system", "content": f"{text}\n\n{history[0]['content']}"}, *history[1:]]
-    return [{"role": "system", "content": text}, *history]
-
-
-def system_into_user(history: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The chat without a system turn: its text in front of the first user turn."""
-    if not history or history[0].get("role") != "system":
-        return history
-    system, rest = history[0]["content"], list(history[1:])
-    for index, message in enumerate(rest):
-        if message.get("role") == "user":
-            rest[index] = {**message, "content": f"{system}\n\n{message['content']}"}
-            return rest
-    return [{"role": "user", "content": system}, *rest]
-
-
-def has_system_turn(tokenizer: Any) -> bool:
-    """Whether the tokenizer's chat template renders a system turn (Gemma's raises "System role not supported")."""
-    import jinja2
-
-    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-    try:
-        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-    except jinja2.TemplateError:
-        return False
-    return True
 
 
 # lm-eval's CLI passes this device when --device is not given (EvaluatorConfig's default), even on a CPU machine

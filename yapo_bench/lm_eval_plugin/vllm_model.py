@@ -10,18 +10,18 @@ evaluations without reloading. Needs the vLLM venv (`make vllm-setup`).
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, replace
-from typing import Any
-
 import importlib
 import importlib.metadata
+import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
 
 from yapo_bench.engines.vllm_engine import VLLMSteering, engine_arguments, engine_version, prepare_environment
 from yapo_bench.environment import versions
 from yapo_bench.lm_eval_plugin.model import SteeredModelArgs, vector_summary
+from yapo_bench.lm_eval_plugin.rendering import PromptRendering
 from yapo_bench.models import DEFAULT_MODEL, transformers_checkpoint
 from yapo_bench.steering import SteeringVector
 from yapo_bench.store import StoredVector, load_vector
@@ -55,8 +55,9 @@ def _lm_eval_vllm_class() -> type:
 VLLM = _lm_eval_vllm_class()
 
 
-class YapoSteeredVLLM(VLLM):
-    """lm-eval's VLLM, steered by `VLLMSteering` with the vector, λ, d and positions of its model args."""
+class YapoSteeredVLLM(PromptRendering, VLLM):
+    """lm-eval's VLLM, steered by `VLLMSteering` with the vector, λ, d and positions of its model args, and
+    rendered as `yapo_steered` renders (the prompt's instruction, the chat template): `PromptRendering`."""
 
     def __init__(self, model: str = DEFAULT_MODEL, vector: str | None = None, train: str | None = None,
                  layer: int | None = None, sae: str | None = None, multiplier: float = 1.0, direction: int = 1,
@@ -70,8 +71,6 @@ class YapoSteeredVLLM(VLLM):
         if args.train:
             raise ValueError("train: not with the vLLM engine, which steers but does not train; train the vector "
                              "first (yapo_steered or yapo-bench) and pass vector=PATH")
-        if args.prompt:
-            raise ValueError("prompt: the prompting baseline is not yet on the vLLM engine; use yapo_steered")
         checkpoint, model_id = transformers_checkpoint(args.model)
         prepare_environment()
         caching = args.positions == "all" if prefix_caching is None else bool(prefix_caching)
@@ -95,20 +94,33 @@ class YapoSteeredVLLM(VLLM):
                              f"{stored.vector.layer}; a vector steers the layer it was made at (leave layer unset)")
         self.args = args
         self.stored: StoredVector | None = None
-        self.steer_with(stored, args.multiplier, args.direction, args.positions)
+        self.steer_with(stored, args.multiplier, args.direction, args.positions, args.prompt)
 
     @property
     def steering_vector(self) -> SteeringVector | None:
         return self.stored.vector if self.stored is not None else None
 
     def steer_with(self, stored: StoredVector | None, multiplier: float = 1.0, direction: int = 1,
-                   positions: str = "all") -> None:
-        """Steer later requests with `stored` (None: the base model) at λ, d and positions; the engine is kept."""
+                   positions: str = "all", prompt: str | None = None) -> None:
+        """Steer later requests with `stored` (None: the base model) at λ, d and positions, and state `prompt`'s
+        instruction in them (culture:<country> | behaviour:<name>, toward it for d = 1; None: none); the engine is
+        kept."""
+        args = replace(self.args, vector=str(stored.path) if stored else None, multiplier=float(multiplier),
+                       direction=int(direction), positions=positions, prompt=prompt)  # validated here
         self.engine.set(stored.vector if stored else None, multiplier, direction, positions,
                         sae=stored.sae if stored else None)
-        self.stored = stored
-        self.args = replace(self.args, vector=str(stored.path) if stored else None, multiplier=float(multiplier),
-                            direction=int(direction), positions=positions)
+        self.stored, self.args = stored, args
+        self.instruct(prompt, int(direction))
+
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
+        return super().loglikelihood(self._instructed(requests), disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list:
+        self._refuse_rolling_with_prompt()
+        return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list:
+        return super().generate_until(self._instructed(requests), disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False) -> list:
         """lm-eval's, with each request's continuation start given to the engine for prompt/response positions:
@@ -131,6 +143,7 @@ class YapoSteeredVLLM(VLLM):
         vector = self.steering_vector
         return {**asdict(self.args), "engine": "vllm", "vllm": engine_version(),
                 "vector_sha256": vector.metadata()["values_sha256"] if vector else None,
+                "instruction": self.instruction.record() if self.instruction else None,
                 "vector_method": vector.method if vector else None,
                 "layer": vector.layer if vector else self.args.layer,
                 "sae": sae_identity(self.stored.sae) if self.stored and self.stored.sae is not None else None}
@@ -142,6 +155,5 @@ class YapoSteeredVLLM(VLLM):
 
     def get_model_info(self) -> dict[str, Any]:
         """lm-eval copies this into the results' `config`: the report reads the steering from it."""
-        # prompts as plain text (chat templates are refused with this engine), the vector as yapo_steered records it
         return {"yapo_steering": self.steering_config(), "yapo_versions": versions(),
-                "yapo_rendering": {"chat_template_sha": None}, "yapo_vector": vector_summary(self.stored)}
+                "yapo_rendering": self.rendering_info(), "yapo_vector": vector_summary(self.stored)}

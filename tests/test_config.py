@@ -159,20 +159,26 @@ def test_engine_and_batch_size_are_checked_in_one_line_and_vllm_needs_its_venv(t
             tiny_run_config(tmp_path, engine="vllm")
 
 
-def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu(tmp_path: Path) -> None:
+def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu_where_it_generates(tmp_path: Path) -> None:
     """Every evaluation ran at 4 before `batch_size` was a setting: at 4 its inputs are what they were (no engine
-    key, batch_size 4), so existing outputs are found again; auto on the CPU is CPU_AUTO_BATCH_SIZE, a new input
-    (padding within a batch moves the last digits of log-likelihoods, so those evaluations run again)."""
+    key, batch_size 4), so existing outputs are found again. auto on the CPU scores at 4 too (a larger batch only
+    pads) and generates at CPU_AUTO_BATCH_SIZE, a new input (padding moves the last digits, so those evaluations
+    run again); an integer applies to every evaluation."""
     from yapo_bench.pipeline import make_plan
     from yapo_bench.pipeline.plan import CPU_AUTO_BATCH_SIZE, LEGACY_BATCH_SIZE
 
-    before = make_plan(tiny_run_config(tmp_path, batch_size=LEGACY_BATCH_SIZE))
-    auto = make_plan(tiny_run_config(tmp_path))
-    assert before["eval-base"].inputs["batch_size"] == 4 and "engine" not in before["eval-base"].inputs
-    assert auto["eval-base"].inputs["batch_size"] == CPU_AUTO_BATCH_SIZE
-    for step in before:
-        same = step.kind == "train"  # the batch is an input of evaluations only
-        assert (step.fingerprint == auto[step.key].fingerprint) == same, step.key
+    generating = {"families": ["mcq", "open"], "judge": {"url": "http://127.0.0.1:9/v1", "model": "judge"}}
+    for families in ({}, generating):  # an evaluation step holds every family of its unit: MCQ alone, or with open
+        before = make_plan(tiny_run_config(tmp_path, batch_size=LEGACY_BATCH_SIZE, **families))
+        auto = make_plan(tiny_run_config(tmp_path, **families))
+        sizes = {step.inputs["batch_size"] for step in auto if step.kind == "eval"}
+        assert sizes == ({CPU_AUTO_BATCH_SIZE} if families else {LEGACY_BATCH_SIZE}), (families, sizes)
+        for step in before:
+            assert "engine" not in step.inputs
+            # the evaluations that generate run again, and what reads them (judge steps); training never
+            assert (step.fingerprint == auto[step.key].fingerprint) == (step.kind == "train" or not families), step.key
+    assert {s.inputs["batch_size"] for s in make_plan(tiny_run_config(tmp_path, batch_size=8, **generating))
+            if s.kind == "eval"} == {8}
 
 
 def test_the_cost_plan_models_the_engine_and_the_batch() -> None:

@@ -307,8 +307,10 @@ def test_the_prompting_baseline_renders_and_scores_as_on_the_transformers_path(s
         ours_info, theirs_info = smollm2["vllm"].get_model_info(), hf.get_model_info()
         assert ours_info["yapo_rendering"] == theirs_info["yapo_rendering"]
         assert ours_info["yapo_steering"]["instruction"] == theirs_info["yapo_steering"]["instruction"] is not None
-    steer(smollm2["vllm"], {})  # the module's engine back to the base model, uninstructed
-    assert smollm2["vllm"].instruction is None and smollm2["vllm"].get_model_info()["yapo_steering"]["prompt"] is None
+    steer(smollm2["vllm"], {})  # the module's engine back to the base model, uninstructed and plain text again
+    info = smollm2["vllm"].get_model_info()
+    assert smollm2["vllm"].instruction is None and info["yapo_steering"]["prompt"] is None
+    assert info["yapo_rendering"]["chat_template_sha"] is None
 
 
 @pytest.mark.real

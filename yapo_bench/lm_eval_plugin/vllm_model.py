@@ -111,6 +111,7 @@ class YapoSteeredVLLM(PromptRendering, VLLM):
                         sae=stored.sae if stored else None)
         self.stored, self.args = stored, args
         self.instruct(prompt, int(direction))
+        self._chat_template = None  # recorded anew by the next evaluation's rendering (the engine outlives it)
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list:
         return super().loglikelihood(self._instructed(requests), disable_tqdm=disable_tqdm)

@@ -11,7 +11,7 @@ per decoded token (decoding is memory-bound). Devices turn that into seconds:
 
 Decoding, per engine (`engine` of the run config). A decoding step reads the weights once for the whole batch, so a
 token costs max(weight reads / batch, its FLOPs), and a step is a call (kernel launches on a GPU):
-- `hf` (transformers with hooks): the run's `batch_size`; `auto` is 32 on the CPU (plan.CPU_AUTO_BATCH_SIZE) and
+- `hf` (transformers with hooks): the run's `batch_size`; `auto` generates 32 at a time on the CPU (plan.eval_batch_size) and
   assumed 32 on a GPU (lm-eval's auto probes at the model's full length, so it lands well under its cap of 64 for
   long-context models).
 - `vllm`: continuous batching keeps up to 256 sequences decoding together on a GPU (vLLM's default max_num_seqs);
@@ -21,7 +21,7 @@ token costs max(weight reads / batch, its FLOPs), and a step is a call (kernel l
   hook-based frameworks, with CUDA graphs that hooks rule out, so 8x is kept below it. On the CPU, decoding is
   compute-bound already at 32, so
   vLLM is modelled as measured (FINDINGS 2026-12-03, SmolLM2 fp32): ~2x transformers' best batch (601-678 against
-  298-332 tokens/s at 64). Log-likelihood requests cost the same on both (prefill is compute-bound; vLLM's prefix
+  298-332 tokens/s at 64; P8 measured 2.78x, steered, on longer prompts). Log-likelihood requests cost the same on both (prefill is compute-bound; vLLM's prefix
   cache, which scores an MCQ's shared question once, is not counted).
 
 Data sizes come from the run's data where it can be read locally and from stated assumptions where it cannot (the

@@ -36,7 +36,9 @@ from yapo_bench.steering import VECTOR_FORMAT
 # 5 passes of 64 x 8192 tokens (~100 GB of fp32 logits for SmolLM2) to answer 64 whatever the memory. So on the CPU
 # auto is a fixed 32: transformers generates 3.7x faster at 32 than at 4 and 5.8x at 64 (FINDINGS 2026-12-03,
 # SmolLM2 fp32), and 32 keeps a batch's fp32 logits of 200-token prompts at 1.3 GB for SmolLM2 and 6.7 GB for a
-# 262k-token vocabulary (Gemma).
+# 262k-token vocabulary (Gemma). That is for generating: an evaluation that only scores (log-likelihoods) runs at
+# LEGACY_BATCH_SIZE on the CPU, where scoring is compute-bound and a larger batch only adds padding (P8: 3.61
+# requests/s at 4, 3.02 at 32, 2.70 at 64).
 CPU_AUTO_BATCH_SIZE = 32
 LEGACY_BATCH_SIZE = 4  # every evaluation ran at 4 before `batch_size` was a setting: its fingerprints hold at 4
 AUTO = "found by step layers"
@@ -181,15 +183,15 @@ def unit_tasks(config: RunConfig, unit: Unit) -> list[TaskId]:
     return tasks
 
 
-def eval_batch_size(config: RunConfig) -> int | str:
+def eval_batch_size(config: RunConfig, generates: bool) -> int | str:
     """The batch an evaluation runs with: the config's integer; for `auto`, on vLLM lm-eval's "auto" (every request
-    at once: the engine's continuous batching fills the device itself), on transformers lm-eval's own auto on a GPU
-    and CPU_AUTO_BATCH_SIZE on the CPU (why: above)."""
+    at once: the engine's continuous batching fills the device itself), on transformers lm-eval's own auto on a GPU,
+    and on the CPU CPU_AUTO_BATCH_SIZE for an evaluation that `generates`, else LEGACY_BATCH_SIZE (why: above)."""
     if config.batch_size != "auto":
         return int(config.batch_size)
     if config.engine == "vllm" or config.placement().device != "cpu":
         return "auto"
-    return CPU_AUTO_BATCH_SIZE
+    return CPU_AUTO_BATCH_SIZE if generates else LEGACY_BATCH_SIZE
 
 
 def engine_identity(config: RunConfig) -> dict[str, Any] | None:
@@ -274,8 +276,9 @@ class _Inputs:
         that unit (its rendered text, so that an edited template reruns exactly the prompted evaluations)."""
         config = self.config
         families = {get_family(task.family) for task in tasks}
+        generates = any(f.output == "generate" for f in families)
         inputs: dict[str, Any] = {**self.common, "tasks": [task.name for task in tasks], "limit": limit,
-                                  "batch_size": eval_batch_size(config)}
+                                  "batch_size": eval_batch_size(config, generates)}
         if (engine := engine_identity(config)) is not None:  # absent on transformers: its fingerprints hold
             inputs["engine"] = engine
         data: dict[str, Any] = {}
@@ -291,7 +294,7 @@ class _Inputs:
             inputs["mmlu_limit"] = config.mmlu_limit
             if config.num_fewshot:  # absent when 0: evaluations made before the setting existed were 0-shot
                 inputs["num_fewshot"] = config.num_fewshot
-        if any(f.output == "generate" for f in families):
+        if generates:
             inputs["max_gen_toks"] = config.max_gen_toks
         inputs["data"] = data
         if multiplier is not None:

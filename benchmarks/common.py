@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -18,7 +19,7 @@ import torch
 from yapo_bench.atomic import atomic_file
 from yapo_bench.data import load_pairs
 from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
-from yapo_bench.models import DEFAULT_MODEL, get_preset, load_model
+from yapo_bench.models import DEFAULT_MODEL, PRESETS, get_preset, load_model
 from yapo_bench.pairs import PairSet
 from yapo_bench.sae import load_sae
 
@@ -30,19 +31,30 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     benchmark on both presets on CUDA into reports/bench/gpu/."""
     from yapo_bench.devices import add_placement_arguments
 
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="preset with a shipped SAE (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="preset, GGUF file, local dir or hub id (default: %(default)s)")
+    parser.add_argument("--sae", default=None, help="SAE: shipped name, local dir or <release>/<sae_id> (default: the "
+                        "preset's; required for other models)")
+    parser.add_argument("--layer", type=int, default=None, help="layer steered (default: the preset's; required for "
+                        "other models)")
     add_placement_arguments(parser)
     parser.add_argument("--report-dir", type=Path, default=REPORT_DIR, help="where the JSON goes (default: %(default)s)")
 
 
 def default_model_and_sae(args: argparse.Namespace | None = None) -> tuple[Any, torch.nn.Module, int]:
-    """The preset model (--model) where --device/--dtype say, its shipped SAE on the same device, and its layer."""
+    """The model (--model) where --device/--dtype say, its SAE (--sae, else the preset's) on the same device, and
+    the layer (--layer, else the preset's)."""
     from yapo_bench.devices import placement_of, resolve_placement
 
     name = args.model if args is not None else DEFAULT_MODEL
+    sae = getattr(args, "sae", None) or name
+    layer = getattr(args, "layer", None)
+    if name not in PRESETS and (sae == name or layer is None):
+        raise SystemExit(f"--model {name!r} is not a preset: give --sae and --layer too")
     placement = placement_of(args) if args is not None else resolve_placement("cpu", "float32")
     loaded = load_model(name, dtype=placement.torch_dtype, device=placement.device)
-    return loaded, load_sae(name, device=placement.device), get_preset(name).default_layer
+    layer = get_preset(name).default_layer if layer is None else layer
+    return loaded, load_sae(sae, device=placement.device), layer
 
 
 def synchronize(device: Any) -> None:
@@ -93,8 +105,10 @@ def write_report(name: str, result: dict[str, Any], args: argparse.Namespace | N
     directory = args.report_dir if args is not None else REPORT_DIR
     model = args.model if args is not None else DEFAULT_MODEL
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / (f"{name}.json" if model == DEFAULT_MODEL else f"{name}-{model}.json")
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", model).strip("-")  # a hub id's "/" must not make a folder
+    path = directory / (f"{name}.json" if model == DEFAULT_MODEL else f"{name}-{slug}.json")
     placement = {"model": model, "device": getattr(args, "device", "cpu"), "dtype": getattr(args, "dtype", "float32")}
+    placement.update({key: getattr(args, key) for key in ("sae", "layer") if getattr(args, key, None) is not None})
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps({**result, **placement, "machine": machine(), "date": time.strftime("%Y-%m-%d")},
                                   indent=2) + "\n")

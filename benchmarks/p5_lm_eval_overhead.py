@@ -24,8 +24,8 @@ def main() -> None:
     add_common_arguments(parser)
     args = parser.parse_args()
     register()
-    steered = YapoSteeredLM(model=args.model, multiplier=0, batch_size=args.batch_size, device=args.device,
-                            dtype=args.dtype)
+    steered = YapoSteeredLM(model=args.model, layer=args.layer, multiplier=0, batch_size=args.batch_size,
+                            device=args.device, dtype=args.dtype)
     plain = HFLM(pretrained=steered.loaded.model, tokenizer=steered.loaded.tokenizer, batch_size=args.batch_size)
     manager = TaskManager()
     timings: dict[str, list[float]] = {"hf": [], "yapo_steered": []}

@@ -21,7 +21,8 @@ so that with HF_HOME=hf_home and HF_HUB_OFFLINE=1 the real loaders resolve the r
   mode `load_dataset(hub_id)` raises before any hub-cache lookup and falls back to that prepared cache.
 
 Repo ids and SAE paths come from sae-lens' shipped registry, not from memory. Run by hand with
-`python tests/hub_rehearsal.py HF_HOME`.
+`python tests/hub_rehearsal.py HF_HOME [--full-size]`; --full-size gives gemma-2-2b-it its real shapes (26 layers,
+vocabulary 256,000, 2.6B random bf16 weights), which `make gpu-check` times on a GPU.
 """
 
 from __future__ import annotations
@@ -272,21 +273,31 @@ def _token_ids(tokenizer: object) -> dict[str, object]:
             "chat_eos": [ids["eos"], ids["end_of_turn"]]}  # -it generation configs stop on either
 
 
-def gemma2_model(tokenizer: object, hidden_size: int) -> torch.nn.Module:
-    """Gemma-2's architecture at toy depth/width except d_model, which Gemma Scope's loader fixes at 2304."""
+# gemma-2-2b-it's own shapes (its config.json), for timing the paper's model where its weights cannot be had
+GEMMA2_2B_SHAPES = {"vocab_size": 256000, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8,
+                    "num_key_value_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096}
+
+
+def gemma2_model(tokenizer: object, hidden_size: int, full_size: bool = False) -> torch.nn.Module:
+    """Gemma-2's architecture at toy depth/width except d_model, which Gemma Scope's loader fixes at 2304; with
+    `full_size`, at gemma-2-2b's real shapes (random bf16 weights, built on the GPU where there is one)."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     ids = _token_ids(tokenizer)
     chat_eos = ids.pop("chat_eos")
     torch.manual_seed(SEED)
+    shapes = {"vocab_size": len(tokenizer), "intermediate_size": 64, "num_hidden_layers": 16, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 32}
     config = Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=16,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192, sliding_window=32,
-        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, **ids,
+        hidden_size=hidden_size, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        **(GEMMA2_2B_SHAPES if full_size else shapes), **ids,
     )
-    model = Gemma2ForCausalLM(config).eval()
+    if full_size:  # 2.6B parameters: initialised where it is fast, kept in the dtype the GPU runs
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = Gemma2ForCausalLM(config).to(torch.bfloat16).eval()
+    else:
+        model = Gemma2ForCausalLM(config).eval()
     model.generation_config.eos_token_id = chat_eos
     return model
 
@@ -442,8 +453,9 @@ def offline_env(hf_home: Path) -> dict[str, str]:
             "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def build_hub_cache(hf_home: Path) -> dict:
-    """Fill `hf_home` (the future HF_HOME) with the stand-ins; returns what was written where."""
+def build_hub_cache(hf_home: Path, full_size: bool = False) -> dict:
+    """Fill `hf_home` (the future HF_HOME) with the stand-ins; returns what was written where. `full_size` builds
+    gemma-2-2b-it at its real shapes (for `make gpu-check` on a machine that cannot receive the presets)."""
     from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
 
     hf_home = Path(hf_home)
@@ -459,7 +471,7 @@ def build_hub_cache(hf_home: Path) -> dict:
     expected = get_gemma_2_config_from_hf(repo_id, folder, device="cpu")
     d_in, d_sae = expected["d_in"], expected["d_sae"]
 
-    _save_model(gemma2_model(tokenizer, d_in), tokenizer, GEMMA2_CHAT_TEMPLATE, staging / "gemma2")
+    _save_model(gemma2_model(tokenizer, d_in, full_size), tokenizer, GEMMA2_CHAT_TEMPLATE, staging / "gemma2")
     written["models"][GEMMA2_ID] = write_repo(hub, "model", GEMMA2_ID, staging / "gemma2")
     gemma3 = gemma3_model(tokenizer)
     _save_model(gemma3, tokenizer, GEMMA3_CHAT_TEMPLATE, staging / "gemma3")
@@ -513,10 +525,12 @@ def build_preset_sae_cache(hf_home: Path, spec: tuple[str, str], d_in: int, mode
 
 
 def main(argv: list[str]) -> int:
+    full_size = "--full-size" in argv
+    argv = [arg for arg in argv if arg != "--full-size"]
     if len(argv) != 1:
-        print("usage: python tests/hub_rehearsal.py HF_HOME", file=sys.stderr)
+        print("usage: python tests/hub_rehearsal.py HF_HOME [--full-size]", file=sys.stderr)
         return 2
-    written = build_hub_cache(Path(argv[0]))
+    written = build_hub_cache(Path(argv[0]), full_size)
     print(json.dumps({k: v for k, v in written.items()}, indent=1, default=str))
     env = " ".join(f"{k}={v}" for k, v in written["env"].items())
     print(f"\n# use it with:\nexport {env}", file=sys.stderr)

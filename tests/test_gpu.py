@@ -13,6 +13,7 @@ from yapo_bench.internals import continuation_layer_outputs, layer_output
 from yapo_bench.methods.preference import PreferenceSpec, train_preference_vector
 from yapo_bench.models import LoadedModel
 from yapo_bench.pairs import PairSet, PreferencePair
+from yapo_bench.sae import sae_hash
 from yapo_bench.steering import SteeringVector, steer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -35,7 +36,7 @@ def test_steering_on_cuda_bf16_matches_the_cpu(make, space: str) -> None:
     with torch.no_grad(), steer(cpu, vector, multiplier=2.0, sae=sae):
         expected = cpu(ids).logits
     gpu, gpu_sae = make().to("cuda", torch.bfloat16), random_sae().cuda()
-    gpu_sae._yapo_sae_hash = sae._yapo_sae_hash  # the same weights, hashed on the CPU
+    gpu_sae._yapo_sae_hash = sae_hash(sae)  # the same weights, hashed on the CPU
     with torch.no_grad():
         clean = gpu(ids.cuda()).logits
         with steer(gpu, vector, multiplier=0.0, sae=gpu_sae):
@@ -79,7 +80,7 @@ def test_continuations_and_preference_training_on_cuda() -> None:
     sae = random_sae()
     cpu = train_preference_vector(LoadedModel(tiny_llama(), tiny_tokenizer(), "tiny"), pairs, spec, sae, "yapo")
     gpu_sae = random_sae().cuda()
-    gpu_sae._yapo_sae_hash = sae._yapo_sae_hash
+    gpu_sae._yapo_sae_hash = sae_hash(sae)
     gpu = train_preference_vector(LoadedModel(tiny_llama().cuda(), tiny_tokenizer(), "tiny"), pairs, spec, gpu_sae,
                                   "yapo")
     assert gpu.values.device.type == "cpu" and gpu.provenance["device"].startswith("cuda")

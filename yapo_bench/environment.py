@@ -21,6 +21,10 @@ def versions() -> dict[str, str | None]:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found[package] = None
+    # torch's own build label (+cu130, +cpu) says which kernels ran; some images' package metadata lacks it
+    import torch
+
+    found["torch"] = torch.__version__
     found["git_commit"] = _git_commit(Path(__file__).resolve().parents[1])
     return found
 

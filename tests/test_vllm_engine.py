@@ -16,13 +16,14 @@ the log-likelihoods or the generations, so equality is not that of two unsteered
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from yapo_bench.engines.vllm_engine import vllm_missing
+from yapo_bench.engines.vllm_engine import Steering, vllm_missing
 
 MISSING = vllm_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"the vLLM engine's tests need vLLM: {MISSING}")
@@ -320,6 +321,170 @@ def test_positions_other_than_all_are_refused_where_prefix_caching_is_on(smollm2
     assert smollm2["vllm"].engine.prefix_caching
     with pytest.raises(SteeringError, match="^positions: 'generated' needs an engine built with prefix caching off"):
         smollm2["vllm"].steer_with(smollm2["dense"], 1.0, 1, "generated")
+
+
+# ----------------------------------------------------------------------------------------------------
+# generate_many: several steerings in one engine pass, each request with its own, against each steering set alone
+
+
+def as_steering(condition: dict) -> Steering:
+    stored = condition.get("stored")
+    return Steering(stored.vector if stored else None, condition.get("multiplier", 1.0), condition.get("direction", 1),
+                    condition.get("positions", "all"), stored.sae if stored else None)
+
+
+def one_at_a_time(vllm_lm, conditions: dict[str, dict], prompts: list, params) -> dict[str, list]:
+    """The reference: each condition set on the engine (`set`, through steer_with), then one generate call."""
+    outputs = {}
+    for name, condition in conditions.items():
+        steer(vllm_lm, condition)
+        outputs[name] = vllm_lm.model.generate(prompts, params, use_tqdm=False)
+    return outputs
+
+
+def token_logprobs(output) -> list[float]:
+    """The log-probabilities of a RequestOutput's prompt tokens (when asked for) and generated tokens."""
+    prompt = [] if output.prompt_logprobs is None else [
+        entry[token].logprob for token, entry in zip(output.prompt_token_ids[1:], output.prompt_logprobs[1:],
+                                                     strict=True)]
+    generated = output.outputs[0]
+    return prompt + [entry[token].logprob for token, entry in zip(generated.token_ids, generated.logprobs, strict=True)]
+
+
+def assert_same_outputs(ours: list, theirs: list, name: str) -> None:
+    """vLLM outputs of the same prompts under the same steering: prompt log-probabilities within TOLERANCE, and the
+    same greedy tokens with theirs within TOLERANCE, or apart only after a step where the reference's two candidates
+    (its choice and ours) are within NEAR_TIE nats (vLLM's top-2 log-probabilities; logged)."""
+    for a, b in zip(ours, theirs, strict=True):
+        x, y = list(a.outputs[0].token_ids), list(b.outputs[0].token_ids)
+        step = next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), None)
+        if step is None:
+            assert x == y, f"{name}: one generation stops early"
+            delta = max(abs(u - v) for u, v in zip(token_logprobs(a), token_logprobs(b), strict=True))
+            assert delta <= TOLERANCE, f"{name}: log-probabilities differ by {delta:.2e}"
+            continue
+        candidates = b.outputs[0].logprobs[step]
+        assert x[step] in candidates, f"{name}: generations part at step {step} on a token outside the top 2"
+        gap = candidates[y[step]].logprob - candidates[x[step]].logprob
+        log.warning("%s: generations part at step %d, a gap of %.2e nats", name, step, gap)
+        assert gap < NEAR_TIE, f"{name}: generations differ at step {step} where the tokens are {gap:.2e} nats apart"
+
+
+def moved(ours: list, theirs: list) -> bool:
+    """Whether two runs' outputs differ beyond rounding: other tokens, or log-probabilities over TOLERANCE apart."""
+    return any(list(a.outputs[0].token_ids) != list(b.outputs[0].token_ids)
+               or max(abs(u - v) for u, v in zip(token_logprobs(a), token_logprobs(b), strict=True)) > TOLERANCE
+               for a, b in zip(ours, theirs, strict=True))
+
+
+def test_generate_many_runs_a_sweep_of_steerings_at_two_layers_as_each_alone(tiny: dict) -> None:
+    """A λ sweep (0, 1, 4) of the dense vector at layer 1, its direction -1, the sparse vector at layer 2, the base
+    model and prompt/generated positions, all in one engine pass: each batch's outputs are those of its steering set
+    alone; and the steering that `set` installed before is in effect again after."""
+    from vllm import SamplingParams, TokensPrompt
+
+    dense, sparse = tiny["dense"], tiny["sparse"]
+    conditions = {"base": {}, "dense, λ 0": {"stored": dense, "multiplier": 0.0},
+                  "dense, λ 1": {"stored": dense, "multiplier": 1.0},
+                  "dense, λ 4": {"stored": dense, "multiplier": 4.0},
+                  "dense, λ 4, direction -1": {"stored": dense, "multiplier": 4.0, "direction": -1},
+                  "sparse, λ 3": {"stored": sparse, "multiplier": 3.0},
+                  "dense, λ 4, prompt": {"stored": dense, "multiplier": 4.0, "positions": "prompt"},
+                  "sparse, λ 3, generated": {"stored": sparse, "multiplier": 3.0, "positions": "generated"}}
+    tokenizer = tiny["loaded"].tokenizer
+    prompts = [TokensPrompt(prompt_token_ids=tokenizer(c)["input_ids"]) for c in tiny_words(5, 4, 6)]
+    params = SamplingParams(temperature=0, max_tokens=8, logprobs=2, prompt_logprobs=0)
+    default = {"stored": dense, "multiplier": 2.0}
+    steer(tiny["vllm"], default)
+    before = tiny["vllm"].model.generate(prompts, params, use_tqdm=False)
+    many = tiny["vllm"].engine.generate_many([(as_steering(c), prompts, params) for c in conditions.values()])
+    after = tiny["vllm"].model.generate(prompts, params, use_tqdm=False)
+    assert_same_outputs(after, before, "set's steering after generate_many")
+    alone = one_at_a_time(tiny["vllm"], conditions, prompts, params)
+    for name, outputs in zip(conditions, many, strict=True):
+        assert_same_outputs(outputs, alone[name], name)
+    # the steerings act, each its own way: only λ 0 is the base model
+    results = dict(zip(conditions, many, strict=True))
+    assert_same_outputs(results.pop("dense, λ 0"), results["base"], "λ 0 against the base model")
+    for (one, a), (other, b) in itertools.combinations(results.items(), 2):
+        assert moved(a, b), (one, other)
+    steer(tiny["vllm"], {})
+
+
+def test_generate_many_refuses_in_one_line_and_leaves_set_s_steering_in_effect(tiny: dict) -> None:
+    from vllm import SamplingParams, TokensPrompt
+
+    from yapo_bench.steering import SteeringError
+
+    tokenizer = tiny["loaded"].tokenizer
+    prompts = [TokensPrompt(prompt_token_ids=tokenizer(c)["input_ids"]) for c in tiny_words(7, 2, 5)]
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=2)
+    steer(tiny["vllm"], {"stored": tiny["dense"], "multiplier": 2.0})
+    engine, llm = tiny["vllm"].engine, tiny["vllm"].model
+    before = llm.generate(prompts, params, use_tqdm=False)
+    dense = tiny["dense"].vector
+    refusals = {
+        "^generate_many: no batches; expected": [],
+        "^generate_many: batch 0 is not a \\(Steering, prompts, SamplingParams\\) triple \\(its first item: dict\\)$":
+            [({"vector": dense}, prompts, params)],
+        "^generate_many: batch 1 has no prompts": [(Steering(None), prompts, params), (Steering(dense), [], params)],
+        "^generate_many: batch 0: expected one SamplingParams with n=1 \\(one request per prompt\\), got n=2$":
+            [(Steering(dense), prompts, SamplingParams(temperature=1, max_tokens=6, n=2))],
+        "^generate_many: batch 1: positions: 'middle'; expected one of ":
+            [(Steering(None), prompts, params), (Steering(dense, positions="middle"), prompts, params)],
+        "^generate_many: batch 0: multiplier: nan; expected a finite number >= 0$":
+            [(Steering(dense, float("nan")), prompts, params)],
+    }
+    for match, batches in refusals.items():
+        with pytest.raises(SteeringError, match=match) as refused:
+            engine.generate_many(batches)
+        assert "\n" not in str(refused.value)
+    llm.enqueue(prompts, params, use_tqdm=False)  # requests of set's steering, not yet run
+    with pytest.raises(SteeringError, match="^generate_many: the engine has requests running; wait for them first$"):
+        engine.generate_many([(Steering(dense, 4.0), prompts, params)])
+    assert len(llm.wait_for_completion(use_tqdm=False)) == len(prompts)
+    # vLLM refuses batch 1's prompt (longer than the engine's 256 tokens) after batch 0 was queued: batch 0 is aborted
+    too_long = TokensPrompt(prompt_token_ids=[5] * 300)
+    with pytest.raises(Exception, match="maximum (context|model) length"):  # vLLM's own error and wording
+        engine.generate_many([(Steering(dense, 4.0), prompts, params), (Steering(None), [too_long], params)])
+    assert not llm.llm_engine.has_unfinished_requests() and not engine._by_request
+    assert_same_outputs(llm.generate(prompts, params, use_tqdm=False), before, "set's steering after a refusal")
+    steer(tiny["vllm"], {})
+    base = llm.generate(prompts, params, use_tqdm=False)
+    assert [token_logprobs(o) for o in base] != [token_logprobs(o) for o in before]  # set's steering acts
+
+
+@pytest.mark.real
+def test_generate_many_keeps_steerings_apart_in_the_prefix_cache(smollm2: dict) -> None:
+    """Chat prompts whose shared system turn spans a full KV block, under four steerings in one pass, on an engine
+    with prefix caching, then again in the other order: without a cache salt per steering and call, a request would
+    reuse the KV blocks of an earlier one (vLLM finds blocks cached earlier in the same step), computed under another
+    steering, and differ from its steering alone."""
+    from vllm import SamplingParams, TokensPrompt
+
+    engine = smollm2["vllm"].engine
+    block = engine.llm.llm_engine.vllm_config.cache_config.block_size  # 128 on the CPU
+    system = " ".join(OPEN) * (block // 30)  # a shared system turn of more than one block
+    chats = [[{"role": "system", "content": system}, {"role": "user", "content": text}] for text in OPEN[:3]]
+    tokenizer = smollm2["loaded"].tokenizer
+    prompts = [TokensPrompt(prompt_token_ids=list(tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, return_dict=True)["input_ids"])) for chat in chats]
+    conditions = {"base": {}, "dense": {"stored": smollm2["dense"], "multiplier": 4.0},
+                  "sparse": {"stored": smollm2["sparse"], "multiplier": 2.0},
+                  "dense, direction -1": {"stored": smollm2["dense"], "multiplier": 4.0, "direction": -1}}
+    params = SamplingParams(temperature=0, max_tokens=8, logprobs=2)
+    steer(smollm2["vllm"], conditions["dense"])
+    smollm2["vllm"].model.generate(prompts, params, use_tqdm=False)  # set's steering's blocks, unsalted, cached
+    batches = [(as_steering(c), prompts, params) for c in conditions.values()]
+    many = engine.generate_many(batches)
+    again = engine.generate_many(batches[::-1])[::-1]  # each steering where another was: blocks of the first call stay
+    alone = one_at_a_time(smollm2["vllm"], conditions, prompts, params)
+    assert all(o.num_cached_tokens >= block for o in alone["base"][1:])  # the cache is at work
+    for name, outputs, repeated in zip(conditions, many, again, strict=True):
+        assert_same_outputs(outputs, alone[name], name)
+        assert_same_outputs(repeated, alone[name], f"{name}, a second call")
+        assert name == "base" or moved(outputs, many[0]), name
+    steer(smollm2["vllm"], {})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_run_config
 
 from yapo_bench.pipeline import RunConfig
@@ -168,9 +169,10 @@ def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu_wh
     from yapo_bench.pipeline.plan import CPU_AUTO_BATCH_SIZE, LEGACY_BATCH_SIZE
 
     generating = {"families": ["mcq", "open"], "judge": {"url": "http://127.0.0.1:9/v1", "model": "judge"}}
+    cpu = {"device": "cpu"}  # what auto resolves to without a GPU; on a GPU auto means lm-eval's own (below)
     for families in ({}, generating):  # an evaluation step holds every family of its unit: MCQ alone, or with open
-        before = make_plan(tiny_run_config(tmp_path, batch_size=LEGACY_BATCH_SIZE, **families))
-        auto = make_plan(tiny_run_config(tmp_path, **families))
+        before = make_plan(tiny_run_config(tmp_path, batch_size=LEGACY_BATCH_SIZE, **cpu, **families))
+        auto = make_plan(tiny_run_config(tmp_path, **cpu, **families))
         sizes = {step.inputs["batch_size"] for step in auto if step.kind == "eval"}
         assert sizes == ({CPU_AUTO_BATCH_SIZE} if families else {LEGACY_BATCH_SIZE}), (families, sizes)
         for step in before:
@@ -179,6 +181,9 @@ def test_batch_size_4_keeps_the_fingerprints_of_before_and_auto_fills_the_cpu_wh
             assert (step.fingerprint == auto[step.key].fingerprint) == (step.kind == "train" or not families), step.key
     assert {s.inputs["batch_size"] for s in make_plan(tiny_run_config(tmp_path, batch_size=8, **generating))
             if s.kind == "eval"} == {8}
+    if torch.cuda.is_available():  # device auto is the GPU here: lm-eval's auto batch for every evaluation
+        assert {s.inputs["batch_size"] for s in make_plan(tiny_run_config(tmp_path, **generating))
+                if s.kind == "eval"} == {"auto"}
 
 
 def test_the_cost_plan_models_the_engine_and_the_batch() -> None:

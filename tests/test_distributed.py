@@ -51,9 +51,10 @@ def _train(out: Path, stop_and_resume: bool) -> dict[str, torch.Tensor]:
 
 
 def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
-    """`accelerate launch` with 2 processes on this machine. `--multi_gpu` is the launcher that starts several
-    local processes (torchrun); on a machine without CUDA they run on the CPU (`--cpu` starts one process
-    unless given an MPI hostfile)."""
+    """`accelerate launch` with 2 processes on this machine's CPU. `--multi_gpu` is the launcher that starts
+    several local processes (torchrun); with CUDA hidden they run on the CPU over gloo (`--cpu` starts one process
+    unless given an MPI hostfile). Hidden on a GPU machine too: with one GPU both ranks would share it (NCCL
+    refuses that), and the comparisons below are with one process on the CPU in fp32."""
     with socket.socket() as probe:  # a free port, so parallel runs do not collide on accelerate's default
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -61,7 +62,7 @@ def _accelerate_launch(*args: str) -> subprocess.CompletedProcess:
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(port), *args]
     launched = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert launched.returncode == 0, launched.stderr[-3000:]
     return launched
 
@@ -118,7 +119,8 @@ def test_lm_eval_splits_requests_between_ranks(model_dir: Path, tmp_path: Path, 
     assert "culture_mcq_usa_both on rank 1" in launched.stderr  # rank 1 built its own share of requests
     (trained,) = (tmp_path / "cache" / "vectors").iterdir()  # trained once, by rank 0
     assert SteeringVector.load(trained).norm > 0
-    assert main(["eval", *args, "--output_path", str(tmp_path / "one")]) == 0  # reuses that vector
+    # reuses that vector; on the CPU as the ranks were (auto would be bf16 on a GPU)
+    assert main(["eval", *args, "--device", "cpu", "--output_path", str(tmp_path / "one")]) == 0
 
     def outputs(root: Path) -> tuple[dict, list[dict]]:
         (results,) = root.rglob("results_*.json")  # exactly one results file: rank 0 alone writes

@@ -105,7 +105,8 @@ def test_a_report_says_when_its_steps_were_made_by_different_versions(tmp_path: 
 
 
 def test_a_bf16_run_on_the_cpu_trains_evaluates_and_records_its_precision(tmp_path: Path) -> None:
-    config = tiny_run_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, dtype="bfloat16")
+    config = tiny_run_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, device="cpu",
+                             dtype="bfloat16")
     run(config, progress=False)
     out = Path(config.out)
     assert json.loads((out / "plan.json").read_text())["placement"] == {"device": "cpu", "dtype": "bfloat16"}
@@ -120,7 +121,8 @@ def test_a_bf16_run_on_the_cpu_trains_evaluates_and_records_its_precision(tmp_pa
     assert (out / "index.html").is_file()
     # another precision is another set of steps: everything is made again, beside the bf16 outputs, and the report
     # reads the float32 ones only
-    in_fp32 = tiny_run_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, dtype="float32")
+    in_fp32 = tiny_run_config(tmp_path, methods=["base", "bipo"], multipliers={"bipo": [1.0]}, device="cpu",
+                              dtype="float32")
     assert len(run(in_fp32, progress=False)) == 4
     assert SteeringVector.load(_record(out, "train-bipo-culture-egypt")["result"]["vector"]).provenance != \
         vector.provenance

@@ -32,13 +32,15 @@ def _loglikelihoods(lm) -> list[float]:
 
 
 def test_unsteered_equals_hf_and_steering_changes_scores(model_dir: Path, tmp_path: Path) -> None:
-    reference = _loglikelihoods(HFLM(pretrained=str(model_dir), device="cpu", batch_size=2))
-    assert _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2)) == pytest.approx(reference, abs=1e-5)
+    cpu = {"device": "cpu", "dtype": "float32"}  # both sides in one placement (auto is bf16 on a GPU)
+    reference = _loglikelihoods(HFLM(pretrained=str(model_dir), batch_size=2, **cpu))
+    assert _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2, **cpu)) == pytest.approx(reference,
+                                                                                                       abs=1e-5)
     torch.manual_seed(0)
     SteeringVector.dense(torch.randn(HIDDEN), layer=1).save(tmp_path / "v")
-    zero = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=0, batch_size=2)
+    zero = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=0, batch_size=2, **cpu)
     assert _loglikelihoods(zero) == pytest.approx(reference, abs=1e-5)
-    steered = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=2.0, batch_size=2)
+    steered = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=2.0, batch_size=2, **cpu)
     scores = _loglikelihoods(steered)
     assert max(abs(a - b) for a, b in zip(scores, reference)) > 1e-2
     layers = steered.loaded.model.model.layers
@@ -134,7 +136,7 @@ def _manual_loglikelihood(lm: YapoSteeredLM, context: str, continuation: str, **
     from yapo_bench.steering import steer
 
     context_enc, continuation_enc = lm._encode_pair(context, continuation)
-    ids = torch.tensor([context_enc + continuation_enc])
+    ids = torch.tensor([context_enc + continuation_enc], device=lm.device)
     with torch.no_grad(), steer(lm.loaded.model, **steering):
         logprobs = lm.loaded.model(ids[:, :-1]).logits.log_softmax(-1)[0]
     targets = ids[0, len(context_enc):]
@@ -148,12 +150,13 @@ def test_loglikelihood_steers_exactly_the_requested_positions(model_dir: Path, t
     torch.manual_seed(0)
     vector = SteeringVector.dense(torch.randn(HIDDEN) * 3, layer=1)
     vector.save(tmp_path / "v")
+    cpu = {"device": "cpu", "dtype": "float32"}  # fp32: the 1e-4 match to a plain forward is not a bf16 one
     lm = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=1.0, positions=positions,
-                       batch_size=2)
+                       batch_size=2, **cpu)
     scores = _loglikelihoods(lm)
-    base = _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2))
+    base = _loglikelihoods(YapoSteeredLM(model=str(model_dir), batch_size=2, **cpu))
     every = _loglikelihoods(YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), multiplier=1.0,
-                                          batch_size=2))
+                                          batch_size=2, **cpu))
     for (context, continuation), score, plain, everywhere in zip(REQUESTS, scores, base, every):
         context_enc, continuation_enc = lm._encode_pair(context, continuation)
         expected = _manual_loglikelihood(lm, context, continuation, vector=vector, multiplier=1.0,
@@ -175,3 +178,25 @@ def test_a_layer_other_than_the_vectors_is_refused(model_dir: Path, tmp_path: Pa
         YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"), layer=-1)
     lm = YapoSteeredLM(model=str(model_dir), vector=str(tmp_path / "v"))  # recorded: the layer that ran
     assert lm.get_model_info()["yapo_steering"]["layer"] == 1
+
+
+def test_a_rank_that_accelerate_puts_on_cuda_0_loads_there(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more ranks than GPUs accelerate puts rank 1 on cuda:0 too (local rank % GPUs); that device is the
+    rank's, not lm-eval's default --device cuda:0, which auto would have turned into cuda:<LOCAL_RANK> (cuda:1:
+    "invalid device ordinal" on a one-GPU machine). No GPU needed: the load is stopped where it is placed."""
+    from types import SimpleNamespace
+
+    import yapo_bench.lm_eval_plugin.model as plugin
+
+    class Placed(Exception):
+        pass
+
+    def placed(device, dtype):
+        raise Placed(device)
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(plugin, "_data_parallel_accelerator", lambda: SimpleNamespace(device=torch.device("cuda:0")))
+    monkeypatch.setattr(plugin, "resolve_placement", placed)
+    with pytest.raises(Placed) as raised:
+        YapoSteeredLM(model=str(model_dir), device=plugin.LM_EVAL_DEFAULT_DEVICE)  # what lm-eval passes unasked
+    assert raised.value.args == ("cuda:0",)

@@ -181,7 +181,9 @@ def test_summary_mcq_matches_table1_both_column() -> None:
     merged = pd.Series({(r.country, r.method): r.value for r in s.itertuples()})
     assert len(merged) == 12
     for key, value in merged.items():
-        assert both[key] == pytest.approx(value)
+        # `.loc[[key]].item()`: one row, a scalar, on any pandas >= 2.0 (the index repeats "Average" per language,
+        # and `both[key]` on such a non-unique index is a one-row Series on pandas 2.x, a scalar on 3.x)
+        assert both.loc[[key]].item() == pytest.approx(value)
 
 
 def test_summary_gap_column_is_loc_minus_nonloc() -> None:

@@ -131,11 +131,13 @@ class YapoSteeredLM(PromptRendering, HFLM):
         args = SteeredModelArgs(model=pretrained or model, vector=vector, train=train, method=method, layer=layer,
                                 sae=sae, multiplier=multiplier, direction=direction, positions=positions,
                                 steps=steps, lr=lr, seed=seed, data_dir=data_dir, prompt=prompt)
-        accelerator = _data_parallel_accelerator()
-        if accelerator is not None:
-            device = str(accelerator.device)  # this rank's device (cuda:<local rank>, or the CPU)
         if device == LM_EVAL_DEFAULT_DEVICE and not _named_on_command_line("--device"):
             device = None  # lm-eval's own default, not the user's choice: auto
+        accelerator = _data_parallel_accelerator()
+        if accelerator is not None:
+            # this rank's device (cuda:<local rank % GPUs>, or the CPU), after the default check above: a rank that
+            # accelerate puts on cuda:0 is not lm-eval's default, which auto would turn into cuda:<LOCAL_RANK>
+            device = str(accelerator.device)
         if loaded is None:
             placement = resolve_placement(device, dtype)
             loaded = load_model(args.model, dtype=placement.torch_dtype, device=placement.device)

@@ -27,8 +27,8 @@ REPORT_DIR = Path(__file__).resolve().parents[1] / "reports" / "bench"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model (a preset with a shipped SAE), --device, --dtype and --report-dir: the GPU check runs each
-    benchmark on both presets on CUDA into reports/bench/gpu/."""
+    """--model (a preset, or any model source with --sae and --layer), --device, --dtype and --report-dir: the GPU
+    check runs each benchmark on both presets (or the paper's model, GPU_CHECK_HUB) on CUDA into reports/bench/gpu/."""
     from yapo_bench.devices import add_placement_arguments
 
     parser.add_argument("--model", default=DEFAULT_MODEL,

@@ -182,7 +182,8 @@ def test_summary_mcq_matches_table1_both_column() -> None:
     assert len(merged) == 12
     for key, value in merged.items():
         # `.loc[[key]].item()`: one row, a scalar, on any pandas >= 2.0 (the index repeats "Average" per language,
-        # and `both[key]` on such a non-unique index is a one-row Series on pandas 2.x, a scalar on 3.x)
+        # and `both[key]` on such a non-unique index was a one-row Series on pandas 2.3 and 3.0.6, the H200's, and
+        # is a scalar on the lock's 3.1.1)
         assert both.loc[[key]].item() == pytest.approx(value)
 
 
